@@ -1,0 +1,193 @@
+/* Private heaps over every classic engine: cap, reset, destroy releasing
+ * memory, hk_heap_of, frees from other threads, misuse of dead handles. */
+#include "test.h"
+#include "heapkit.h"
+#include <errno.h>
+#include <pthread.h>
+
+static const char *engine_name;
+
+static size_t rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, res = 0;
+    if (f) { if (fscanf(f, "%lu %lu", &size, &res) != 2) res = 0; fclose(f); }
+    return res * (size_t)(sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static hk_heap_t *make(size_t max_size, unsigned flags)
+{
+    hk_heap_options_t o = HK_HEAP_OPTIONS_INIT;
+    o.engine = engine_name;
+    o.max_size = max_size;
+    o.flags = flags;
+    return hk_heap_new(&o);
+}
+
+static void test_basic(void)
+{
+    hk_heap_t *h = make(0, 0);
+    REQUIRE(h);
+    char *p[100];
+    for (int i = 0; i < 100; i++) {
+        p[i] = hk_heap_malloc(h, (size_t)(i * 37 + 1));
+        REQUIRE(p[i]);
+        memset(p[i], i, (size_t)(i * 37 + 1));
+        CHECK(hk_heap_of(p[i]) == h);
+        CHECK(hk_heap_usable_size(h, p[i]) >= (size_t)(i * 37 + 1));
+    }
+    for (int i = 0; i < 100; i += 2) CHECK_EQ(hk_heap_free(h, p[i]), 0);
+    for (int i = 1; i < 100; i += 2) CHECK_EQ(p[i][0], (char)i);
+    int *z = hk_heap_calloc(h, 100, sizeof(int));
+    REQUIRE(z);
+    for (int i = 0; i < 100; i++) CHECK_EQ(z[i], 0);
+    z = hk_heap_realloc(h, z, 4000 * sizeof(int));
+    REQUIRE(z);
+    CHECK_EQ(z[99], 0);
+    void *a = hk_heap_memalign(h, 256, 100);
+    CHECK(a && ((uintptr_t)a & 255) == 0);
+    errno = 0;
+    CHECK(hk_heap_calloc(h, SIZE_MAX / 2, 4) == NULL);
+    CHECK_EQ(errno, ENOMEM);
+    int local;
+    CHECK(hk_heap_of(&local) == NULL);
+    CHECK(hk_heap_free(h, &local) != 0);     /* not a block of this heap */
+    CHECK_EQ(hk_heap_free(h, NULL), 0);
+    hk_heap_stats_t st;
+    hk_heap_stats(h, &st);
+    CHECK(st.live_blocks >= 50);
+    CHECK(st.footprint > 0);
+    hk_heap_destroy(h);
+    CHECK(hk_heap_of(p[1]) == NULL);
+}
+
+static void test_cap(void)
+{
+    size_t cap = (size_t)4 << 20;
+    hk_heap_t *h = make(cap, HK_HEAP_SINGLE_THREADED);
+    REQUIRE(h);
+    size_t got = 0;
+    void *last = NULL;
+    for (;;) {
+        void *p = hk_heap_malloc(h, 64 << 10);
+        if (!p) break;
+        last = p;
+        got += 64 << 10;
+        REQUIRE(got <= cap);
+    }
+    CHECK_EQ(errno, ENOMEM);
+    CHECK(got >= cap / 4);                  /* the cap, not something else, stopped it */
+    CHECK(hk_heap_malloc(h, cap * 2) == NULL);
+    REQUIRE(last);
+    CHECK_EQ(hk_heap_free(h, last), 0);     /* still usable after hitting the cap */
+    void *again = hk_heap_malloc(h, 32 << 10);
+    CHECK(again != NULL);
+    hk_heap_destroy(h);
+}
+
+static void test_destroy_releases(void)
+{
+    size_t before = rss_kb();
+    hk_heap_t *h = make((size_t)512 << 20, HK_HEAP_SINGLE_THREADED);
+    REQUIRE(h);
+    for (int i = 0; i < 200000; i++) {
+        char *p = hk_heap_malloc(h, 200);
+        REQUIRE(p);
+        p[0] = 1;
+    }
+    size_t full = rss_kb();
+    CHECK(full > before + 30 * 1024);
+    hk_heap_destroy(h);
+    size_t after = rss_kb();
+    CHECK(after < before + 4 * 1024);
+}
+
+static void test_reset(void)
+{
+    hk_heap_t *h = make(0, 0);
+    REQUIRE(h);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 1000; i++) REQUIRE(hk_heap_malloc(h, 100));
+        hk_heap_stats_t st;
+        hk_heap_stats(h, &st);
+        CHECK_EQ(st.live_blocks, 1000);
+        CHECK_EQ(hk_heap_reset(h), 0);
+        hk_heap_stats(h, &st);
+        CHECK_EQ(st.live_blocks, 0);
+    }
+    hk_heap_destroy(h);
+}
+
+struct xarg { hk_heap_t *h; void **blocks; int n; };
+static void *free_all(void *arg)
+{
+    struct xarg *x = arg;
+    for (int i = 0; i < x->n; i++)
+        if (hk_heap_free(x->h, x->blocks[i]) != 0) return (void *)1;
+    return NULL;
+}
+static void *alloc_some(void *arg)
+{
+    struct xarg *x = arg;
+    for (int i = 0; i < x->n; i++) { x->blocks[i] = hk_heap_malloc(x->h, (size_t)(i % 500 + 1)); if (!x->blocks[i]) return (void *)1; }
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    hk_heap_t *h = make(0, 0);
+    REQUIRE(h);
+    enum { T = 4, N = 2000 };
+    static void *blocks[T][N];
+    struct xarg xs[T];
+    pthread_t th[T];
+    void *r;
+    for (int t = 0; t < T; t++) { xs[t] = (struct xarg){ h, blocks[t], N }; pthread_create(&th[t], NULL, alloc_some, &xs[t]); }
+    for (int t = 0; t < T; t++) { pthread_join(th[t], &r); CHECK(r == NULL); }
+    /* Each thread frees the blocks another one allocated. */
+    for (int t = 0; t < T; t++) { xs[t].blocks = blocks[(t + 1) % T]; pthread_create(&th[t], NULL, free_all, &xs[t]); }
+    for (int t = 0; t < T; t++) { pthread_join(th[t], &r); CHECK(r == NULL); }
+    hk_heap_stats_t st;
+    hk_heap_stats(h, &st);
+    CHECK_EQ(st.live_blocks, 0);
+    hk_heap_destroy(h);
+}
+
+static void bad_options(void)
+{
+    hk_heap_options_t o = HK_HEAP_OPTIONS_INIT;
+    o.engine = "no-such-engine";
+    errno = 0;
+    CHECK(hk_heap_new(&o) == NULL);
+    CHECK_EQ(errno, EINVAL);
+    o = (hk_heap_options_t)HK_HEAP_OPTIONS_INIT;
+    o.size = 3;
+    CHECK(hk_heap_new(&o) == NULL);
+}
+
+static void do_double_destroy(void *arg) { (void)arg; hk_heap_t *h = make(0, 0); hk_heap_destroy(h); hk_heap_destroy(h); }
+static void do_use_after_destroy(void *arg) { (void)arg; hk_heap_t *h = make(0, 0); hk_heap_destroy(h); hk_heap_malloc(h, 10); }
+
+static void test_misuse(void)
+{
+    CHECK(t_expect_death(do_double_destroy, NULL, SIGABRT, "hk_heap_destroy on heap"));
+    CHECK(t_expect_death(do_use_after_destroy, NULL, SIGABRT, "hk_heap_malloc on heap"));
+}
+
+int main(int argc, char **argv)
+{
+    RUN(bad_options);
+    RUN(test_misuse);
+    for (const char *const *n = hk_engine_names(); *n; n++) {
+        if (argc > 1 && strcmp(argv[1], *n)) continue;
+        engine_name = *n;
+        char name[128];
+        printf("-- engine %s\n", *n);
+        snprintf(name, sizeof name, "basic/%s", *n); RUN_NAMED(name, test_basic);
+        snprintf(name, sizeof name, "cap/%s", *n); RUN_NAMED(name, test_cap);
+        snprintf(name, sizeof name, "reset/%s", *n); RUN_NAMED(name, test_reset);
+        snprintf(name, sizeof name, "threads/%s", *n); RUN_NAMED(name, test_threads);
+        snprintf(name, sizeof name, "destroy_releases/%s", *n); RUN_NAMED(name, test_destroy_releases);
+    }
+    return t_finish();
+}

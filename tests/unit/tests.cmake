@@ -1,0 +1,6 @@
+# Labels for unit tests that run many threads (CI runs them under TSan).
+foreach(t heap)
+  if(TEST unit.${t})
+    set_tests_properties(unit.${t} PROPERTIES LABELS threads)
+  endif()
+endforeach()
