@@ -50,8 +50,12 @@ static int be_open(backend_t *b, const char *engine)
 {
     memset(b, 0, sizeof *b);
     if (!strcmp(engine, "system")) {
+        /* The footprint charged to the trace is what the C library holds
+         * from the OS less what the lab itself has allocated: free space
+         * the arena already had counts, as glibc took it for the program. */
         malloc_trim(0);
-        b->sys_base = sys_footprint();
+        struct mallinfo2 mi = mallinfo2();
+        b->sys_base = mi.uordblks + mi.hblkhd;
         return 0;
     }
     hk_engine_config_t cfg = { .max_size = (size_t)8 << 30, .flags = 0 };
@@ -144,9 +148,9 @@ static double now_s(void)
 static size_t auto_check_every(const lab_trace_t *t)
 {
     /* check() walks the whole heap: every op costs O(ops * blocks). Up to
-     * about 60M block visits we check every op, beyond that every K ops. */
+     * about 30M block visits we check every op, beyond that every K ops. */
     size_t work = t->n_ops * (t->n_ids < 4096 ? t->n_ids : 4096);
-    size_t k = work / 60000000 + 1;
+    size_t k = work / 30000000 + 1;
     return k;
 }
 

@@ -94,7 +94,7 @@ int lab_trace_load(const char *path, lab_trace_t *t)
         if (!s) { r.line++; bad(&r, "bad header: file ends before the %s", hdr[i]); goto out; }
         unsigned long long max = i == 1 ? LAB_MAX_IDS : i == 2 ? LAB_MAX_OPS : ~0ull;
         char what[64];
-        snprintf(what, sizeof what, "header field (%s)", hdr[i]);
+        snprintf(what, sizeof what, "bad header: %s", hdr[i]);
         if (field(&r, &s, what, max, &h[i]) || line_end(&r, s)) goto out;
     }
     t->path = strdup(path);
