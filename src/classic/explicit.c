@@ -175,23 +175,36 @@ static void *ex_realloc(hk_engine_t *e, void *p, size_t size)
     size_t sz = hk__bt_size(b);
     if (asize <= sz) { ex_shrink(ex, b, asize); return p; }
 
+    /* Grow into a free successor; at the heap's end extend by just the
+     * rest (a growing block stays on top, where it can keep growing
+     * without a copy); failing both, slide down into a free predecessor
+     * (the copy costs what a move would, the footprint does not). */
     hk_bt_blk *nx = b + sz;
-    size_t avail = sz;
     bool next_free = !hk__bt_alloc(nx);
-    if (next_free) avail += hk__bt_size(nx);
+    size_t avail = sz + (next_free ? hk__bt_size(nx) : 0);
     hk_bt_blk *after = b + avail;
     if (avail < asize && after == hk__bt_epilogue(e)) {
         if (!hk__bt_extend(e, asize - avail)) goto move;
         avail = asize;
         after = hk__bt_epilogue(e);
     }
-    if (avail >= asize) {
-        if (next_free) ex_unlink(ex, nx);
-        hk__bt_set_used(b, avail, hk__bt_prev_alloc(b));
-        hk__bt_set_prev_alloc(after, true);
-        ex_shrink(ex, b, asize);
-        return p;
+    hk_bt_blk *pv = hk__bt_prev_alloc(b) ? b : hk__bt_prev(b);
+    size_t total = avail + (size_t)(b - pv);
+    if (total < asize) goto move;
+    if (next_free) ex_unlink(ex, nx);
+    if (avail < asize) {
+        bool ppa = hk__bt_prev_alloc(pv);
+        if (pv != b) ex_unlink(ex, pv);
+        memmove(hk__bt_payload(pv), p, sz - HK_BT_WORD);
+        b = pv;
+        hk__bt_set_used(b, total, ppa);
+    } else {
+        total = avail;
+        hk__bt_set_used(b, total, hk__bt_prev_alloc(b));
     }
+    hk__bt_set_prev_alloc(after, true);
+    ex_shrink(ex, b, asize);
+    return hk__bt_payload(b);
 move:;
     hk_bt_blk *nb = ex_alloc_block(ex, asize);
     if (!nb) return NULL;

@@ -253,6 +253,7 @@ static void test_realloc_in_place(void)
         hk_engine_t *e = hk_engine_create(k_engines[i], NULL);
         REQUIRE(e != NULL);
         char *p = hk_engine_malloc(e, 100), *q = hk_engine_malloc(e, 300), *g = hk_engine_malloc(e, 10);
+        char *h = hk_engine_malloc(e, 10);
         fill((unsigned char *)p, 100, 1);
         hk_engine_free(e, q);
         char *r = hk_engine_realloc(e, p, 350);   /* grows into the free neighbour */
@@ -266,10 +267,19 @@ static void test_realloc_in_place(void)
         /* The last block grows past the heap's end by just the difference. */
         hk_engine_stats_t s0, s1;
         hk_engine_stats(e, &s0);
-        char *r2 = hk_engine_realloc(e, g, 10000);
-        CHECK(r2 == g);
+        char *r2 = hk_engine_realloc(e, h, 10000);
+        CHECK(r2 == h);
         hk_engine_stats(e, &s1);
         CHECK_EQ(s1.footprint - s0.footprint, 10016 - 32);
+        CHECK_EQ(hk_engine_check(e), 0);
+        /* g cannot grow forward (h is live) and slides down into the free
+         * block left by p's shrink instead of taking new space. */
+        fill((unsigned char *)g, 10, 2);
+        char *r3 = hk_engine_realloc(e, g, 300);
+        CHECK(r3 == p + 48);
+        CHECK(verify((unsigned char *)r3, 10, 2));
+        hk_engine_stats(e, &s0);
+        CHECK_EQ(s0.footprint, s1.footprint);
         CHECK_EQ(hk_engine_check(e), 0);
         hk_engine_destroy(e);
     }
