@@ -218,6 +218,9 @@ static void *im_realloc(hk_engine_t *e, void *p, size_t size)
     if (avail < asize) {
         bool ppa = hk__bt_prev_alloc(pv);
         memmove(hk__bt_payload(pv), p, sz - HK_BT_WORD);
+        /* The old header survives the copy when the hole was at least as
+         * big; wipe it, or a stale free(p) would pass as a live block. */
+        if ((size_t)(b - pv) >= sz) memset(b, 0, HK_BT_WORD);
         b = pv;
         hk__bt_set_used(b, total, ppa);
     } else {

@@ -278,6 +278,10 @@ static void test_realloc_in_place(void)
         char *r3 = hk_engine_realloc(e, g, 300);
         CHECK(r3 == p + 48);
         CHECK(verify((unsigned char *)r3, 10, 2));
+        /* The old address is no block any more (deferred: g moved the usual
+         * way after the merge pass, so its old block is simply free). */
+        CHECK_EQ(hk_engine_free(e, g), i == 4 ? HK_EDOUBLEFREE : HK_EINVALID);
+        CHECK_EQ(hk_engine_usable_size(e, g), 0);
         hk_engine_stats(e, &s0);
         CHECK_EQ(s0.footprint, s1.footprint);
         CHECK_EQ(hk_engine_check(e), 0);
