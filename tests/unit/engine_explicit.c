@@ -62,7 +62,9 @@ static void random_ops(const char *name, uint64_t seed, int ops)
     size_t len[SLOTS] = {0};
     unsigned tag[SLOTS] = {0};
     rng_state = seed;
-    int bad_steps = 0;
+    int bad_steps = 0, misuse_tries = 0;
+    void *stale[16] = {0};
+    size_t stale_at = 0;
     for (int i = 0; i < ops; i++) {
         size_t k = rng() % SLOTS;
         unsigned op = (unsigned)(rng() % 10);
@@ -83,6 +85,16 @@ static void random_ops(const char *name, uint64_t seed, int ops)
             CHECK(hk_engine_usable_size(e, ptr[k]) >= n);
             len[k] = n; tag[k] = (unsigned)i;
             fill(ptr[k], n, tag[k]);
+        } else if (op == 9) {
+            /* Misuse never changes the heap: an interior pointer, and a
+             * pointer freed earlier that is no live block's start now. */
+            size_t off = 16 * (1 + rng() % 4);
+            if (off < len[k]) CHECK(hk_engine_free(e, ptr[k] + off) != HK_OK);
+            void *old = stale[rng() % 16];
+            bool live_now = false;
+            for (size_t j = 0; j < SLOTS; j++) if (ptr[j] == old) live_now = true;
+            if (old && !live_now) { CHECK(hk_engine_free(e, old) != HK_OK); misuse_tries++; }
+            CHECK(verify(ptr[k], len[k], tag[k]));
         } else if (op < 3) {
             size_t n = rand_size();
             unsigned char *q = hk_engine_realloc(e, ptr[k], n);
@@ -93,12 +105,14 @@ static void random_ops(const char *name, uint64_t seed, int ops)
         } else {
             CHECK(verify(ptr[k], len[k], tag[k]));
             CHECK_EQ(hk_engine_free(e, ptr[k]), HK_OK);
+            stale[stale_at++ % 16] = ptr[k];
             ptr[k] = NULL;
         }
         size_t c = hk_engine_check(e);
         if (c && bad_steps++ < 3) fprintf(stderr, "  %s: check()=%zu after step %d\n", name, c, i);
     }
     CHECK_EQ(bad_steps, 0);
+    CHECK(misuse_tries > 50);
     hk_engine_stats_t st;
     hk_engine_stats(e, &st);
     size_t live = 0;
