@@ -4,6 +4,7 @@
 #include "test.h"
 #include "heapkit/engine.h"
 #include "classic/engine_impl.h"
+#include "classic/boundary_tag.h"
 #include <errno.h>
 
 /* engine.c refers to the engines weakly, which does not pull their objects
@@ -170,6 +171,24 @@ static void test_basic_api(void)
 }
 
 /* The same sequence under next fit and first fit picks different holes. */
+/* Two neighbouring free blocks break the invariant of the immediate
+ * engines but not the deferred one's: forge one with valid tags. */
+static void test_check_adjacent_free(void)
+{
+    for (size_t i = 0; i < N_ENGINES; i++) {
+        hk_engine_t *e = hk_engine_create(k_engines[i], NULL);
+        REQUIRE(e != NULL);
+        char *a = hk_engine_malloc(e, 40), *b = hk_engine_malloc(e, 40), *c = hk_engine_malloc(e, 40);
+        CHECK_EQ(hk_engine_free(e, a), HK_OK);
+        CHECK_EQ(hk_engine_check(e), 0);
+        hk_bt_blk *bb = hk__bt_of(b);
+        hk__bt_set_free(bb, hk__bt_size(bb), false);
+        hk__bt_set_prev_alloc(hk__bt_of(c), false);
+        CHECK_EQ(hk_engine_check(e), i == 4 ? 0 : 1);
+        hk_engine_destroy(e);
+    }
+}
+
 static void test_next_fit_rover(void)
 {
     void *got[2];
@@ -425,5 +444,6 @@ int main(void)
     RUN(test_misuse);
     RUN(test_abort_mode);
     RUN(test_corruption_detected);
+    RUN(test_check_adjacent_free);
     return t_finish();
 }
