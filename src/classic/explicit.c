@@ -151,11 +151,14 @@ static hk_bt_blk *ex_alloc_block(hk_explicit_t *ex, size_t asize)
     return b;
 }
 
+static size_t ex_check(hk_engine_t *e);
+
 static void *ex_malloc(hk_engine_t *e, size_t size)
 {
     size_t asize = hk__bt_asize(size, EX_MIN_BLOCK);
     if (!asize) return NULL;
     hk_bt_blk *b = ex_alloc_block(ex_of(e), asize);
+    hk_assert_expensive(ex_check(e) == 0);
     return b ? hk__bt_payload(b) : NULL;
 }
 
@@ -165,6 +168,7 @@ static int ex_free(hk_engine_t *e, void *p)
     int rc = hk__bt_validate(e, p, EX_MIN_BLOCK, &b);
     if (rc != HK_OK) return hk__engine_misuse(e, rc, p, "free");
     ex_release(ex_of(e), b, hk__bt_size(b), hk__bt_prev_alloc(b));
+    hk_assert_expensive(ex_check(e) == 0);
     return HK_OK;
 }
 

@@ -163,11 +163,14 @@ static hk_bt_blk *im_alloc_block(hk_implicit_t *im, size_t asize)
     return b;
 }
 
+static size_t im_check(hk_engine_t *e);
+
 static void *im_malloc(hk_engine_t *e, size_t size)
 {
     size_t asize = hk__bt_asize(size, IM_MIN_BLOCK);
     if (!asize) return NULL;
     hk_bt_blk *b = im_alloc_block(im_of(e), asize);
+    hk_assert_expensive(im_check(e) == 0);
     return b ? hk__bt_payload(b) : NULL;
 }
 
@@ -177,6 +180,7 @@ static int im_free(hk_engine_t *e, void *p)
     int rc = hk__bt_validate(e, p, IM_MIN_BLOCK, &b);
     if (rc != HK_OK) return hk__engine_misuse(e, rc, p, "free");
     im_release(im_of(e), b, hk__bt_size(b), hk__bt_prev_alloc(b));
+    hk_assert_expensive(im_check(e) == 0);
     return HK_OK;
 }
 
