@@ -313,6 +313,27 @@ static bool grow_in_place(buddy_t *b, size_t off, unsigned k, unsigned nk)
     return true;
 }
 
+/* Grow (off, k) to order nk by merging with free buddies on either side;
+ * the block may start lower afterwards (returned through *out). */
+static bool grow_by_merging(buddy_t *b, size_t off, unsigned k, unsigned nk, size_t *out)
+{
+    if (nk > b->max_order) return false;
+    size_t cur = off;
+    for (unsigned m = k; m < nk; m++, cur &= ~bsize(m - 1)) {
+        size_t bud = cur ^ bsize(m);
+        if (bud >= bbrk(b)) return false;
+        bhdr_t *bh = hdr_at(b, bud);
+        if (bh->state != B_FREE || bh->order != m || !hdr_ok(b, bud, bh)) return false;
+    }
+    cur = off;
+    for (unsigned m = k; m < nk; m++) {
+        list_remove(b, (bfree_t *)(void *)hdr_at(b, cur ^ bsize(m)));
+        cur &= ~bsize(m);
+    }
+    *out = cur;
+    return true;
+}
+
 static void *buddy_realloc(hk_engine_t *e, void *p, size_t size)
 {
     buddy_t *b = B(e);
@@ -342,6 +363,17 @@ static void *buddy_realloc(hk_engine_t *e, void *p, size_t size)
             set_hdr(h, off, nk, B_USED, B_HDR);
             b->live_bytes += bsize(nk) - bsize(k);
             return p;
+        }
+        size_t to;
+        if (grow_by_merging(b, off, k, nk, &to)) {
+            /* Retire the old header first: the move may or may not cover it,
+             * and it must never read as a live block again. */
+            set_hdr(h, off, k, B_FREE, B_HDR);
+            char *q = bbase(b) + to + B_HDR;
+            memmove(q, p, usable);
+            set_hdr(hdr_at(b, to), to, nk, B_USED, B_HDR);
+            b->live_bytes += bsize(nk) - bsize(k);
+            return q;
         }
     }
     void *q = buddy_malloc(e, size);

@@ -19,7 +19,7 @@
 #include <errno.h>
 #include <string.h>
 
-#define HI_CAP      512u                       /* index entries: one 4 KiB page */
+#define HI_CAP      128u                       /* index entries (1 KiB): a bigger index costs small heaps more than orphans cost big ones */
 #define HI_IDX      ((size_t)HI_CAP * 8u)
 #define HI_HEAP0    (HI_IDX + 8u)              /* first block: payloads land on 16 */
 #define HI_MIN      32u                        /* header + 16 payload + footer */

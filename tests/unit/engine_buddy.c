@@ -188,6 +188,35 @@ static void test_realloc(void)
     hk_engine_destroy(e);
 }
 
+/* An upper buddy whose lower buddy is free grows by merging downwards: the
+ * data moves to the lower address, nothing new is taken from the region. */
+static void test_realloc_merge_down(void)
+{
+    hk_engine_t *e = mk(0);
+    REQUIRE(e);
+    char *a = hk_engine_malloc(e, 16);                 /* [0,32) */
+    char *b = hk_engine_malloc(e, 16);                 /* [32,64) */
+    char *c = hk_engine_malloc(e, 40);                 /* [64,128): b can't grow upwards */
+    REQUIRE(a && b && c);
+    memcpy(b, "abcdefghijklmno", 16);
+    CHECK_EQ(hk_engine_free(e, a), HK_OK);
+    hk_engine_stats_t st0, st;
+    hk_engine_stats(e, &st0);
+    char *m = hk_engine_realloc(e, b, 40);
+    CHECK(m == a);
+    CHECK(memcmp(m, "abcdefghijklmno", 16) == 0);
+    CHECK_EQ(hk_engine_usable_size(e, m), 48);
+    hk_engine_stats(e, &st);
+    CHECK_EQ(st.footprint, st0.footprint);
+    CHECK_EQ(st.free_blocks, 0);
+    CHECK_EQ(hk_engine_check(e), 0);
+    CHECK_EQ(hk_engine_free(e, b), HK_EDOUBLEFREE);    /* realloc released the old pointer */
+    CHECK_EQ(hk_engine_free(e, m), HK_OK);
+    CHECK_EQ(hk_engine_free(e, c), HK_OK);
+    CHECK_EQ(hk_engine_check(e), 0);
+    hk_engine_destroy(e);
+}
+
 static void test_memalign(void)
 {
     hk_engine_t *e = mk(0);
@@ -388,6 +417,7 @@ int main(void)
     RUN(test_recursive_merge);
     RUN(test_growth_gap_and_trim);
     RUN(test_realloc);
+    RUN(test_realloc_merge_down);
     RUN(test_memalign);
     RUN(test_misuse);
     RUN(test_corruption);
