@@ -13,6 +13,7 @@ typedef struct hk_implicit {
     enum im_fit fit;
     bool deferred;         /* merge free neighbours only when no fit is found */
     hk_bt_blk *rover;      /* next fit: where the last search ended (a block or the epilogue) */
+    bool unmerged;         /* deferred: blocks were freed since the last merge pass */
 } hk_implicit_t;
 
 static inline hk_implicit_t *im_of(hk_engine_t *e) { return (hk_implicit_t *)e; }
@@ -96,6 +97,7 @@ static hk_bt_blk *im_release(hk_implicit_t *im, hk_bt_blk *b, size_t sz, bool pa
     hk__bt_set_free(b, sz, pa);
     hk__bt_set_prev_alloc(b + sz, false);
     if (!im->deferred) b = im_coalesce(im, b);
+    else im->unmerged = true;
     im_maybe_trim(im, b);
     return b;
 }
@@ -114,6 +116,7 @@ static HK_NOINLINE void im_coalesce_all(hk_implicit_t *im)
         last = b;
         b += sz;
     }
+    im->unmerged = false;
     if (last) im_maybe_trim(im, last);
 }
 
@@ -151,7 +154,7 @@ static void im_place(hk_implicit_t *im, hk_bt_blk *b, size_t asize)
 static hk_bt_blk *im_alloc_block(hk_implicit_t *im, size_t asize)
 {
     hk_bt_blk *b = im_find_fit(im, asize);
-    if (!b && im->deferred) {
+    if (!b && im->deferred && im->unmerged) {
         im_coalesce_all(im);
         b = im_find_fit(im, asize);
     }
@@ -160,11 +163,14 @@ static hk_bt_blk *im_alloc_block(hk_implicit_t *im, size_t asize)
     return b;
 }
 
+static size_t im_check(hk_engine_t *e);
+
 static void *im_malloc(hk_engine_t *e, size_t size)
 {
     size_t asize = hk__bt_asize(size, IM_MIN_BLOCK);
     if (!asize) return NULL;
     hk_bt_blk *b = im_alloc_block(im_of(e), asize);
+    hk_assert_expensive(im_check(e) == 0);
     return b ? hk__bt_payload(b) : NULL;
 }
 
@@ -174,6 +180,7 @@ static int im_free(hk_engine_t *e, void *p)
     int rc = hk__bt_validate(e, p, IM_MIN_BLOCK, &b);
     if (rc != HK_OK) return hk__engine_misuse(e, rc, p, "free");
     im_release(im_of(e), b, hk__bt_size(b), hk__bt_prev_alloc(b));
+    hk_assert_expensive(im_check(e) == 0);
     return HK_OK;
 }
 
@@ -197,8 +204,10 @@ static void *im_realloc(hk_engine_t *e, void *p, size_t size)
     size_t sz = hk__bt_size(b);
     if (asize <= sz) { im_shrink(im, b, asize); return p; }
 
-    /* Grow into the free blocks that follow, and past the heap's end if
-     * they reach it. */
+    /* Grow into the free blocks that follow; at the heap's end extend by
+     * just the rest (a growing block stays on top, where it can keep
+     * growing without a copy); failing both, slide down into a free
+     * predecessor (the copy costs what a move would, the footprint not). */
     hk_bt_blk *epi = hk__bt_epilogue(e), *nx = b + sz;
     size_t avail = sz;
     while (!hk__bt_alloc(nx)) { avail += hk__bt_size(nx); nx = hk__bt_next(nx); }
@@ -207,13 +216,25 @@ static void *im_realloc(hk_engine_t *e, void *p, size_t size)
         avail = asize;
         nx = hk__bt_epilogue(e);
     }
-    if (avail >= asize) {
-        hk__bt_set_used(b, avail, hk__bt_prev_alloc(b));
-        hk__bt_set_prev_alloc(nx, true);
-        im_fix_rover(im, b, avail, nx);
-        im_shrink(im, b, asize);
-        return p;
+    hk_bt_blk *pv = hk__bt_prev_alloc(b) ? b : hk__bt_prev(b);
+    size_t total = avail + (size_t)(b - pv);
+    if (total < asize) goto move;
+    if (avail < asize) {
+        bool ppa = hk__bt_prev_alloc(pv);
+        memmove(hk__bt_payload(pv), p, sz - HK_BT_WORD);
+        /* The old header survives the copy when the hole was at least as
+         * big; wipe it, or a stale free(p) would pass as a live block. */
+        if ((size_t)(b - pv) >= sz) memset(b, 0, HK_BT_WORD);
+        b = pv;
+        hk__bt_set_used(b, total, ppa);
+    } else {
+        total = avail;
+        hk__bt_set_used(b, total, hk__bt_prev_alloc(b));
     }
+    hk__bt_set_prev_alloc(nx, true);
+    im_fix_rover(im, b, total, nx);
+    im_shrink(im, b, asize);
+    return hk__bt_payload(b);
 move:;
     hk_bt_blk *nb = im_alloc_block(im, asize);
     if (!nb) return NULL;
@@ -238,6 +259,7 @@ static void *im_memalign(hk_engine_t *e, size_t align, size_t size)
         hk__bt_set_used(b + gap, sz - gap, false);
         hk__bt_set_free(b, gap, pa);
         if (!im->deferred) im_coalesce(im, b);
+        else im->unmerged = true;
         b += gap;
     }
     im_shrink(im, b, asize);

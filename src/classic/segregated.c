@@ -12,14 +12,22 @@
  * Payloads are 16-aligned, so headers sit at 8 mod 16 and the heap starts
  * with one 8-byte pad word. There is no epilogue: the P bit of the block past
  * the end lives in the engine state. Small requests are carved from the high
- * end of a free block and large ones from the low end, which keeps short-lived
- * small blocks from pinning holes between large ones. */
+ * end of a free block and large ones from the low end, and a small request
+ * that must grow the heap grows it by a small chunk (at most 1/16 of the heap)
+ * whose top it takes: small and large blocks then sit apart, so holes left by
+ * freed large blocks coalesce instead of being pinned by small neighbours. */
 #include "engine_impl.h"
 #include <errno.h>
 #include <string.h>
 
 #ifndef HK_SEG_SMALL
 #define HK_SEG_SMALL 256        /* block sizes below this go to the high end of a split */
+#endif
+#ifndef HK_SEG_CHUNK
+#define HK_SEG_CHUNK 2048       /* growth for a small block: up to this much, */
+#endif
+#ifndef HK_SEG_CHUNK_DIV
+#define HK_SEG_CHUNK_DIV 16     /* and never more than heap size / this */
 #endif
 #ifndef HK_SEG_SEARCH
 #define HK_SEG_SEARCH 64        /* list nodes examined for best fit in a large class */
@@ -187,10 +195,15 @@ static HK_NOINLINE char *grow_for(seg_t *s, size_t asize)
         pbit = b_prev_alloc(b) ? P_BIT : 0;
     }
     size_t need = asize - have;
+    if (asize < HK_SEG_SMALL) {
+        /* a small block takes the top of a fresh chunk; large ones fill it from below */
+        size_t chunk = HK_MIN((size_t)HK_SEG_CHUNK, (s->base.heap.brk / HK_SEG_CHUNK_DIV) & ~(size_t)(ALIGN - 1));
+        if (need < chunk) need = chunk;
+    }
     if (!hk_sbrk_grow(&s->base.heap, need)) return NULL;
     if (have) list_remove(s, b, have);
     s->end_prev_alloc = 0;  /* place() sets it */
-    return place(s, b, asize, asize, pbit);
+    return place(s, b, have + need, asize, pbit);
 }
 
 HK_INLINE size_t adjust(size_t n)
