@@ -1,0 +1,49 @@
+# The trace lab and cross-engine suites.
+#
+# The engine registry (src/classic/engine.c) finds engines through weak
+# references, and a weak reference never pulls an object out of a static
+# archive: without help, programs linked against heapkit_base see no
+# engines at all. "-u SYMBOL" asks the linker for each engine by name. It
+# may only name engines that exist (an unresolved -u turns the registry's
+# weak references into errors), so look for each symbol in the sources.
+set(HK_ENGINE_SYMBOLS implicit_first implicit_next implicit_best implicit_worst implicit_deferred
+    explicit_lifo explicit_addr segregated buddy tlsf hole_index)
+file(GLOB_RECURSE HK_ENGINE_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/src/classic/*.c)
+list(FILTER HK_ENGINE_SOURCES EXCLUDE REGEX "/engine\\.c$")
+set(HK_ENGINE_TEXT "")
+foreach(f ${HK_ENGINE_SOURCES})
+  file(READ ${f} txt)
+  string(APPEND HK_ENGINE_TEXT "${txt}")
+endforeach()
+foreach(e ${HK_ENGINE_SYMBOLS})
+  if(HK_ENGINE_TEXT MATCHES "hk__engine_${e}[^A-Za-z0-9_]")
+    target_link_options(heapkit_base INTERFACE "LINKER:-u,hk__engine_${e}")
+  endif()
+endforeach()
+
+# The eleven engines every build must have: one API-suite entry each, which
+# fails when the named engine is not linked in.
+set(HK_ENGINE_NAMES implicit-first implicit-next implicit-best implicit-worst implicit-deferred
+    explicit-lifo explicit-addr segregated buddy tlsf hole-index)
+if(TARGET test_engine_api)
+  foreach(e ${HK_ENGINE_NAMES})
+    add_test(NAME engine_api.${e} COMMAND test_engine_api ${e})
+  endforeach()
+endif()
+if(TARGET test_engine_property)
+  foreach(e ${HK_ENGINE_NAMES})
+    add_test(NAME engine_property.${e} COMMAND test_engine_property ${e})
+  endforeach()
+endif()
+
+# Command-line tests of the heapkit binary (gen, replay, lab, bad traces).
+if(TARGET heapkit_cli)
+  find_program(HK_PYTHON3 python3)
+  add_test(NAME lab.cli COMMAND ${CMAKE_CURRENT_LIST_DIR}/run_lab_tests.sh $<TARGET_FILE:heapkit_cli>
+           ${CMAKE_CURRENT_LIST_DIR} ${CMAKE_CURRENT_BINARY_DIR}/lab-tests)
+  set(HK_LAB_ENV "HK_SHARED_TRACES=${HK_SHARED_TRACES};HK_PYTHON3=${HK_PYTHON3}")
+  if(HK_SANITIZE)
+    list(APPEND HK_LAB_ENV "HK_LAB_QUICK=1")
+  endif()
+  set_tests_properties(lab.cli PROPERTIES ENVIRONMENT "${HK_LAB_ENV}")
+endif()
