@@ -126,6 +126,33 @@ HK_INLINE void list_remove(buddy_t *b, bfree_t *f)
     b->free_blocks--;
 }
 
+/* Safe unlinking: a free block's neighbours in its list must be free blocks
+ * of the same order that point back at it, or a use-after-free write into
+ * the links would turn list surgery into a write anywhere. */
+HK_INLINE bool link_ok(buddy_t *b, const bfree_t *x, unsigned k)
+{
+    if (!x) return true;
+    const char *c = (const char *)x;
+    if (c < bbase(b) || c >= bbase(b) + bbrk(b)) return false;
+    size_t o = (size_t)(c - bbase(b));
+    return !(o & (bsize(k) - 1)) && x->h.state == B_FREE && x->h.order == k && hdr_ok(b, o, &x->h);
+}
+
+HK_INLINE bool links_ok(buddy_t *b, const bfree_t *f)
+{
+    unsigned k = f->h.order;
+    if (!link_ok(b, f->next, k) || !link_ok(b, f->prev, k)) return false;
+    if (f->next && f->next->prev != f) return false;
+    return f->prev ? f->prev->next == f : b->heads[k] == f;
+}
+
+/* A buddy that a merge may absorb: a whole free block of order m, listed. */
+HK_INLINE bool free_buddy(buddy_t *b, size_t bud, unsigned m)
+{
+    bhdr_t *bh = hdr_at(b, bud);
+    return bh->state == B_FREE && bh->order == m && hdr_ok(b, bud, bh) && links_ok(b, (bfree_t *)(void *)bh);
+}
+
 /* Free the block (off, k), merging it with free buddies as far as they go.
  * Returns the final (offset, order) through the pointers. */
 static void merge_insert(buddy_t *b, size_t off, unsigned k, size_t *out_off, unsigned *out_k)
@@ -135,10 +162,8 @@ static void merge_insert(buddy_t *b, size_t off, unsigned k, size_t *out_off, un
     set_hdr(hdr_at(b, off), off, k, B_FREE, B_HDR);
     while (k < b->max_order) {
         size_t bud = off ^ bsize(k);
-        if (bud >= bbrk(b)) break;
-        bhdr_t *bh = hdr_at(b, bud);
-        if (bh->state != B_FREE || bh->order != k || !hdr_ok(b, bud, bh)) break;
-        list_remove(b, (bfree_t *)(void *)bh);
+        if (bud >= bbrk(b) || !free_buddy(b, bud, k)) break;
+        list_remove(b, (bfree_t *)(void *)hdr_at(b, bud));
         off &= ~bsize(k);
         k++;
     }
@@ -165,7 +190,7 @@ HK_COLD static void trim_top(buddy_t *b)
     size_t off;
     while (last_block(b, &off)) {
         bhdr_t *h = hdr_at(b, off);
-        if (h->state != B_FREE) break;
+        if (h->state != B_FREE || !links_ok(b, (bfree_t *)(void *)h)) break;
         list_remove(b, (bfree_t *)(void *)h);
         h->tag = 0;
         hk_sbrk_shrink(&b->base.heap, bbrk(b) - off);
@@ -196,6 +221,10 @@ static bool take(buddy_t *b, unsigned k, size_t *out)
     if (hk_unlikely(!(b->nonempty >> k)) && !grow_for(b, k)) return false;
     unsigned j = k + (unsigned)__builtin_ctzll(b->nonempty >> k);
     bfree_t *f = b->heads[j];
+    if (hk_unlikely(!link_ok(b, f, j) || !links_ok(b, f))) {
+        hk__engine_misuse(&b->base, HK_ECORRUPT, f, "free list damaged");
+        return false;
+    }
     list_remove(b, f);
     size_t off = (size_t)((char *)f - bbase(b));
     while (j > k) {
@@ -278,6 +307,8 @@ static int buddy_free(hk_engine_t *e, void *p)
         if (!hdr_ok(b, bud, bh) || bh->state == B_ALIAS)
             return hk__engine_misuse(e, HK_ECORRUPT, p, "buddy header damaged");
         if (bh->state != B_FREE || bh->order != m) break;
+        if (!links_ok(b, (bfree_t *)(void *)bh))
+            return hk__engine_misuse(e, HK_ECORRUPT, p, "free list links of the buddy damaged");
         o &= ~bsize(m);
     }
     b->live_bytes -= bsize(k) - h->aoff;
@@ -298,8 +329,7 @@ static bool grow_in_place(buddy_t *b, size_t off, unsigned k, unsigned nk)
     for (unsigned m = k; m < nk; m++) {
         size_t bud = off + bsize(m);
         if (bud >= brk) break;
-        bhdr_t *bh = hdr_at(b, bud);
-        if (bh->state != B_FREE || bh->order != m || !hdr_ok(b, bud, bh)) return false;
+        if (!free_buddy(b, bud, m)) return false;
     }
     size_t end = off + bsize(nk);
     if (end > brk) {
@@ -321,9 +351,7 @@ static bool grow_by_merging(buddy_t *b, size_t off, unsigned k, unsigned nk, siz
     size_t cur = off;
     for (unsigned m = k; m < nk; m++, cur &= ~bsize(m - 1)) {
         size_t bud = cur ^ bsize(m);
-        if (bud >= bbrk(b)) return false;
-        bhdr_t *bh = hdr_at(b, bud);
-        if (bh->state != B_FREE || bh->order != m || !hdr_ok(b, bud, bh)) return false;
+        if (bud >= bbrk(b) || !free_buddy(b, bud, m)) return false;
     }
     cur = off;
     for (unsigned m = k; m < nk; m++) {

@@ -101,6 +101,13 @@ HK_INLINE bool block_before(hole_index_t *h, size_t end, size_t *off)
     return true;
 }
 
+/* An index entry names a sound, indexed hole of the recorded size. */
+HK_INLINE bool entry_ok(hole_index_t *h, uint64_t k)
+{
+    size_t off = key_off(k);
+    return block_ok(h, off) && hdr(h, off)->word == (uint32_t)((k >> 32) << 2 | F_HOLE);
+}
+
 /* ---- the index ----------------------------------------------------------- */
 
 HK_INLINE size_t idx_lower_bound(hole_index_t *h, uint64_t k)
@@ -248,6 +255,10 @@ static void *hi_malloc(hk_engine_t *e, size_t size)
     size_t off, s;
     if (hk_likely(i < h->count)) {
         uint64_t k = keys(h)[i];
+        if (hk_unlikely(!entry_ok(h, k))) {
+            hk__engine_misuse(e, HK_ECORRUPT, hbase(h) + key_off(k), "hole index entry damaged");
+            return NULL;
+        }
         off = key_off(k);
         s = key_size(k);
         memmove(keys(h) + i, keys(h) + i + 1, (h->count - i - 1) * sizeof(uint64_t));
@@ -400,6 +411,10 @@ static void *hi_memalign(hk_engine_t *e, size_t align, size_t size)
     /* The smallest hole where an aligned payload fits: scan up from the first big enough. */
     for (size_t i = idx_lower_bound(h, (uint64_t)(n >> 4) << 32); i < h->count; i++) {
         uint64_t k = keys(h)[i];
+        if (!entry_ok(h, k)) {
+            hk__engine_misuse(e, HK_ECORRUPT, hbase(h) + key_off(k), "hole index entry damaged");
+            return NULL;
+        }
         if (aligned_fit(key_off(k), key_size(k), align, n, base, &blk)) {
             off = key_off(k);
             s = key_size(k);

@@ -302,7 +302,20 @@ static void test_corruption(void)
     void *old = *link;
     *link = (void *)(a + 4);
     CHECK(hk_engine_check(e) > 0);
+    /* Safe unlinking: the damaged list is refused, not followed. */
+    CHECK(hk_engine_malloc(e, 100) == NULL);
     *link = old;
+    CHECK_EQ(hk_engine_check(e), 0);
+    /* A use-after-free write into the links of b, then b's buddy a is freed:
+     * the merge would unlink b through them, so the free reports corruption. */
+    CHECK_EQ(hk_engine_free(e, b), HK_OK);
+    void **blink = (void **)(void *)b;
+    old = *blink;
+    *blink = (void *)0x1000;
+    CHECK_EQ(hk_engine_free(e, a), HK_ECORRUPT);
+    *blink = old;
+    CHECK_EQ(hk_engine_check(e), 0);
+    CHECK_EQ(hk_engine_free(e, a), HK_OK);
     CHECK_EQ(hk_engine_check(e), 0);
     hk_engine_destroy(e);
 }

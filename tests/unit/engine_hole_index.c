@@ -342,7 +342,21 @@ static void test_corruption(void)
     CHECK_EQ(hk_engine_check(e), 0);
     bh[1] ^= 1;                                        /* hole flag cleared, magic now wrong */
     CHECK(hk_engine_check(e) > 0);
+    /* malloc refuses to carve a hole whose metadata is damaged. */
+    CHECK(hk_engine_malloc(e, 100) == NULL);
     bh[1] ^= 1;
+    CHECK_EQ(hk_engine_check(e), 0);
+    /* A damaged index entry (the index lives at the start of the region). */
+    uint64_t *idx = (uint64_t *)(void *)(a - 8 - 1024 - 8);   /* [1 KiB index][pad 8][a hdr 8] */
+    CHECK_EQ(idx[0] >> 32, 128 / 16);                  /* b's hole: size 128 */
+    uint64_t ke = idx[0];
+    idx[0] += 1;
+    CHECK(hk_engine_check(e) > 0);
+    CHECK(hk_engine_malloc(e, 100) == NULL);
+    idx[0] = ke;
+    CHECK_EQ(hk_engine_check(e), 0);
+    char *again = hk_engine_malloc(e, 100);
+    CHECK(again == b);
     CHECK_EQ(hk_engine_check(e), 0);
     hk_engine_destroy(e);
 }
