@@ -141,6 +141,48 @@ static void test_growth_gap_and_trim(void)
     CHECK_EQ(hk_engine_free(e, big), HK_OK);
     CHECK_EQ(hk_engine_free(e, s), HK_OK);
     CHECK_EQ(hk_engine_check(e), 0);
+    hk_engine_stats(e, &st);
+    CHECK_EQ(st.footprint, 8192);                      /* an 8 KiB free run: under the trim threshold */
+    CHECK_EQ(st.free_blocks, 1);
+    hk_engine_destroy(e);
+
+    /* A small block above a large one, freed first: freeing the large one
+     * then completes a free run up to the break, and all of it goes back. */
+    e = mk(0);
+    REQUIRE(e);
+    huge = hk_engine_malloc(e, 200000);
+    char *tiny = hk_engine_malloc(e, 16);
+    REQUIRE(huge && tiny);
+    CHECK_EQ(tiny - huge, 262144);
+    CHECK_EQ(hk_engine_free(e, tiny), HK_OK);
+    hk_engine_stats(e, &st);
+    CHECK_EQ(st.footprint, 262144 + 32);
+    CHECK_EQ(hk_engine_free(e, huge), HK_OK);
+    CHECK_EQ(hk_engine_check(e), 0);
+    hk_engine_stats(e, &st);
+    CHECK_EQ(st.footprint, 0);
+    CHECK_EQ(st.free_blocks, 0);
+    hk_engine_destroy(e);
+}
+
+/* Free blocks are taken lowest address first (address-ordered trees), so
+ * the low end fills up and the high end stays free to merge. */
+static void test_lowest_address_first(void)
+{
+    hk_engine_t *e = mk(0);
+    REQUIRE(e);
+    enum { N = 16 };
+    char *p[N];
+    for (int i = 0; i < N; i++) { p[i] = hk_engine_malloc(e, 100); REQUIRE(p[i]); }
+    /* Free every other block, in descending address order (LIFO would hand
+     * them back highest first). */
+    for (int i = N - 2; i >= 0; i -= 2) CHECK_EQ(hk_engine_free(e, p[i]), HK_OK);
+    CHECK_EQ(hk_engine_check(e), 0);
+    for (int i = 0; i < N; i += 2) {
+        char *q = hk_engine_malloc(e, 100);
+        CHECK(q == p[i]);
+    }
+    CHECK_EQ(hk_engine_check(e), 0);
     hk_engine_destroy(e);
 }
 
@@ -429,6 +471,7 @@ int main(void)
     RUN(test_split_and_merge);
     RUN(test_recursive_merge);
     RUN(test_growth_gap_and_trim);
+    RUN(test_lowest_address_first);
     RUN(test_realloc);
     RUN(test_realloc_merge_down);
     RUN(test_memalign);
