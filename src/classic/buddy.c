@@ -289,14 +289,13 @@ static bool take(buddy_t *b, unsigned k, size_t *out)
 {
     if (hk_unlikely(!(b->nonempty >> k)) && !grow_for(b, k)) return false;
     unsigned j = k + (unsigned)__builtin_ctzll(b->nonempty >> k);
-    uint32_t id = b->root[j];
-    bool ok = link_ok(b, id, j);
-    while (ok && fnode(b, id)->l) {          /* the lowest address */
-        id = fnode(b, id)->l;
-        ok = link_ok(b, id, j);
-    }
+    /* Down to the lowest address; ids are bounds-checked on the way, the
+     * chosen node and its links fully before the unlink. */
+    uint32_t id = b->root[j], lim = (uint32_t)(bbrk(b) >> B_MIN_ORDER);
+    bool ok = id - 1 < lim;
+    for (uint32_t nx; ok && (nx = fnode(b, id)->l) != 0; id = nx) ok = nx - 1 < lim;
     bfree_t *f = fnode(b, id);
-    if (hk_unlikely(!ok || !links_ok(b, f))) {
+    if (hk_unlikely(!ok || !link_ok(b, id, j) || !links_ok(b, f))) {
         hk__engine_misuse(&b->base, HK_ECORRUPT, f, "free tree damaged");
         return false;
     }
