@@ -1,9 +1,10 @@
-/* Binary buddy engine: power-of-two blocks from 32 bytes up, one free list per
- * order, the buddy of a block found by (offset ^ size), recursive merging on
- * free and splitting on malloc.
+/* Binary buddy engine: power-of-two blocks from 32 bytes up, one set of free
+ * blocks per order (an address-ordered treap, lowest address taken first),
+ * the buddy of a block found by (offset ^ size), recursive merging on free
+ * and splitting on malloc.
  *
  * The whole reservation is one virtual buddy tree rooted at the region base;
- * only the prefix [0, brk) exists. To get a block of order k when no list has
+ * only the prefix [0, brk) exists. To get a block of order k when no order has
  * one, the break is first aligned up to 2^k by adding free blocks the size of
  * brk's lowest set bit (each one is a legal, aligned buddy block and merges
  * with its lower buddy when that is free), then 2^k more are added. So the
@@ -11,7 +12,7 @@
  * the top is given back with hk_sbrk_shrink.
  *
  *     block:  [ hdr 16: tag | order | state | aoff ][ payload ... ]  2^order bytes
- *     free:   [ hdr 16 ][ next | prev ][ ... ]
+ *     free:   [ hdr 16 ][ left | right | parent | 0 ][ ... ]   (treap links, u32)
  *     memalign: [ hdr, aoff = A' ] ... [ alias hdr 16 ][ payload at block + A' ]
  *
  * The tag is a hash of (offset, order, state, aoff), so a pointer that is not
@@ -19,7 +20,7 @@
 #include "engine_impl.h"
 #include <string.h>
 
-#define B_MIN_ORDER 5u                       /* 32-byte blocks: header + two links */
+#define B_MIN_ORDER 5u                       /* 32-byte blocks: header + tree links */
 #define B_HDR       16u
 #define B_MAX_ORDERS 48u
 #define B_TRIM      ((size_t)64 << 10)       /* give a free top run back from this size */
@@ -107,7 +108,7 @@ HK_INLINE unsigned order_for(size_t need)
     return k < B_MIN_ORDER ? B_MIN_ORDER : k;
 }
 
-/* ---- free trees ---------------------------------------------------------- */
+/* ---- free trees --------------------------------------------------------- */
 
 HK_INLINE uint32_t fid(buddy_t *b, const void *f) { return (uint32_t)(((const char *)f - bbase(b)) >> B_MIN_ORDER) + 1; }
 HK_INLINE bfree_t *fnode(buddy_t *b, uint32_t id) { return (bfree_t *)(void *)(bbase(b) + ((size_t)(id - 1) << B_MIN_ORDER)); }
@@ -165,7 +166,7 @@ static void t_remove(buddy_t *b, unsigned k, uint32_t id)
     t_replace_child(b, k, n->p, id, c);
 }
 
-HK_INLINE void list_push(buddy_t *b, size_t off, unsigned k)
+HK_INLINE void free_insert(buddy_t *b, size_t off, unsigned k)
 {
     bfree_t *f = (bfree_t *)(void *)hdr_at(b, off);
     set_hdr(&f->h, off, k, B_FREE, B_HDR);
@@ -175,7 +176,7 @@ HK_INLINE void list_push(buddy_t *b, size_t off, unsigned k)
     b->free_blocks++;
 }
 
-HK_INLINE void list_remove(buddy_t *b, bfree_t *f)
+HK_INLINE void free_remove(buddy_t *b, bfree_t *f)
 {
     unsigned k = f->h.order;
     t_remove(b, k, fid(b, f));
@@ -225,11 +226,11 @@ static void merge_insert(buddy_t *b, size_t off, unsigned k, size_t *out_off, un
     while (k < b->max_order) {
         size_t bud = off ^ bsize(k);
         if (bud >= bbrk(b) || !free_buddy(b, bud, k)) break;
-        list_remove(b, (bfree_t *)(void *)hdr_at(b, bud));
+        free_remove(b, (bfree_t *)(void *)hdr_at(b, bud));
         off &= ~bsize(k);
         k++;
     }
-    list_push(b, off, k);
+    free_insert(b, off, k);
     if (out_off) *out_off = off;
     if (out_k) *out_k = k;
 }
@@ -260,7 +261,7 @@ HK_COLD static void trim_top(buddy_t *b)
     while (block_ending_at(b, bbrk(b), &o)) {
         bhdr_t *h = hdr_at(b, o);
         if (h->state != B_FREE || !links_ok(b, (bfree_t *)(void *)h)) break;
-        list_remove(b, (bfree_t *)(void *)h);
+        free_remove(b, (bfree_t *)(void *)h);
         h->tag = 0;
         hk_sbrk_shrink(&b->base.heap, bbrk(b) - o);
     }
@@ -299,11 +300,11 @@ static bool take(buddy_t *b, unsigned k, size_t *out)
         hk__engine_misuse(&b->base, HK_ECORRUPT, f, "free tree damaged");
         return false;
     }
-    list_remove(b, f);
+    free_remove(b, f);
     size_t off = (size_t)((char *)f - bbase(b));
     while (j > k) {
         j--;
-        list_push(b, off + bsize(j), j);
+        free_insert(b, off + bsize(j), j);
     }
     *out = off;
     return true;
@@ -382,7 +383,7 @@ static int buddy_free(hk_engine_t *e, void *p)
             return hk__engine_misuse(e, HK_ECORRUPT, p, "buddy header damaged");
         if (bh->state != B_FREE || bh->order != m) break;
         if (!links_ok(b, (bfree_t *)(void *)bh))
-            return hk__engine_misuse(e, HK_ECORRUPT, p, "free list links of the buddy damaged");
+            return hk__engine_misuse(e, HK_ECORRUPT, p, "free tree links of the buddy damaged");
         o &= ~bsize(m);
     }
     b->live_bytes -= bsize(k) - h->aoff;
@@ -419,7 +420,7 @@ static bool grow_in_place(buddy_t *b, size_t off, unsigned k, unsigned nk)
     for (unsigned m = k; m < nk; m++) {
         size_t bud = off + bsize(m);
         if (bud >= brk) break;
-        list_remove(b, (bfree_t *)(void *)hdr_at(b, bud));
+        free_remove(b, (bfree_t *)(void *)hdr_at(b, bud));
     }
     return true;
 }
@@ -436,7 +437,7 @@ static bool grow_by_merging(buddy_t *b, size_t off, unsigned k, unsigned nk, siz
     }
     cur = off;
     for (unsigned m = k; m < nk; m++) {
-        list_remove(b, (bfree_t *)(void *)hdr_at(b, cur ^ bsize(m)));
+        free_remove(b, (bfree_t *)(void *)hdr_at(b, cur ^ bsize(m)));
         cur &= ~bsize(m);
     }
     *out = cur;
@@ -462,7 +463,7 @@ static void *buddy_realloc(hk_engine_t *e, void *p, size_t size)
         unsigned nk = order_for(size + B_HDR);
         if (nk == k) return p;
         if (nk < k) {
-            for (unsigned m = k; m-- > nk;) list_push(b, off + bsize(m), m);
+            for (unsigned m = k; m-- > nk;) free_insert(b, off + bsize(m), m);
             set_hdr(h, off, nk, B_USED, B_HDR);
             b->live_bytes -= bsize(k) - bsize(nk);
             if (hk_unlikely(off + bsize(k) == bbrk(b))) trim_top(b);
@@ -602,7 +603,7 @@ static size_t buddy_check(hk_engine_t *e)
         }
         if (!broken && walked && n != nfree[k]) bad++;         /* a free block missing from its tree */
     }
-    /* Clear the marks of free blocks no list reached. */
+    /* Clear the marks of free blocks no tree reached. */
     for (off = 0; off < bbrk(b);) {
         bhdr_t *h = hdr_at(b, off);
         if (!block_ok(b, off, h)) break;
