@@ -310,6 +310,8 @@ static bool take(buddy_t *b, unsigned k, size_t *out)
     return true;
 }
 
+static size_t buddy_check(hk_engine_t *e);
+
 /* ---- operations ---------------------------------------------------------- */
 
 static int buddy_init(hk_engine_t *e)
@@ -334,6 +336,7 @@ static void *buddy_malloc(hk_engine_t *e, size_t size)
     set_hdr(hdr_at(b, off), off, k, B_USED, B_HDR);
     b->live_bytes += bsize(k) - B_HDR;
     b->live_blocks++;
+    hk_assert_expensive(buddy_check(e) == 0);
     return bbase(b) + off + B_HDR;
 }
 
@@ -399,6 +402,7 @@ static int buddy_free(hk_engine_t *e, void *p)
         end += bsize(nh->order);
     }
     if (hk_unlikely(end == bbrk(b))) trim_top(b);
+    hk_assert_expensive(buddy_check(e) == 0);
     return HK_OK;
 }
 

@@ -197,6 +197,8 @@ HK_INLINE void maybe_rescue(hole_index_t *h)
     if (hk_unlikely(h->orphans) && h->count < HI_CAP / 2) rescue_orphans(h);
 }
 
+static size_t hi_check(hk_engine_t *e);
+
 /* ---- allocation ---------------------------------------------------------- */
 
 HK_INLINE size_t hi_max_request(const hole_index_t *h)
@@ -270,6 +272,7 @@ static void *hi_malloc(hk_engine_t *e, size_t size)
     }
     place(h, off, s, n);
     maybe_rescue(h);
+    hk_assert_expensive(hi_check(e) == 0);
     return hbase(h) + off + 8;
 }
 
@@ -339,6 +342,7 @@ static int hi_free(hk_engine_t *e, void *p)
     h->live_blocks--;
     release(h, off, s);
     maybe_rescue(h);
+    hk_assert_expensive(hi_check(e) == 0);
     return HK_OK;
 }
 
