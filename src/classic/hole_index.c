@@ -13,13 +13,16 @@
  * When the index is full, the smallest hole is dropped from it and marked an
  * orphan: still a hole in the heap (it coalesces as usual), only not findable
  * until a rescue sweep re-indexes orphans, which runs when a request misses
- * and an orphan might fit, or when the index has drained to half. Magics mix in the block's offset (and the header
- * its size word), so interior pointers and overwritten metadata fail them. */
+ * and an orphan might fit, or when the index has drained to half. Magics mix
+ * in the block's offset (and the header its size word), so interior pointers
+ * and overwritten metadata fail them. */
 #include "engine_impl.h"
 #include <errno.h>
 #include <string.h>
 
-#define HI_CAP      128u                       /* index entries (1 KiB): a bigger index costs small heaps more than orphans cost big ones */
+/* Index entries: 128 (1 KiB). The index counts in the footprint, so a page
+ * of it costs small heaps more than orphan holes cost big ones (measured). */
+#define HI_CAP      128u
 #define HI_IDX      ((size_t)HI_CAP * 8u)
 #define HI_HEAP0    (HI_IDX + 8u)              /* first block: payloads land on 16 */
 #define HI_MIN      32u                        /* header + 16 payload + footer */
