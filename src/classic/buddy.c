@@ -1,9 +1,10 @@
-/* Binary buddy engine: power-of-two blocks from 32 bytes up, one free list per
- * order, the buddy of a block found by (offset ^ size), recursive merging on
- * free and splitting on malloc.
+/* Binary buddy engine: power-of-two blocks from 32 bytes up, one set of free
+ * blocks per order (an address-ordered treap, lowest address taken first),
+ * the buddy of a block found by (offset ^ size), recursive merging on free
+ * and splitting on malloc.
  *
  * The whole reservation is one virtual buddy tree rooted at the region base;
- * only the prefix [0, brk) exists. To get a block of order k when no list has
+ * only the prefix [0, brk) exists. To get a block of order k when no order has
  * one, the break is first aligned up to 2^k by adding free blocks the size of
  * brk's lowest set bit (each one is a legal, aligned buddy block and merges
  * with its lower buddy when that is free), then 2^k more are added. So the
@@ -11,7 +12,7 @@
  * the top is given back with hk_sbrk_shrink.
  *
  *     block:  [ hdr 16: tag | order | state | aoff ][ payload ... ]  2^order bytes
- *     free:   [ hdr 16 ][ next | prev ][ ... ]
+ *     free:   [ hdr 16 ][ left | right | parent | 0 ][ ... ]   (treap links, u32)
  *     memalign: [ hdr, aoff = A' ] ... [ alias hdr 16 ][ payload at block + A' ]
  *
  * The tag is a hash of (offset, order, state, aoff), so a pointer that is not
@@ -19,10 +20,11 @@
 #include "engine_impl.h"
 #include <string.h>
 
-#define B_MIN_ORDER 5u                       /* 32-byte blocks: header + two links */
+#define B_MIN_ORDER 5u                       /* 32-byte blocks: header + tree links */
 #define B_HDR       16u
 #define B_MAX_ORDERS 48u
-#define B_TRIM      ((size_t)64 << 10)       /* give a free top block back from this size */
+#define B_TRIM      ((size_t)64 << 10)       /* give a free top run back from this size */
+#define B_MAXHEAP   ((size_t)1 << 36)        /* block numbers fit in 32 bits */
 
 enum { B_FREE = 0x5Fu, B_USED = 0xA3u, B_ALIAS = 0xC6u };
 
@@ -36,9 +38,14 @@ typedef struct bhdr {
     uint32_t pad2;
 } bhdr_t;
 
+/* Free blocks of one order form a treap keyed by address (the heap order
+ * comes from a hash of the address, so it needs no storage): taking the
+ * lowest-addressed block keeps the low end of the heap dense and the high
+ * end free to merge and be trimmed, which LIFO lists do not. Links are
+ * 32-byte-unit block numbers + 1 (0 = none) so three fit in 16 bytes. */
 typedef struct bfree {
     bhdr_t h;
-    struct bfree *next, *prev;
+    uint32_t l, r, p, pad;
 } bfree_t;
 
 _Static_assert(sizeof(bhdr_t) == B_HDR, "buddy header must be 16 bytes");
@@ -46,8 +53,8 @@ _Static_assert(sizeof(bfree_t) <= (1u << B_MIN_ORDER), "free block must fit the 
 
 typedef struct buddy {
     struct hk_engine base;
-    bfree_t *heads[B_MAX_ORDERS];
-    uint64_t nonempty;                       /* bit k: heads[k] != NULL */
+    uint32_t root[B_MAX_ORDERS];             /* treap root per order, 0 = none */
+    uint64_t nonempty;                       /* bit k: root[k] != 0 */
     unsigned max_order;                      /* largest block the reservation can hold */
     size_t live_bytes, live_blocks, free_bytes, free_blocks;
 } buddy_t;
@@ -101,29 +108,112 @@ HK_INLINE unsigned order_for(size_t need)
     return k < B_MIN_ORDER ? B_MIN_ORDER : k;
 }
 
-/* ---- free lists ---------------------------------------------------------- */
+/* ---- free trees --------------------------------------------------------- */
 
-HK_INLINE void list_push(buddy_t *b, size_t off, unsigned k)
+HK_INLINE uint32_t fid(buddy_t *b, const void *f) { return (uint32_t)(((const char *)f - bbase(b)) >> B_MIN_ORDER) + 1; }
+HK_INLINE bfree_t *fnode(buddy_t *b, uint32_t id) { return (bfree_t *)(void *)(bbase(b) + ((size_t)(id - 1) << B_MIN_ORDER)); }
+HK_INLINE uint32_t prio(uint32_t id) { return (uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32) ^ (id * 0x85EBCA6Bu); }
+
+HK_INLINE void t_replace_child(buddy_t *b, unsigned k, uint32_t parent, uint32_t old, uint32_t now)
+{
+    if (!parent) b->root[k] = now;
+    else if (fnode(b, parent)->l == old) fnode(b, parent)->l = now;
+    else fnode(b, parent)->r = now;
+}
+
+/* Rotate x above its parent. */
+static void t_rotate_up(buddy_t *b, unsigned k, uint32_t x)
+{
+    bfree_t *n = fnode(b, x);
+    uint32_t p = n->p;
+    bfree_t *pn = fnode(b, p);
+    uint32_t g = pn->p;
+    if (pn->l == x) {
+        pn->l = n->r;
+        if (n->r) fnode(b, n->r)->p = p;
+        n->r = p;
+    } else {
+        pn->r = n->l;
+        if (n->l) fnode(b, n->l)->p = p;
+        n->l = p;
+    }
+    pn->p = x;
+    n->p = g;
+    t_replace_child(b, k, g, p, x);
+}
+
+static void t_insert(buddy_t *b, unsigned k, uint32_t id)
+{
+    bfree_t *n = fnode(b, id);
+    uint32_t par = 0, cur = b->root[k];
+    while (cur) { par = cur; cur = id < cur ? fnode(b, cur)->l : fnode(b, cur)->r; }
+    n->l = n->r = 0;
+    n->p = par;
+    n->pad = 0;
+    if (!par) b->root[k] = id;
+    else if (id < par) fnode(b, par)->l = id;
+    else fnode(b, par)->r = id;
+    uint32_t pr = prio(id);
+    while (n->p && pr > prio(n->p)) t_rotate_up(b, k, id);
+}
+
+static void t_remove(buddy_t *b, unsigned k, uint32_t id)
+{
+    bfree_t *n = fnode(b, id);
+    while (n->l && n->r) t_rotate_up(b, k, prio(n->l) > prio(n->r) ? n->l : n->r);
+    uint32_t c = n->l ? n->l : n->r;
+    if (c) fnode(b, c)->p = n->p;
+    t_replace_child(b, k, n->p, id, c);
+}
+
+HK_INLINE void free_insert(buddy_t *b, size_t off, unsigned k)
 {
     bfree_t *f = (bfree_t *)(void *)hdr_at(b, off);
     set_hdr(&f->h, off, k, B_FREE, B_HDR);
-    f->prev = NULL;
-    f->next = b->heads[k];
-    if (f->next) f->next->prev = f;
-    b->heads[k] = f;
+    t_insert(b, k, fid(b, f));
     b->nonempty |= 1ull << k;
     b->free_bytes += bsize(k);
     b->free_blocks++;
 }
 
-HK_INLINE void list_remove(buddy_t *b, bfree_t *f)
+HK_INLINE void free_remove(buddy_t *b, bfree_t *f)
 {
     unsigned k = f->h.order;
-    if (f->prev) f->prev->next = f->next; else b->heads[k] = f->next;
-    if (f->next) f->next->prev = f->prev;
-    if (!b->heads[k]) b->nonempty &= ~(1ull << k);
+    t_remove(b, k, fid(b, f));
+    if (!b->root[k]) b->nonempty &= ~(1ull << k);
     b->free_bytes -= bsize(k);
     b->free_blocks--;
+}
+
+/* Safe unlinking: a free block's tree neighbours must be free blocks of the
+ * same order that point back at it, or a use-after-free write into the
+ * links would turn tree surgery into a write anywhere. */
+HK_INLINE bool link_ok(buddy_t *b, uint32_t id, unsigned k)
+{
+    if (!id) return true;
+    size_t o = (size_t)(id - 1) << B_MIN_ORDER;
+    if (o >= bbrk(b) || (o & (bsize(k) - 1))) return false;
+    const bfree_t *x = fnode(b, id);
+    return x->h.state == B_FREE && x->h.order == k && hdr_ok(b, o, &x->h);
+}
+
+HK_INLINE bool links_ok(buddy_t *b, const bfree_t *f)
+{
+    unsigned k = f->h.order;
+    uint32_t id = fid(b, f);
+    if (!link_ok(b, f->l, k) || !link_ok(b, f->r, k) || !link_ok(b, f->p, k)) return false;
+    if (f->l && (f->l >= id || fnode(b, f->l)->p != id)) return false;
+    if (f->r && (f->r <= id || fnode(b, f->r)->p != id)) return false;
+    if (!f->p) return b->root[k] == id;
+    const bfree_t *pn = fnode(b, f->p);
+    return pn->l == id || pn->r == id;
+}
+
+/* A buddy that a merge may absorb: a whole free block of order m, linked. */
+HK_INLINE bool free_buddy(buddy_t *b, size_t bud, unsigned m)
+{
+    bhdr_t *bh = hdr_at(b, bud);
+    return bh->state == B_FREE && bh->order == m && hdr_ok(b, bud, bh) && links_ok(b, (bfree_t *)(void *)bh);
 }
 
 /* Free the block (off, k), merging it with free buddies as far as they go.
@@ -135,40 +225,45 @@ static void merge_insert(buddy_t *b, size_t off, unsigned k, size_t *out_off, un
     set_hdr(hdr_at(b, off), off, k, B_FREE, B_HDR);
     while (k < b->max_order) {
         size_t bud = off ^ bsize(k);
-        if (bud >= bbrk(b)) break;
-        bhdr_t *bh = hdr_at(b, bud);
-        if (bh->state != B_FREE || bh->order != k || !hdr_ok(b, bud, bh)) break;
-        list_remove(b, (bfree_t *)(void *)bh);
+        if (bud >= bbrk(b) || !free_buddy(b, bud, k)) break;
+        free_remove(b, (bfree_t *)(void *)hdr_at(b, bud));
         off &= ~bsize(k);
         k++;
     }
-    list_push(b, off, k);
+    free_insert(b, off, k);
     if (out_off) *out_off = off;
     if (out_k) *out_k = k;
 }
 
-/* The block that ends at the break: it is aligned to its size, so its size
- * is at most brk's lowest set bit; try the candidates largest first. */
-static bool last_block(buddy_t *b, size_t *off)
+/* The block that ends at `end`: it is aligned to its size, so its size is
+ * at most end's lowest set bit; try the candidates largest first (a smaller
+ * candidate's header may be a stale one inside the real block). */
+static bool block_ending_at(buddy_t *b, size_t end, size_t *off)
 {
-    size_t brk = bbrk(b);
-    if (brk == 0) return false;
-    for (size_t t = brk & (0 - brk); t >= bsize(B_MIN_ORDER); t >>= 1) {
-        bhdr_t *h = hdr_at(b, brk - t);
-        if (h->state != B_ALIAS && bsize(h->order) == t && hdr_ok(b, brk - t, h)) { *off = brk - t; return true; }
+    if (end == 0) return false;
+    for (size_t t = end & (0 - end); t >= bsize(B_MIN_ORDER); t >>= 1) {
+        bhdr_t *h = hdr_at(b, end - t);
+        if (h->state != B_ALIAS && bsize(h->order) == t && hdr_ok(b, end - t, h)) { *off = end - t; return true; }
     }
     return false;
 }
 
+/* Give the free run at the top of the heap back once it is B_TRIM or more.
+ * The run is fully merged, so it holds at most two blocks per order. */
 HK_COLD static void trim_top(buddy_t *b)
 {
-    size_t off;
-    while (last_block(b, &off)) {
-        bhdr_t *h = hdr_at(b, off);
-        if (h->state != B_FREE) break;
-        list_remove(b, (bfree_t *)(void *)h);
+    size_t x = bbrk(b), o, run = 0;
+    while (run < B_TRIM && block_ending_at(b, x, &o) && hdr_at(b, o)->state == B_FREE) {
+        run += x - o;
+        x = o;
+    }
+    if (run < B_TRIM) return;
+    while (block_ending_at(b, bbrk(b), &o)) {
+        bhdr_t *h = hdr_at(b, o);
+        if (h->state != B_FREE || !links_ok(b, (bfree_t *)(void *)h)) break;
+        free_remove(b, (bfree_t *)(void *)h);
         h->tag = 0;
-        hk_sbrk_shrink(&b->base.heap, bbrk(b) - off);
+        hk_sbrk_shrink(&b->base.heap, bbrk(b) - o);
     }
 }
 
@@ -195,23 +290,34 @@ static bool take(buddy_t *b, unsigned k, size_t *out)
 {
     if (hk_unlikely(!(b->nonempty >> k)) && !grow_for(b, k)) return false;
     unsigned j = k + (unsigned)__builtin_ctzll(b->nonempty >> k);
-    bfree_t *f = b->heads[j];
-    list_remove(b, f);
+    /* Down to the lowest address; ids are bounds-checked on the way, the
+     * chosen node and its links fully before the unlink. */
+    uint32_t id = b->root[j], lim = (uint32_t)(bbrk(b) >> B_MIN_ORDER);
+    bool ok = id - 1 < lim;
+    for (uint32_t nx; ok && (nx = fnode(b, id)->l) != 0; id = nx) ok = nx - 1 < lim;
+    bfree_t *f = fnode(b, id);
+    if (hk_unlikely(!ok || !link_ok(b, id, j) || !links_ok(b, f))) {
+        hk__engine_misuse(&b->base, HK_ECORRUPT, f, "free tree damaged");
+        return false;
+    }
+    free_remove(b, f);
     size_t off = (size_t)((char *)f - bbase(b));
     while (j > k) {
         j--;
-        list_push(b, off + bsize(j), j);
+        free_insert(b, off + bsize(j), j);
     }
     *out = off;
     return true;
 }
+
+static size_t buddy_check(hk_engine_t *e);
 
 /* ---- operations ---------------------------------------------------------- */
 
 static int buddy_init(hk_engine_t *e)
 {
     buddy_t *b = B(e);
-    int err = hk_sbrk_init(&e->heap, e->cfg.max_size);
+    int err = hk_sbrk_init(&e->heap, HK_MIN(e->cfg.max_size, B_MAXHEAP));
     if (err) return err;
     unsigned mo = 63u - (unsigned)__builtin_clzll(e->heap.region.reserved);
     b->max_order = mo >= B_MAX_ORDERS ? B_MAX_ORDERS - 1 : mo;
@@ -230,6 +336,7 @@ static void *buddy_malloc(hk_engine_t *e, size_t size)
     set_hdr(hdr_at(b, off), off, k, B_USED, B_HDR);
     b->live_bytes += bsize(k) - B_HDR;
     b->live_blocks++;
+    hk_assert_expensive(buddy_check(e) == 0);
     return bbase(b) + off + B_HDR;
 }
 
@@ -278,6 +385,8 @@ static int buddy_free(hk_engine_t *e, void *p)
         if (!hdr_ok(b, bud, bh) || bh->state == B_ALIAS)
             return hk__engine_misuse(e, HK_ECORRUPT, p, "buddy header damaged");
         if (bh->state != B_FREE || bh->order != m) break;
+        if (!links_ok(b, (bfree_t *)(void *)bh))
+            return hk__engine_misuse(e, HK_ECORRUPT, p, "free tree links of the buddy damaged");
         o &= ~bsize(m);
     }
     b->live_bytes -= bsize(k) - h->aoff;
@@ -285,7 +394,15 @@ static int buddy_free(hk_engine_t *e, void *p)
     size_t fo;
     unsigned fk;
     merge_insert(b, off, k, &fo, &fk);
-    if (hk_unlikely(fo + bsize(fk) == bbrk(b) && bsize(fk) >= B_TRIM)) trim_top(b);
+    /* Did this free complete (or extend) a free run reaching the break? */
+    size_t end = fo + bsize(fk);
+    while (end < bbrk(b)) {
+        bhdr_t *nh = hdr_at(b, end);
+        if (nh->state != B_FREE || !block_ok(b, end, nh)) break;
+        end += bsize(nh->order);
+    }
+    if (hk_unlikely(end == bbrk(b))) trim_top(b);
+    hk_assert_expensive(buddy_check(e) == 0);
     return HK_OK;
 }
 
@@ -298,8 +415,7 @@ static bool grow_in_place(buddy_t *b, size_t off, unsigned k, unsigned nk)
     for (unsigned m = k; m < nk; m++) {
         size_t bud = off + bsize(m);
         if (bud >= brk) break;
-        bhdr_t *bh = hdr_at(b, bud);
-        if (bh->state != B_FREE || bh->order != m || !hdr_ok(b, bud, bh)) return false;
+        if (!free_buddy(b, bud, m)) return false;
     }
     size_t end = off + bsize(nk);
     if (end > brk) {
@@ -308,7 +424,7 @@ static bool grow_in_place(buddy_t *b, size_t off, unsigned k, unsigned nk)
     for (unsigned m = k; m < nk; m++) {
         size_t bud = off + bsize(m);
         if (bud >= brk) break;
-        list_remove(b, (bfree_t *)(void *)hdr_at(b, bud));
+        free_remove(b, (bfree_t *)(void *)hdr_at(b, bud));
     }
     return true;
 }
@@ -321,13 +437,11 @@ static bool grow_by_merging(buddy_t *b, size_t off, unsigned k, unsigned nk, siz
     size_t cur = off;
     for (unsigned m = k; m < nk; m++, cur &= ~bsize(m - 1)) {
         size_t bud = cur ^ bsize(m);
-        if (bud >= bbrk(b)) return false;
-        bhdr_t *bh = hdr_at(b, bud);
-        if (bh->state != B_FREE || bh->order != m || !hdr_ok(b, bud, bh)) return false;
+        if (bud >= bbrk(b) || !free_buddy(b, bud, m)) return false;
     }
     cur = off;
     for (unsigned m = k; m < nk; m++) {
-        list_remove(b, (bfree_t *)(void *)hdr_at(b, cur ^ bsize(m)));
+        free_remove(b, (bfree_t *)(void *)hdr_at(b, cur ^ bsize(m)));
         cur &= ~bsize(m);
     }
     *out = cur;
@@ -353,10 +467,10 @@ static void *buddy_realloc(hk_engine_t *e, void *p, size_t size)
         unsigned nk = order_for(size + B_HDR);
         if (nk == k) return p;
         if (nk < k) {
-            for (unsigned m = k; m-- > nk;) list_push(b, off + bsize(m), m);
+            for (unsigned m = k; m-- > nk;) free_insert(b, off + bsize(m), m);
             set_hdr(h, off, nk, B_USED, B_HDR);
             b->live_bytes -= bsize(k) - bsize(nk);
-            if (hk_unlikely(bsize(k - 1) >= B_TRIM && off + bsize(k) == bbrk(b))) trim_top(b);
+            if (hk_unlikely(off + bsize(k) == bbrk(b))) trim_top(b);
             return p;
         }
         if (grow_in_place(b, off, k, nk)) {
@@ -450,27 +564,50 @@ static size_t buddy_check(hk_engine_t *e)
         off += bsize(k);
     }
     bool walked = off == bbrk(b);
-    /* 2. The lists: links, headers, and every entry a real free block. */
-    size_t fb = 0, fbytes = 0;
+    /* 2. The trees: links, order by address, heap order of priorities, and
+     * every node a real free block. In-order walk through parent links. */
+    size_t fb = 0, fbytes = 0, cap = bbrk(b) / bsize(B_MIN_ORDER) + 1;
     for (unsigned k = 0; k < B_MAX_ORDERS; k++) {
-        if (!!b->heads[k] != !!(b->nonempty & (1ull << k))) bad++;
-        size_t n = 0, limit = walked ? nfree[k] : bbrk(b) / bsize(B_MIN_ORDER);
-        bfree_t *prev = NULL;
-        for (bfree_t *f = b->heads[k]; f; prev = f, f = f->next) {
-            char *c = (char *)f;
-            size_t fo = (size_t)(c - bbase(b));
-            if (c < bbase(b) || fo >= bbrk(b) || (fo & (bsize(B_MIN_ORDER) - 1))) { bad++; break; }
-            if (f->prev != prev) bad++;
-            if (!hdr_ok(b, fo, &f->h) || f->h.state != B_FREE || f->h.order != k) { bad++; break; }
-            if (walked && !f->h.seen) bad++;                  /* listed but not in the heap */
+        if (!!b->root[k] != !!(b->nonempty & (1ull << k))) bad++;
+        if (!b->root[k]) { if (walked && nfree[k]) bad++; continue; }
+        if (!link_ok(b, b->root[k], k) || fnode(b, b->root[k])->p) { bad++; continue; }
+        size_t n = 0, steps = 0;
+        uint32_t cur = b->root[k], last = 0;
+        bool broken = false;
+        while (fnode(b, cur)->l) {
+            cur = fnode(b, cur)->l;
+            if (!link_ok(b, cur, k) || ++steps > 4 * cap) { bad++; broken = true; break; }
+        }
+        while (!broken && cur) {
+            bfree_t *f = fnode(b, cur);
+            if (!links_ok(b, f)) { bad++; broken = true; break; }
+            if (cur <= last) bad++;                          /* out of address order */
+            if (f->p && prio(cur) > prio(f->p)) bad++;       /* heap order */
+            if (walked && !f->h.seen) bad++;                  /* in a tree but not in the heap */
             f->h.seen = 0;
-            if (++n > limit) { bad++; break; }                  /* a cycle, or strays */
+            last = cur;
+            n++;
             fb++;
             fbytes += bsize(k);
+            /* The successor; every id is checked before it is followed. */
+            if (f->r) {
+                cur = f->r;
+                for (uint32_t nx; (nx = fnode(b, cur)->l) != 0; cur = nx)
+                    if (!link_ok(b, nx, k) || ++steps > 4 * cap) { broken = true; break; }
+            } else {
+                uint32_t c = cur;
+                cur = f->p;
+                while (cur && fnode(b, cur)->r == c) {
+                    c = cur;
+                    cur = fnode(b, cur)->p;
+                    if (!link_ok(b, cur, k) || ++steps > 4 * cap) { broken = true; break; }
+                }
+            }
+            if (broken || ++steps > 4 * cap) { bad++; broken = true; break; }   /* a cycle */
         }
-        if (walked && n != nfree[k]) bad++;                   /* a free block missing from its list */
+        if (!broken && walked && n != nfree[k]) bad++;         /* a free block missing from its tree */
     }
-    /* Clear the marks of free blocks no list reached. */
+    /* Clear the marks of free blocks no tree reached. */
     for (off = 0; off < bbrk(b);) {
         bhdr_t *h = hdr_at(b, off);
         if (!block_ok(b, off, h)) break;

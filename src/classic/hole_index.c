@@ -13,13 +13,16 @@
  * When the index is full, the smallest hole is dropped from it and marked an
  * orphan: still a hole in the heap (it coalesces as usual), only not findable
  * until a rescue sweep re-indexes orphans, which runs when a request misses
- * and an orphan might fit, or when the index has drained to half. Magics mix in the block's offset (and the header
- * its size word), so interior pointers and overwritten metadata fail them. */
+ * and an orphan might fit, or when the index has drained to half. Magics mix
+ * in the block's offset (and the header its size word), so interior pointers
+ * and overwritten metadata fail them. */
 #include "engine_impl.h"
 #include <errno.h>
 #include <string.h>
 
-#define HI_CAP      128u                       /* index entries (1 KiB): a bigger index costs small heaps more than orphans cost big ones */
+/* Index entries: 128 (1 KiB). The index counts in the footprint, so a page
+ * of it costs small heaps more than orphan holes cost big ones (measured). */
+#define HI_CAP      128u
 #define HI_IDX      ((size_t)HI_CAP * 8u)
 #define HI_HEAP0    (HI_IDX + 8u)              /* first block: payloads land on 16 */
 #define HI_MIN      32u                        /* header + 16 payload + footer */
@@ -99,6 +102,13 @@ HK_INLINE bool block_before(hole_index_t *h, size_t end, size_t *off)
     if (o >= end || !block_ok(h, o) || o + wsize(hdr(h, o)->word) != end) return false;
     *off = o;
     return true;
+}
+
+/* An index entry names a sound, indexed hole of the recorded size. */
+HK_INLINE bool entry_ok(hole_index_t *h, uint64_t k)
+{
+    size_t off = key_off(k);
+    return block_ok(h, off) && hdr(h, off)->word == (uint32_t)((k >> 32) << 2 | F_HOLE);
 }
 
 /* ---- the index ----------------------------------------------------------- */
@@ -190,6 +200,8 @@ HK_INLINE void maybe_rescue(hole_index_t *h)
     if (hk_unlikely(h->orphans) && h->count < HI_CAP / 2) rescue_orphans(h);
 }
 
+static size_t hi_check(hk_engine_t *e);
+
 /* ---- allocation ---------------------------------------------------------- */
 
 HK_INLINE size_t hi_max_request(const hole_index_t *h)
@@ -248,6 +260,10 @@ static void *hi_malloc(hk_engine_t *e, size_t size)
     size_t off, s;
     if (hk_likely(i < h->count)) {
         uint64_t k = keys(h)[i];
+        if (hk_unlikely(!entry_ok(h, k))) {
+            hk__engine_misuse(e, HK_ECORRUPT, hbase(h) + key_off(k), "hole index entry damaged");
+            return NULL;
+        }
         off = key_off(k);
         s = key_size(k);
         memmove(keys(h) + i, keys(h) + i + 1, (h->count - i - 1) * sizeof(uint64_t));
@@ -259,6 +275,7 @@ static void *hi_malloc(hk_engine_t *e, size_t size)
     }
     place(h, off, s, n);
     maybe_rescue(h);
+    hk_assert_expensive(hi_check(e) == 0);
     return hbase(h) + off + 8;
 }
 
@@ -328,6 +345,7 @@ static int hi_free(hk_engine_t *e, void *p)
     h->live_blocks--;
     release(h, off, s);
     maybe_rescue(h);
+    hk_assert_expensive(hi_check(e) == 0);
     return HK_OK;
 }
 
@@ -400,6 +418,10 @@ static void *hi_memalign(hk_engine_t *e, size_t align, size_t size)
     /* The smallest hole where an aligned payload fits: scan up from the first big enough. */
     for (size_t i = idx_lower_bound(h, (uint64_t)(n >> 4) << 32); i < h->count; i++) {
         uint64_t k = keys(h)[i];
+        if (!entry_ok(h, k)) {
+            hk__engine_misuse(e, HK_ECORRUPT, hbase(h) + key_off(k), "hole index entry damaged");
+            return NULL;
+        }
         if (aligned_fit(key_off(k), key_size(k), align, n, base, &blk)) {
             off = key_off(k);
             s = key_size(k);

@@ -4,6 +4,7 @@
 #include "test.h"
 #include "heapkit/engine.h"
 #include "classic/engine_impl.h"
+#include <errno.h>
 
 /* engine.c refers to the engines weakly, which does not pull their objects
  * out of the static library; this strong reference does. */
@@ -141,6 +142,48 @@ static void test_growth_gap_and_trim(void)
     CHECK_EQ(hk_engine_free(e, big), HK_OK);
     CHECK_EQ(hk_engine_free(e, s), HK_OK);
     CHECK_EQ(hk_engine_check(e), 0);
+    hk_engine_stats(e, &st);
+    CHECK_EQ(st.footprint, 8192);                      /* an 8 KiB free run: under the trim threshold */
+    CHECK_EQ(st.free_blocks, 1);
+    hk_engine_destroy(e);
+
+    /* A small block above a large one, freed first: freeing the large one
+     * then completes a free run up to the break, and all of it goes back. */
+    e = mk(0);
+    REQUIRE(e);
+    huge = hk_engine_malloc(e, 200000);
+    char *tiny = hk_engine_malloc(e, 16);
+    REQUIRE(huge && tiny);
+    CHECK_EQ(tiny - huge, 262144);
+    CHECK_EQ(hk_engine_free(e, tiny), HK_OK);
+    hk_engine_stats(e, &st);
+    CHECK_EQ(st.footprint, 262144 + 32);
+    CHECK_EQ(hk_engine_free(e, huge), HK_OK);
+    CHECK_EQ(hk_engine_check(e), 0);
+    hk_engine_stats(e, &st);
+    CHECK_EQ(st.footprint, 0);
+    CHECK_EQ(st.free_blocks, 0);
+    hk_engine_destroy(e);
+}
+
+/* Free blocks are taken lowest address first (address-ordered trees), so
+ * the low end fills up and the high end stays free to merge. */
+static void test_lowest_address_first(void)
+{
+    hk_engine_t *e = mk(0);
+    REQUIRE(e);
+    enum { N = 16 };
+    char *p[N];
+    for (int i = 0; i < N; i++) { p[i] = hk_engine_malloc(e, 100); REQUIRE(p[i]); }
+    /* Free every other block, in descending address order (LIFO would hand
+     * them back highest first). */
+    for (int i = N - 2; i >= 0; i -= 2) CHECK_EQ(hk_engine_free(e, p[i]), HK_OK);
+    CHECK_EQ(hk_engine_check(e), 0);
+    for (int i = 0; i < N; i += 2) {
+        char *q = hk_engine_malloc(e, 100);
+        CHECK(q == p[i]);
+    }
+    CHECK_EQ(hk_engine_check(e), 0);
     hk_engine_destroy(e);
 }
 
@@ -250,6 +293,35 @@ static void test_memalign(void)
     hk_engine_destroy(e);
 }
 
+/* A small region runs out: malloc returns NULL with ENOMEM, the heap stays
+ * consistent, and everything can still be freed. */
+static void test_exhaustion(void)
+{
+    hk_engine_config_t cfg = { .max_size = (size_t)64 << 10 };
+    hk_engine_t *e = hk_engine_create("buddy", &cfg);
+    REQUIRE(e);
+    enum { N = 4096 };
+    static void *p[N];
+    int n = 0;
+    errno = 0;
+    while (n < N && (p[n] = hk_engine_malloc(e, 100 + (size_t)(n % 5) * 300)) != NULL) n++;
+    CHECK(n > 10 && n < N);
+    CHECK_EQ(errno, ENOMEM);
+    CHECK(hk_engine_malloc(e, (size_t)1 << 20) == NULL);
+    CHECK(hk_engine_memalign(e, 4096, 60000) == NULL);
+    CHECK_EQ(hk_engine_check(e), 0);
+    /* Growing in place fails softly too: the block is still there. */
+    void *q = hk_engine_realloc(e, p[0], 50000);
+    CHECK(q == NULL);
+    CHECK(hk_engine_usable_size(e, p[0]) >= 100);
+    for (int i = 0; i < n; i++) CHECK_EQ(hk_engine_free(e, p[i]), HK_OK);
+    CHECK_EQ(hk_engine_check(e), 0);
+    p[0] = hk_engine_malloc(e, 20000);
+    CHECK(p[0] != NULL);
+    CHECK_EQ(hk_engine_free(e, p[0]), HK_OK);
+    hk_engine_destroy(e);
+}
+
 static void test_misuse(void)
 {
     hk_engine_t *e = mk(0);
@@ -302,7 +374,20 @@ static void test_corruption(void)
     void *old = *link;
     *link = (void *)(a + 4);
     CHECK(hk_engine_check(e) > 0);
+    /* Safe unlinking: the damaged list is refused, not followed. */
+    CHECK(hk_engine_malloc(e, 100) == NULL);
     *link = old;
+    CHECK_EQ(hk_engine_check(e), 0);
+    /* A use-after-free write into the links of b, then b's buddy a is freed:
+     * the merge would unlink b through them, so the free reports corruption. */
+    CHECK_EQ(hk_engine_free(e, b), HK_OK);
+    void **blink = (void **)(void *)b;
+    old = *blink;
+    *blink = (void *)0x1000;
+    CHECK_EQ(hk_engine_free(e, a), HK_ECORRUPT);
+    *blink = old;
+    CHECK_EQ(hk_engine_check(e), 0);
+    CHECK_EQ(hk_engine_free(e, a), HK_OK);
     CHECK_EQ(hk_engine_check(e), 0);
     hk_engine_destroy(e);
 }
@@ -416,9 +501,11 @@ int main(void)
     RUN(test_split_and_merge);
     RUN(test_recursive_merge);
     RUN(test_growth_gap_and_trim);
+    RUN(test_lowest_address_first);
     RUN(test_realloc);
     RUN(test_realloc_merge_down);
     RUN(test_memalign);
+    RUN(test_exhaustion);
     RUN(test_misuse);
     RUN(test_corruption);
     RUN(test_abort_mode);

@@ -6,6 +6,7 @@
 #include "test.h"
 #include "heapkit/engine.h"
 #include "classic/engine_impl.h"
+#include <errno.h>
 
 /* engine.c refers to the engines weakly, which does not pull their objects
  * out of the static library; this strong reference does. */
@@ -278,6 +279,35 @@ static void test_orphans_reused(void)
     hk_engine_destroy(e);
 }
 
+/* A small region runs out: malloc returns NULL with ENOMEM, the heap stays
+ * consistent, and everything can still be freed. */
+static void test_exhaustion(void)
+{
+    hk_engine_config_t cfg = { .max_size = (size_t)64 << 10 };
+    hk_engine_t *e = hk_engine_create("hole-index", &cfg);
+    REQUIRE(e);
+    enum { N = 4096 };
+    static void *p[N];
+    int n = 0;
+    errno = 0;
+    while (n < N && (p[n] = hk_engine_malloc(e, 100 + (size_t)(n % 5) * 300)) != NULL) n++;
+    CHECK(n > 10 && n < N);
+    CHECK_EQ(errno, ENOMEM);
+    CHECK(hk_engine_malloc(e, (size_t)1 << 20) == NULL);
+    CHECK(hk_engine_memalign(e, 4096, 60000) == NULL);
+    CHECK_EQ(hk_engine_check(e), 0);
+    /* Growing in place fails softly too: the block is still there. */
+    void *q = hk_engine_realloc(e, p[0], 50000);
+    CHECK(q == NULL);
+    CHECK(hk_engine_usable_size(e, p[0]) >= 100);
+    for (int i = 0; i < n; i++) CHECK_EQ(hk_engine_free(e, p[i]), HK_OK);
+    CHECK_EQ(hk_engine_check(e), 0);
+    p[0] = hk_engine_malloc(e, 20000);
+    CHECK(p[0] != NULL);
+    CHECK_EQ(hk_engine_free(e, p[0]), HK_OK);
+    hk_engine_destroy(e);
+}
+
 static void test_misuse(void)
 {
     hk_engine_t *e = mk(0);
@@ -342,7 +372,21 @@ static void test_corruption(void)
     CHECK_EQ(hk_engine_check(e), 0);
     bh[1] ^= 1;                                        /* hole flag cleared, magic now wrong */
     CHECK(hk_engine_check(e) > 0);
+    /* malloc refuses to carve a hole whose metadata is damaged. */
+    CHECK(hk_engine_malloc(e, 100) == NULL);
     bh[1] ^= 1;
+    CHECK_EQ(hk_engine_check(e), 0);
+    /* A damaged index entry (the index lives at the start of the region). */
+    uint64_t *idx = (uint64_t *)(void *)(a - 8 - 1024 - 8);   /* [1 KiB index][pad 8][a hdr 8] */
+    CHECK_EQ(idx[0] >> 32, 128 / 16);                  /* b's hole: size 128 */
+    uint64_t ke = idx[0];
+    idx[0] += 1;
+    CHECK(hk_engine_check(e) > 0);
+    CHECK(hk_engine_malloc(e, 100) == NULL);
+    idx[0] = ke;
+    CHECK_EQ(hk_engine_check(e), 0);
+    char *again = hk_engine_malloc(e, 100);
+    CHECK(again == b);
     CHECK_EQ(hk_engine_check(e), 0);
     hk_engine_destroy(e);
 }
@@ -454,6 +498,7 @@ int main(void)
     RUN(test_realloc);
     RUN(test_index_full);
     RUN(test_orphans_reused);
+    RUN(test_exhaustion);
     RUN(test_misuse);
     RUN(test_corruption);
     RUN(test_abort_mode);
