@@ -11,17 +11,20 @@
  * a block) | P (previous block allocated) | A (this block allocated).
  * Payloads are 16-aligned, so headers sit at 8 mod 16 and the heap starts
  * with one 8-byte pad word. There is no epilogue: the P bit of the block past
- * the end lives in the engine state. Small requests are carved from the high
- * end of a free block and large ones from the low end, and a small request
- * that must grow the heap grows it by a small chunk (at most 1/16 of the heap)
- * whose top it takes: small and large blocks then sit apart, so holes left by
+ * the end lives in the engine state. Small requests (below the moving average
+ * of recent ones) are carved from the high end of a free block and large ones
+ * from the low end, and a small request that must grow the heap grows it by a
+ * small chunk (at most 1/16 of the heap) whose top it takes: small and large blocks then sit apart, so holes left by
  * freed large blocks coalesce instead of being pinned by small neighbours. */
 #include "engine_impl.h"
 #include <errno.h>
 #include <string.h>
 
 #ifndef HK_SEG_SMALL
-#define HK_SEG_SMALL 256        /* block sizes below this go to the high end of a split */
+#define HK_SEG_SMALL 512        /* only blocks below this may count as small, */
+#endif
+#ifndef HK_SEG_AVG_W
+#define HK_SEG_AVG_W 16         /* weight of the moving average of request sizes */
 #endif
 #ifndef HK_SEG_CHUNK
 #define HK_SEG_CHUNK 2048       /* growth for a small block: up to this much, */
@@ -56,6 +59,7 @@ typedef struct seg {
     int end_prev_alloc;         /* P bit of the (virtual) block past the end */
     uint64_t bitmap[N_WORDS];
     char *heads[N_CLASS];
+    size_t avg;                 /* moving average of request sizes: the small/large split */
 } seg_t;
 
 /* ---- block words ------------------------------------------------------ */
@@ -156,6 +160,12 @@ static char *find_fit(seg_t *s, size_t asize)
 
 /* ---- allocation ----------------------------------------------------------- */
 
+/* "Small" is relative: below the recent average request and below a cap. */
+HK_INLINE bool is_small(const seg_t *s, size_t asize)
+{
+    return asize < s->avg && asize < HK_SEG_SMALL;
+}
+
 /* Turn free block b (already off its list, `size` bytes, prev allocated unless
  * pbit says otherwise) into an allocated block of asize, returning the rest. */
 static char *place(seg_t *s, char *b, size_t size, size_t asize, unsigned pbit)
@@ -166,7 +176,7 @@ static char *place(seg_t *s, char *b, size_t size, size_t asize, unsigned pbit)
         set_next_prev(s, b, size, true);
         return b;
     }
-    if (asize < HK_SEG_SMALL) {
+    if (is_small(s, asize)) {
         /* small: take the high end, the free rest stays where it was */
         write_free(b, rest, pbit);
         list_insert(s, b, rest);
@@ -195,7 +205,7 @@ static HK_NOINLINE char *grow_for(seg_t *s, size_t asize)
         pbit = b_prev_alloc(b) ? P_BIT : 0;
     }
     size_t need = asize - have;
-    if (asize < HK_SEG_SMALL) {
+    if (is_small(s, asize)) {
         /* a small block takes the top of a fresh chunk; large ones fill it from below */
         size_t chunk = HK_MIN((size_t)HK_SEG_CHUNK, (s->base.heap.brk / HK_SEG_CHUNK_DIV) & ~(size_t)(ALIGN - 1));
         if (need < chunk) need = chunk;
@@ -218,6 +228,7 @@ static void *seg_malloc(hk_engine_t *e, size_t n)
     seg_t *s = (seg_t *)e;
     size_t asize = adjust(n);
     if (!asize) return NULL;
+    s->avg += ((ptrdiff_t)asize - (ptrdiff_t)s->avg) / HK_SEG_AVG_W;
     char *b = find_fit(s, asize);
     if (b) {
         size_t size = bsize(b);
