@@ -36,7 +36,7 @@
 #define HK_SEG_SEARCH 64        /* list nodes examined for best fit in a large class */
 #endif
 #ifndef HK_SEG_SHRINK
-#define HK_SEG_SHRINK ((size_t)1 << 20) /* a free top this large goes back to the region, */
+#define HK_SEG_SHRINK ((size_t)1 << 20) /* a free top this large goes back to the region (at first), */
 #endif
 #ifndef HK_SEG_TOP_KEEP
 #define HK_SEG_TOP_KEEP ((size_t)256 << 10) /* less this much, so a heap breathing at the top does not refault */
@@ -57,6 +57,8 @@ typedef struct seg {
     struct hk_engine base;
     char *first;                /* first block header (base + 8) */
     int end_prev_alloc;         /* P bit of the (virtual) block past the end */
+    int regrow_watch;           /* set by a shrink: growing again doubles shrink_at */
+    size_t shrink_at;           /* free top size that is given back (adapts like glibc's trim threshold) */
     uint64_t bitmap[N_WORDS];
     char *heads[N_CLASS];
     size_t avg;                 /* moving average of request sizes: the small/large split */
@@ -84,6 +86,17 @@ HK_INLINE bool b_alloc(const char *b) { return rd(b) & A_BIT; }
 HK_INLINE bool b_prev_alloc(const char *b) { return rd(b) & P_BIT; }
 
 /* Set the P bit of whatever follows block b (a header or the end flag). */
+/* A heap that grows again after giving its top back is breathing: make the
+ * next give-back need twice as much free top, so it stops refaulting pages. */
+HK_INLINE bool heap_grow(seg_t *s, size_t incr)
+{
+    if (hk_unlikely(s->regrow_watch)) {
+        s->regrow_watch = 0;
+        if (s->shrink_at < ((size_t)1 << 36)) s->shrink_at *= 2;
+    }
+    return hk_sbrk_grow(&s->base.heap, incr) != NULL;
+}
+
 HK_INLINE void set_next_prev(seg_t *s, char *b, size_t size, bool alloc)
 {
     char *n = b + size;
@@ -210,7 +223,7 @@ static HK_NOINLINE char *grow_for(seg_t *s, size_t asize)
         size_t chunk = HK_MIN((size_t)HK_SEG_CHUNK, (s->base.heap.brk / HK_SEG_CHUNK_DIV) & ~(size_t)(ALIGN - 1));
         if (need < chunk) need = chunk;
     }
-    if (!hk_sbrk_grow(&s->base.heap, need)) return NULL;
+    if (!heap_grow(s, need)) return NULL;
     if (have) list_remove(s, b, have);
     s->end_prev_alloc = 0;  /* place() sets it */
     return place(s, b, have + need, asize, pbit);
@@ -287,9 +300,9 @@ static void release(seg_t *s, char *b, size_t size)
         list_remove(s, n, ns);
         size += ns;
     }
-    if (b + size == heap_end(s) && size >= HK_SEG_SHRINK) {
+    if (b + size == heap_end(s) && size >= s->shrink_at) {
         size_t cut = (size - HK_SEG_TOP_KEEP) & ~(size_t)(ALIGN - 1);
-        if (hk_sbrk_shrink(&s->base.heap, cut) == 0) size -= cut;
+        if (hk_sbrk_shrink(&s->base.heap, cut) == 0) { size -= cut; s->regrow_watch = 1; }
     }
     write_free(b, size, pbit);
     list_insert(s, b, size);
@@ -343,7 +356,7 @@ static void *seg_realloc(hk_engine_t *e, void *p, size_t n)
     if (nx != end && !b_alloc(nx)) avail += bsize(nx);
     if (avail >= asize || nx == end || (nx + (avail - size) == end)) {
         if (avail < asize) {  /* at the top: grow the heap by just the difference */
-            if (!hk_sbrk_grow(&s->base.heap, asize - avail)) return NULL;
+            if (!heap_grow(s, asize - avail)) return NULL;
             if (avail > size) list_remove(s, nx, avail - size);
             avail = asize;
         } else if (avail > size) {
@@ -504,6 +517,7 @@ static int seg_init(hk_engine_t *e)
     if (!hk_sbrk_grow(&e->heap, W)) return ENOMEM;
     s->first = hk_sbrk_lo(&e->heap) + W;
     s->end_prev_alloc = 1;
+    s->shrink_at = HK_SEG_SHRINK;
     return 0;
 }
 

@@ -40,6 +40,8 @@ typedef struct tlsf {
     struct hk_engine base;
     char *first;
     int end_prev_alloc;
+    int regrow_watch;           /* set by a shrink: growing again doubles shrink_at */
+    size_t shrink_at;           /* free top size that is given back (adapts like glibc's trim threshold) */
     uint64_t fl_bitmap;
     uint32_t sl_bitmap[FL_COUNT];
     char *heads[FL_COUNT][SL_COUNT];
@@ -62,6 +64,17 @@ HK_INLINE size_t hsize(uint64_t h) { return (size_t)(h & SIZE_MASK); }
 HK_INLINE bool htag_ok(const char *b, uint64_t h) { return (h >> 48) == tag_of(b, hsize(h)); }
 HK_INLINE char *heap_end(tlsf_t *t) { return hk_sbrk_hi(&t->base.heap); }
 HK_INLINE size_t bsize(const char *b) { return hsize(rd(b)); }
+
+/* A heap that grows again after giving its top back is breathing: make the
+ * next give-back need twice as much free top, so it stops refaulting pages. */
+HK_INLINE bool heap_grow(tlsf_t *t, size_t incr)
+{
+    if (hk_unlikely(t->regrow_watch)) {
+        t->regrow_watch = 0;
+        if (t->shrink_at < ((size_t)1 << 36)) t->shrink_at *= 2;
+    }
+    return hk_sbrk_grow(&t->base.heap, incr) != NULL;
+}
 
 HK_INLINE void set_next_prev(tlsf_t *t, char *b, size_t size, bool alloc)
 {
@@ -167,7 +180,7 @@ static HK_NOINLINE char *grow_for(tlsf_t *t, size_t asize)
         have = bsize(b);
         pbit = (unsigned)(rd(b) & P_BIT);
     }
-    if (!hk_sbrk_grow(&t->base.heap, asize - have)) return NULL;
+    if (!heap_grow(t, asize - have)) return NULL;
     if (have) list_remove(t, b, have);
     return carve(t, b, asize, asize, pbit);
 }
@@ -243,9 +256,9 @@ static void release(tlsf_t *t, char *b, size_t size)
         list_remove(t, n, ns);
         size += ns;
     }
-    if (b + size == heap_end(t) && size >= HK_TLSF_SHRINK) {
+    if (b + size == heap_end(t) && size >= t->shrink_at) {
         size_t cut = (size - HK_TLSF_TOP_KEEP) & ~(size_t)(ALIGN - 1);
-        if (hk_sbrk_shrink(&t->base.heap, cut) == 0) size -= cut;
+        if (hk_sbrk_shrink(&t->base.heap, cut) == 0) { size -= cut; t->regrow_watch = 1; }
     }
     write_free(b, size, pbit);
     list_insert(t, b, size);
@@ -296,7 +309,7 @@ static void *tlsf_realloc(hk_engine_t *e, void *p, size_t n)
     if (nx != end && !(rd(nx) & A_BIT)) avail += bsize(nx);
     if (avail >= asize || nx + (avail - size) == end) {
         if (avail < asize) {
-            if (!hk_sbrk_grow(&t->base.heap, asize - avail)) return NULL;
+            if (!heap_grow(t, asize - avail)) return NULL;
             if (avail > size) list_remove(t, nx, avail - size);
             avail = asize;
         } else if (avail > size) {
@@ -442,6 +455,7 @@ static int tlsf_init(hk_engine_t *e)
     if (!hk_sbrk_grow(&e->heap, W)) return ENOMEM;
     t->first = hk_sbrk_lo(&e->heap) + W;
     t->end_prev_alloc = 1;
+    t->shrink_at = HK_TLSF_SHRINK;
     return 0;
 }
 
