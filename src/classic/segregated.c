@@ -277,6 +277,15 @@ static char *validate(seg_t *s, const void *p, int *code)
         if (!htag_ok(n, nh)) return NULL;
         if (!(nh & P_BIT)) { *code = HK_ECORRUPT; return NULL; }
     }
+    if (!(h & P_BIT)) {
+        /* the free neighbour before must be intact: free and realloc merge into it */
+        uint64_t fh = rd(b - W);
+        size_t ps = hsize(fh);
+        if (ps < MINBLK || ps > (size_t)(b - s->first) || rd(b - ps) != fh || !htag_ok(b - ps, fh) || (fh & A_BIT)) {
+            *code = HK_ECORRUPT;
+            return NULL;
+        }
+    }
     return b;
 }
 
@@ -314,16 +323,9 @@ static int seg_free(hk_engine_t *e, void *p)
     seg_t *s = (seg_t *)e;
     int code;
     char *b = validate(s, p, &code);
-    if (!b) return hk__engine_misuse(e, code, p, code == HK_EDOUBLEFREE ? "block is already free" : "not a block start");
-    uint64_t h = rd(b);
-    if (!(h & P_BIT)) {
-        /* the free neighbour before must be intact before we merge into it */
-        uint64_t fh = rd(b - W);
-        size_t ps = hsize(fh);
-        if (ps < MINBLK || ps > (size_t)(b - s->first) || rd(b - ps) != fh || !htag_ok(b - ps, fh) || (fh & A_BIT))
-            return hk__engine_misuse(e, HK_ECORRUPT, p, "free block before it is damaged");
-    }
-    release(s, b, hsize(h));
+    if (!b) return hk__engine_misuse(e, code, p, code == HK_EDOUBLEFREE ? "block is already free"
+                                  : code == HK_ECORRUPT ? "a neighbour disagrees about this block" : "not a block start");
+    release(s, b, bsize(b));
     return HK_OK;
 }
 

@@ -235,6 +235,16 @@ static char *validate(tlsf_t *t, const void *p, int *code)
         if (!htag_ok(n, nh)) return NULL;
         if (!(nh & P_BIT)) { *code = HK_ECORRUPT; return NULL; }
     }
+    if (!(h & P_BIT)) {
+        /* the free neighbour before must be intact: free and realloc merge into it */
+        char *pb = rdp(b - W);
+        uint64_t ph;
+        if (pb < t->first || pb > b - MINBLK || ((uintptr_t)(pb + W) & (ALIGN - 1)) ||
+            !htag_ok(pb, ph = rd(pb)) || (ph & A_BIT) || pb + hsize(ph) != b) {
+            *code = HK_ECORRUPT;
+            return NULL;
+        }
+    }
     return b;
 }
 
@@ -270,16 +280,9 @@ static int tlsf_free(hk_engine_t *e, void *p)
     tlsf_t *t = (tlsf_t *)e;
     int code;
     char *b = validate(t, p, &code);
-    if (!b) return hk__engine_misuse(e, code, p, code == HK_EDOUBLEFREE ? "block is already free" : "not a block start");
-    uint64_t h = rd(b);
-    if (!(h & P_BIT)) {
-        char *pb = rdp(b - W);
-        uint64_t ph;
-        if (pb < t->first || pb > b - MINBLK || ((uintptr_t)(pb + W) & (ALIGN - 1)) ||
-            !htag_ok(pb, ph = rd(pb)) || (ph & A_BIT) || pb + hsize(ph) != b)
-            return hk__engine_misuse(e, HK_ECORRUPT, p, "free block before it is damaged");
-    }
-    release(t, b, hsize(h));
+    if (!b) return hk__engine_misuse(e, code, p, code == HK_EDOUBLEFREE ? "block is already free"
+                                  : code == HK_ECORRUPT ? "a neighbour disagrees about this block" : "not a block start");
+    release(t, b, bsize(b));
     return HK_OK;
 }
 

@@ -214,6 +214,9 @@ static void test_corruption_detected(void)
     memset(b - 16, 0x43, 8);                 /* a's prev_phys word: freeing b must not merge into garbage */
     CHECK(hk_engine_check(e) > 0);
     CHECK_EQ(hk_engine_free(e, b), HK_ECORRUPT);
+    CHECK(hk_engine_realloc(e, b, 5000) == NULL);   /* realloc would merge into it too */
+    CHECK_EQ(hk_engine_usable_size(e, b), 0);
+    CHECK_EQ(hk_engine_usable_size(e, c), 104);      /* 100 + 8-byte header, rounded to 16 */
     hk_engine_destroy(e);
 }
 
