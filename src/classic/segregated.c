@@ -236,6 +236,8 @@ HK_INLINE size_t adjust(size_t n)
     return a < MINBLK ? MINBLK : a;
 }
 
+static size_t seg_check(hk_engine_t *e);
+
 static void *seg_malloc(hk_engine_t *e, size_t n)
 {
     seg_t *s = (seg_t *)e;
@@ -251,6 +253,7 @@ static void *seg_malloc(hk_engine_t *e, size_t n)
         b = grow_for(s, asize);
         if (!b) return NULL;
     }
+    hk_assert_expensive(seg_check(e) == 0);
     return b + W;
 }
 
@@ -326,6 +329,7 @@ static int seg_free(hk_engine_t *e, void *p)
     if (!b) return hk__engine_misuse(e, code, p, code == HK_EDOUBLEFREE ? "block is already free"
                                   : code == HK_ECORRUPT ? "a neighbour disagrees about this block" : "not a block start");
     release(s, b, bsize(b));
+    hk_assert_expensive(seg_check(e) == 0);
     return HK_OK;
 }
 

@@ -192,6 +192,8 @@ HK_INLINE size_t adjust(size_t n)
     return a < MINBLK ? MINBLK : a;
 }
 
+static size_t tlsf_check(hk_engine_t *e);
+
 static void *tlsf_malloc(hk_engine_t *e, size_t n)
 {
     tlsf_t *t = (tlsf_t *)e;
@@ -214,6 +216,7 @@ static void *tlsf_malloc(hk_engine_t *e, size_t n)
         b = grow_for(t, asize);
         if (!b) return NULL;
     }
+    hk_assert_expensive(tlsf_check(e) == 0);
     return b + W;
 }
 
@@ -283,6 +286,7 @@ static int tlsf_free(hk_engine_t *e, void *p)
     if (!b) return hk__engine_misuse(e, code, p, code == HK_EDOUBLEFREE ? "block is already free"
                                   : code == HK_ECORRUPT ? "a neighbour disagrees about this block" : "not a block start");
     release(t, b, bsize(b));
+    hk_assert_expensive(tlsf_check(e) == 0);
     return HK_OK;
 }
 
