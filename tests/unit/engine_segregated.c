@@ -337,6 +337,39 @@ static void test_small_blocks_go_high(void)
     hk_engine_destroy(e);
 }
 
+/* A small region runs out: NULL with ENOMEM, nothing damaged, and the
+ * memory is whole again once everything is freed. */
+static void test_out_of_memory(void)
+{
+    hk_engine_config_t cfg = { .max_size = (size_t)256 << 10 };
+    hk_engine_t *e = hk_engine_create(ENGINE, &cfg);
+    REQUIRE(e);
+    static char *p[1024];
+    int n = 0;
+    errno = 0;
+    while (n < 1024 && (p[n] = hk_engine_malloc(e, 1000)) != NULL) { memset(p[n], n & 0xff, 1000); n++; }
+    CHECK(n > 200 && n < 1024);
+    CHECK_EQ(errno, ENOMEM);
+    CHECK_EQ(hk_engine_check(e), 0);
+    CHECK(hk_engine_realloc(e, p[n - 1], (size_t)1 << 20) == NULL);   /* the last block cannot grow */
+    CHECK(hk_engine_memalign(e, 4096, 100000) == NULL);
+    for (int k = 0; k < 1000; k++) if ((unsigned char)p[n - 1][k] != ((n - 1) & 0xff)) { CHECK(!"data lost"); break; }
+    CHECK_EQ(hk_engine_check(e), 0);
+    for (int i = 0; i < n; i += 2) CHECK_EQ(hk_engine_free(e, p[i]), HK_OK);
+    CHECK(hk_engine_malloc(e, 5000) == NULL);          /* only 1 KiB holes */
+    CHECK_EQ(hk_engine_check(e), 0);
+    for (int i = 1; i < n; i += 2) CHECK_EQ(hk_engine_free(e, p[i]), HK_OK);
+    CHECK_EQ(hk_engine_check(e), 0);
+    hk_engine_stats_t st;
+    hk_engine_stats(e, &st);
+    CHECK_EQ(st.live_blocks, 0);
+    CHECK_EQ(st.free_blocks, 1);
+    char *big = hk_engine_malloc(e, 200000);
+    CHECK(big != NULL);
+    CHECK_EQ(hk_engine_check(e), 0);
+    hk_engine_destroy(e);
+}
+
 int main(void)
 {
     RUN(test_info_and_basics);
@@ -348,5 +381,6 @@ int main(void)
     RUN(test_realloc_in_place);
     RUN(test_heap_growth_and_shrink);
     RUN(test_small_blocks_go_high);
+    RUN(test_out_of_memory);
     return t_finish();
 }
