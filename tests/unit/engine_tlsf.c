@@ -182,10 +182,46 @@ static void invalid_free_child(void *arg)
     char *p = hk_engine_malloc(e, 64);
     hk_engine_free(e, p + 32);
 }
+static void corrupt_free_child(void *arg)
+{
+    (void)arg;
+    hk_engine_t *e = mk(HK_ENGINE_ABORT_ON_MISUSE);
+    char *a = hk_engine_malloc(e, 100), *b = hk_engine_malloc(e, 100), *c = hk_engine_malloc(e, 100);
+    (void)c;
+    hk_engine_free(e, a);
+    memset(b - 16, 0x55, 8);                 /* damage the free block in front of b */
+    hk_engine_free(e, b);
+}
 static void test_abort_mode(void)
 {
+    CHECK(t_expect_death(corrupt_free_child, NULL, SIGABRT, "heap corruption"));
     CHECK(t_expect_death(double_free_child, NULL, SIGABRT, "double free"));
     CHECK(t_expect_death(invalid_free_child, NULL, SIGABRT, "invalid pointer"));
+}
+
+/* Every aligned interior pointer of live blocks is refused, and refusing
+ * them changes nothing. */
+static void test_interior_pointers(void)
+{
+    hk_engine_t *e = mk(0);
+    REQUIRE(e);
+    static const size_t sizes[] = { 24, 100, 700, 3000, 20000 };
+    char *p[5];
+    for (int i = 0; i < 5; i++) { p[i] = hk_engine_malloc(e, sizes[i]); REQUIRE(p[i]); memset(p[i], 0x11 * (i + 1), sizes[i]); }
+    int wrong = 0;
+    for (int i = 0; i < 5; i++)
+        for (size_t off = 16; off < sizes[i]; off += 16) {
+            if (hk_engine_free(e, p[i] + off) != HK_EINVALID) wrong++;
+            if (hk_engine_usable_size(e, p[i] + off) != 0) wrong++;
+        }
+    CHECK_EQ(wrong, 0);
+    CHECK_EQ(hk_engine_check(e), 0);
+    /* a header copied into a payload is not a block: its tag names another address */
+    memcpy(p[3] + 64, p[2] - 8, 8);
+    CHECK_EQ(hk_engine_free(e, p[3] + 72), HK_EINVALID);
+    for (int i = 0; i < 5; i++) CHECK_EQ(hk_engine_free(e, p[i]), HK_OK);
+    CHECK_EQ(hk_engine_check(e), 0);
+    hk_engine_destroy(e);
 }
 
 static void test_corruption_detected(void)
@@ -437,6 +473,7 @@ int main(void)
     RUN(test_random_sequence);
     RUN(test_misuse_codes);
     RUN(test_abort_mode);
+    RUN(test_interior_pointers);
     RUN(test_corruption_detected);
     RUN(test_coalescing_and_best_fit);
     RUN(test_realloc_in_place);
