@@ -179,8 +179,8 @@ HK_INLINE bool is_small(const seg_t *s, size_t asize)
     return asize < s->avg && asize < HK_SEG_SMALL;
 }
 
-/* Turn free block b (already off its list, `size` bytes, prev allocated unless
- * pbit says otherwise) into an allocated block of asize, returning the rest. */
+/* Turn free block b (already off its list, `size` bytes, pbit its P bit) into
+ * an allocated block of asize, returned; a rest of MINBLK or more stays free. */
 static char *place(seg_t *s, char *b, size_t size, size_t asize, unsigned pbit)
 {
     size_t rest = size - asize;
@@ -217,13 +217,14 @@ static HK_NOINLINE char *grow_for(seg_t *s, size_t asize)
         b = end - have;
         pbit = b_prev_alloc(b) ? P_BIT : 0;
     }
-    size_t need = asize - have;
+    size_t need = asize - have, want = need;
     if (is_small(s, asize)) {
         /* a small block takes the top of a fresh chunk; large ones fill it from below */
         size_t chunk = HK_MIN((size_t)HK_SEG_CHUNK, (s->base.heap.brk / HK_SEG_CHUNK_DIV) & ~(size_t)(ALIGN - 1));
-        if (need < chunk) need = chunk;
+        if (want < chunk) want = chunk;
     }
-    if (!heap_grow(s, need)) return NULL;
+    if (heap_grow(s, want)) need = want;
+    else if (want == need || !heap_grow(s, need)) return NULL;
     if (have) list_remove(s, b, have);
     s->end_prev_alloc = 0;  /* place() sets it */
     return place(s, b, have + need, asize, pbit);

@@ -450,6 +450,10 @@ static void test_out_of_memory(void)
     CHECK_EQ(hk_engine_check(e), 0);
     CHECK(hk_engine_realloc(e, p[n - 1], (size_t)1 << 20) == NULL);   /* the last block cannot grow */
     CHECK(hk_engine_memalign(e, 4096, 100000) == NULL);
+    char *tiny = hk_engine_malloc(e, 16);             /* the last few bytes still serve a small request */
+    CHECK(tiny != NULL);
+    CHECK_EQ(hk_engine_check(e), 0);
+    CHECK_EQ(hk_engine_free(e, tiny), HK_OK);
     for (int k = 0; k < 1000; k++) if ((unsigned char)p[n - 1][k] != ((n - 1) & 0xff)) { CHECK(!"data lost"); break; }
     CHECK_EQ(hk_engine_check(e), 0);
     for (int i = 0; i < n; i += 2) CHECK_EQ(hk_engine_free(e, p[i]), HK_OK);
