@@ -111,6 +111,23 @@ HK_INLINE void write_free(char *b, size_t size, unsigned pbit)
     wr(b + size - W, h);
 }
 
+/* A free-list node that is safe to unlink: inside the heap, a valid free
+ * header, and links that are NULL or land on block boundaries in the heap.
+ * This stops a use-after-free write over the links from steering malloc. */
+HK_INLINE bool link_ok(const seg_t *s, const char *x, const char *end)
+{
+    return !x || (x >= s->first && x + MINBLK <= end && !((uintptr_t)(x + W) & (ALIGN - 1)));
+}
+static bool node_ok(seg_t *s, const char *b)
+{
+    const char *end = heap_end(s);
+    if (!b || !link_ok(s, b, end)) return false;
+    uint64_t h = rd(b);
+    size_t size = hsize(h);
+    return htag_ok(b, h) && !(h & A_BIT) && size >= MINBLK && size <= (size_t)(end - b) &&
+           link_ok(s, rdp(b + W), end) && link_ok(s, rdp(b + 2 * W), end);
+}
+
 /* ---- classes ------------------------------------------------------------ */
 
 HK_INLINE unsigned class_of(size_t size)
@@ -162,6 +179,7 @@ static char *find_fit(seg_t *s, size_t asize)
         size_t bs = SIZE_MAX;
         int n = 0;
         for (; b && n < HK_SEG_SEARCH; b = rdp(b + W), n++) {
+            if (hk_unlikely(!node_ok(s, b))) return b;   /* malloc reports it */
             size_t sz = bsize(b);
             if (sz >= asize && sz < bs) { best = b; bs = sz; if (sz == asize) break; }
         }
@@ -247,6 +265,10 @@ static void *seg_malloc(hk_engine_t *e, size_t n)
     s->avg += ((ptrdiff_t)asize - (ptrdiff_t)s->avg) / HK_SEG_AVG_W;
     char *b = find_fit(s, asize);
     if (b) {
+        if (hk_unlikely(!node_ok(s, b))) {
+            hk__engine_misuse(e, HK_ECORRUPT, b + W, "free list damaged (write after free?)");
+            return NULL;
+        }
         size_t size = bsize(b);
         list_remove(s, b, size);
         b = place(s, b, size, asize, b_prev_alloc(b) ? P_BIT : 0);
@@ -280,12 +302,13 @@ static char *validate(seg_t *s, const void *p, int *code)
         uint64_t nh = rd(n);
         if (!htag_ok(n, nh)) return NULL;
         if (!(nh & P_BIT)) { *code = HK_ECORRUPT; return NULL; }
+        if (!(nh & A_BIT) && !node_ok(s, n)) { *code = HK_ECORRUPT; return NULL; }
     }
     if (!(h & P_BIT)) {
         /* the free neighbour before must be intact: free and realloc merge into it */
         uint64_t fh = rd(b - W);
         size_t ps = hsize(fh);
-        if (ps < MINBLK || ps > (size_t)(b - s->first) || rd(b - ps) != fh || !htag_ok(b - ps, fh) || (fh & A_BIT)) {
+        if (ps < MINBLK || ps > (size_t)(b - s->first) || rd(b - ps) != fh || !node_ok(s, b - ps)) {
             *code = HK_ECORRUPT;
             return NULL;
         }

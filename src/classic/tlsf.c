@@ -89,6 +89,23 @@ HK_INLINE void write_free(char *b, size_t size, unsigned pbit)
     wrp(b + size - W, b);
 }
 
+/* A free-list node that is safe to unlink: inside the heap, a valid free
+ * header, and links that are NULL or land on block boundaries in the heap.
+ * This stops a use-after-free write over the links from steering malloc. */
+HK_INLINE bool link_ok(const tlsf_t *t, const char *x, const char *end)
+{
+    return !x || (x >= t->first && x + MINBLK <= end && !((uintptr_t)(x + W) & (ALIGN - 1)));
+}
+static bool node_ok(tlsf_t *t, const char *b)
+{
+    const char *end = heap_end(t);
+    if (!b || !link_ok(t, b, end)) return false;
+    uint64_t h = rd(b);
+    size_t size = hsize(h);
+    return htag_ok(b, h) && !(h & A_BIT) && size >= MINBLK && size <= (size_t)(end - b) &&
+           link_ok(t, rdp(b + W), end) && link_ok(t, rdp(b + 2 * W), end);
+}
+
 /* ---- the two-level mapping -------------------------------------------- */
 
 /* The list a block of `size` bytes belongs to. */
@@ -206,9 +223,13 @@ static void *tlsf_malloc(hk_engine_t *e, size_t n)
         /* the request's own list may still hold a fitting head: one look, no loop */
         mapping_insert(asize, &fl, &sl);
         b = t->heads[fl][sl];
-        if (b && bsize(b) < asize) b = NULL;
+        if (b && node_ok(t, b) && bsize(b) < asize) b = NULL;
     }
     if (b) {
+        if (hk_unlikely(!node_ok(t, b))) {
+            hk__engine_misuse(e, HK_ECORRUPT, b + W, "free list damaged (write after free?)");
+            return NULL;
+        }
         size_t size = bsize(b);
         list_remove(t, b, size);
         b = carve(t, b, size, asize, (unsigned)(rd(b) & P_BIT));
@@ -237,13 +258,14 @@ static char *validate(tlsf_t *t, const void *p, int *code)
         uint64_t nh = rd(n);
         if (!htag_ok(n, nh)) return NULL;
         if (!(nh & P_BIT)) { *code = HK_ECORRUPT; return NULL; }
+        if (!(nh & A_BIT) && !node_ok(t, n)) { *code = HK_ECORRUPT; return NULL; }
     }
     if (!(h & P_BIT)) {
         /* the free neighbour before must be intact: free and realloc merge into it */
         char *pb = rdp(b - W);
         uint64_t ph;
         if (pb < t->first || pb > b - MINBLK || ((uintptr_t)(pb + W) & (ALIGN - 1)) ||
-            !htag_ok(pb, ph = rd(pb)) || (ph & A_BIT) || pb + hsize(ph) != b) {
+            !node_ok(t, pb) || pb + hsize(ph = rd(pb)) != b) {
             *code = HK_ECORRUPT;
             return NULL;
         }

@@ -192,8 +192,19 @@ static void corrupt_free_child(void *arg)
     memset(b - 16, 0x55, 8);                 /* damage the free block in front of b */
     hk_engine_free(e, b);
 }
+static void uaf_malloc_child(void *arg)
+{
+    (void)arg;
+    hk_engine_t *e = mk(HK_ENGINE_ABORT_ON_MISUSE);
+    char *a = hk_engine_malloc(e, 100), *b = hk_engine_malloc(e, 100), *c = hk_engine_malloc(e, 100);
+    (void)a; (void)c;
+    hk_engine_free(e, b);
+    memset(b, 0x42, 16);                     /* write after free over the links */
+    hk_engine_malloc(e, 100);
+}
 static void test_abort_mode(void)
 {
+    CHECK(t_expect_death(uaf_malloc_child, NULL, SIGABRT, "heap corruption"));
     CHECK(t_expect_death(corrupt_free_child, NULL, SIGABRT, "heap corruption"));
     CHECK(t_expect_death(double_free_child, NULL, SIGABRT, "double free"));
     CHECK(t_expect_death(invalid_free_child, NULL, SIGABRT, "invalid pointer"));
@@ -242,6 +253,9 @@ static void test_corruption_detected(void)
     CHECK_EQ(hk_engine_free(e, b), HK_OK);
     memset(b, 0x42, 16);                     /* use after free over the list links */
     CHECK(hk_engine_check(e) > 0);
+    CHECK(hk_engine_malloc(e, 100) == NULL);         /* malloc refuses to unlink it */
+    CHECK_EQ(hk_engine_free(e, a), HK_ECORRUPT);     /* so does free, which would merge with it */
+    CHECK_EQ(hk_engine_free(e, c), HK_ECORRUPT);
     hk_engine_destroy(e);
 
     e = mk(0);
