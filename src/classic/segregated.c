@@ -11,17 +11,20 @@
  * a block) | P (previous block allocated) | A (this block allocated).
  * Payloads are 16-aligned, so headers sit at 8 mod 16 and the heap starts
  * with one 8-byte pad word. There is no epilogue: the P bit of the block past
- * the end lives in the engine state. Small requests are carved from the high
- * end of a free block and large ones from the low end, and a small request
- * that must grow the heap grows it by a small chunk (at most 1/16 of the heap)
- * whose top it takes: small and large blocks then sit apart, so holes left by
+ * the end lives in the engine state. Small requests (below the moving average
+ * of recent ones) are carved from the high end of a free block and large ones
+ * from the low end, and a small request that must grow the heap grows it by a
+ * small chunk (at most 1/16 of the heap) whose top it takes: small and large blocks then sit apart, so holes left by
  * freed large blocks coalesce instead of being pinned by small neighbours. */
 #include "engine_impl.h"
 #include <errno.h>
 #include <string.h>
 
 #ifndef HK_SEG_SMALL
-#define HK_SEG_SMALL 256        /* block sizes below this go to the high end of a split */
+#define HK_SEG_SMALL 512        /* only blocks below this may count as small, */
+#endif
+#ifndef HK_SEG_AVG_W
+#define HK_SEG_AVG_W 16         /* weight of the moving average of request sizes */
 #endif
 #ifndef HK_SEG_CHUNK
 #define HK_SEG_CHUNK 2048       /* growth for a small block: up to this much, */
@@ -33,7 +36,7 @@
 #define HK_SEG_SEARCH 64        /* list nodes examined for best fit in a large class */
 #endif
 #ifndef HK_SEG_SHRINK
-#define HK_SEG_SHRINK ((size_t)1 << 20) /* a free top this large goes back to the region, */
+#define HK_SEG_SHRINK ((size_t)1 << 20) /* a free top this large goes back to the region (at first), */
 #endif
 #ifndef HK_SEG_TOP_KEEP
 #define HK_SEG_TOP_KEEP ((size_t)256 << 10) /* less this much, so a heap breathing at the top does not refault */
@@ -54,8 +57,11 @@ typedef struct seg {
     struct hk_engine base;
     char *first;                /* first block header (base + 8) */
     int end_prev_alloc;         /* P bit of the (virtual) block past the end */
+    int regrow_watch;           /* set by a shrink: growing again doubles shrink_at */
+    size_t shrink_at;           /* free top size that is given back (adapts like glibc's trim threshold) */
     uint64_t bitmap[N_WORDS];
     char *heads[N_CLASS];
+    size_t avg;                 /* moving average of request sizes: the small/large split */
 } seg_t;
 
 /* ---- block words ------------------------------------------------------ */
@@ -80,6 +86,17 @@ HK_INLINE bool b_alloc(const char *b) { return rd(b) & A_BIT; }
 HK_INLINE bool b_prev_alloc(const char *b) { return rd(b) & P_BIT; }
 
 /* Set the P bit of whatever follows block b (a header or the end flag). */
+/* A heap that grows again after giving its top back is breathing: make the
+ * next give-back need twice as much free top, so it stops refaulting pages. */
+HK_INLINE bool heap_grow(seg_t *s, size_t incr)
+{
+    if (hk_unlikely(s->regrow_watch)) {
+        s->regrow_watch = 0;
+        if (s->shrink_at < ((size_t)1 << 36)) s->shrink_at *= 2;
+    }
+    return hk_sbrk_grow(&s->base.heap, incr) != NULL;
+}
+
 HK_INLINE void set_next_prev(seg_t *s, char *b, size_t size, bool alloc)
 {
     char *n = b + size;
@@ -92,6 +109,23 @@ HK_INLINE void write_free(char *b, size_t size, unsigned pbit)
     uint64_t h = mkhdr(b, size, pbit);
     wr(b, h);
     wr(b + size - W, h);
+}
+
+/* A free-list node that is safe to unlink: inside the heap, a valid free
+ * header, and links that are NULL or land on block boundaries in the heap.
+ * This stops a use-after-free write over the links from steering malloc. */
+HK_INLINE bool link_ok(const seg_t *s, const char *x, const char *end)
+{
+    return !x || (x >= s->first && x + MINBLK <= end && !((uintptr_t)(x + W) & (ALIGN - 1)));
+}
+static bool node_ok(seg_t *s, const char *b)
+{
+    const char *end = heap_end(s);
+    if (!b || !link_ok(s, b, end)) return false;
+    uint64_t h = rd(b);
+    size_t size = hsize(h);
+    return htag_ok(b, h) && !(h & A_BIT) && size >= MINBLK && size <= (size_t)(end - b) &&
+           link_ok(s, rdp(b + W), end) && link_ok(s, rdp(b + 2 * W), end);
 }
 
 /* ---- classes ------------------------------------------------------------ */
@@ -145,6 +179,7 @@ static char *find_fit(seg_t *s, size_t asize)
         size_t bs = SIZE_MAX;
         int n = 0;
         for (; b && n < HK_SEG_SEARCH; b = rdp(b + W), n++) {
+            if (hk_unlikely(!node_ok(s, b))) return b;   /* malloc reports it */
             size_t sz = bsize(b);
             if (sz >= asize && sz < bs) { best = b; bs = sz; if (sz == asize) break; }
         }
@@ -156,8 +191,14 @@ static char *find_fit(seg_t *s, size_t asize)
 
 /* ---- allocation ----------------------------------------------------------- */
 
-/* Turn free block b (already off its list, `size` bytes, prev allocated unless
- * pbit says otherwise) into an allocated block of asize, returning the rest. */
+/* "Small" is relative: below the recent average request and below a cap. */
+HK_INLINE bool is_small(const seg_t *s, size_t asize)
+{
+    return asize < s->avg && asize < HK_SEG_SMALL;
+}
+
+/* Turn free block b (already off its list, `size` bytes, pbit its P bit) into
+ * an allocated block of asize, returned; a rest of MINBLK or more stays free. */
 static char *place(seg_t *s, char *b, size_t size, size_t asize, unsigned pbit)
 {
     size_t rest = size - asize;
@@ -166,7 +207,7 @@ static char *place(seg_t *s, char *b, size_t size, size_t asize, unsigned pbit)
         set_next_prev(s, b, size, true);
         return b;
     }
-    if (asize < HK_SEG_SMALL) {
+    if (is_small(s, asize)) {
         /* small: take the high end, the free rest stays where it was */
         write_free(b, rest, pbit);
         list_insert(s, b, rest);
@@ -194,13 +235,14 @@ static HK_NOINLINE char *grow_for(seg_t *s, size_t asize)
         b = end - have;
         pbit = b_prev_alloc(b) ? P_BIT : 0;
     }
-    size_t need = asize - have;
-    if (asize < HK_SEG_SMALL) {
+    size_t need = asize - have, want = need;
+    if (is_small(s, asize)) {
         /* a small block takes the top of a fresh chunk; large ones fill it from below */
         size_t chunk = HK_MIN((size_t)HK_SEG_CHUNK, (s->base.heap.brk / HK_SEG_CHUNK_DIV) & ~(size_t)(ALIGN - 1));
-        if (need < chunk) need = chunk;
+        if (want < chunk) want = chunk;
     }
-    if (!hk_sbrk_grow(&s->base.heap, need)) return NULL;
+    if (heap_grow(s, want)) need = want;
+    else if (want == need || !heap_grow(s, need)) return NULL;
     if (have) list_remove(s, b, have);
     s->end_prev_alloc = 0;  /* place() sets it */
     return place(s, b, have + need, asize, pbit);
@@ -213,13 +255,20 @@ HK_INLINE size_t adjust(size_t n)
     return a < MINBLK ? MINBLK : a;
 }
 
+static size_t seg_check(hk_engine_t *e);
+
 static void *seg_malloc(hk_engine_t *e, size_t n)
 {
     seg_t *s = (seg_t *)e;
     size_t asize = adjust(n);
     if (!asize) return NULL;
+    s->avg += ((ptrdiff_t)asize - (ptrdiff_t)s->avg) / HK_SEG_AVG_W;
     char *b = find_fit(s, asize);
     if (b) {
+        if (hk_unlikely(!node_ok(s, b))) {
+            hk__engine_misuse(e, HK_ECORRUPT, b + W, "free list damaged (write after free?)");
+            return NULL;
+        }
         size_t size = bsize(b);
         list_remove(s, b, size);
         b = place(s, b, size, asize, b_prev_alloc(b) ? P_BIT : 0);
@@ -227,6 +276,7 @@ static void *seg_malloc(hk_engine_t *e, size_t n)
         b = grow_for(s, asize);
         if (!b) return NULL;
     }
+    hk_assert_expensive(seg_check(e) == 0);
     return b + W;
 }
 
@@ -252,6 +302,16 @@ static char *validate(seg_t *s, const void *p, int *code)
         uint64_t nh = rd(n);
         if (!htag_ok(n, nh)) return NULL;
         if (!(nh & P_BIT)) { *code = HK_ECORRUPT; return NULL; }
+        if (!(nh & A_BIT) && !node_ok(s, n)) { *code = HK_ECORRUPT; return NULL; }
+    }
+    if (!(h & P_BIT)) {
+        /* the free neighbour before must be intact: free and realloc merge into it */
+        uint64_t fh = rd(b - W);
+        size_t ps = hsize(fh);
+        if (ps < MINBLK || ps > (size_t)(b - s->first) || rd(b - ps) != fh || !node_ok(s, b - ps)) {
+            *code = HK_ECORRUPT;
+            return NULL;
+        }
     }
     return b;
 }
@@ -276,9 +336,9 @@ static void release(seg_t *s, char *b, size_t size)
         list_remove(s, n, ns);
         size += ns;
     }
-    if (b + size == heap_end(s) && size >= HK_SEG_SHRINK) {
+    if (b + size == heap_end(s) && size >= s->shrink_at) {
         size_t cut = (size - HK_SEG_TOP_KEEP) & ~(size_t)(ALIGN - 1);
-        if (hk_sbrk_shrink(&s->base.heap, cut) == 0) size -= cut;
+        if (hk_sbrk_shrink(&s->base.heap, cut) == 0) { size -= cut; s->regrow_watch = 1; }
     }
     write_free(b, size, pbit);
     list_insert(s, b, size);
@@ -290,16 +350,10 @@ static int seg_free(hk_engine_t *e, void *p)
     seg_t *s = (seg_t *)e;
     int code;
     char *b = validate(s, p, &code);
-    if (!b) return hk__engine_misuse(e, code, p, code == HK_EDOUBLEFREE ? "block is already free" : "not a block start");
-    uint64_t h = rd(b);
-    if (!(h & P_BIT)) {
-        /* the free neighbour before must be intact before we merge into it */
-        uint64_t fh = rd(b - W);
-        size_t ps = hsize(fh);
-        if (ps < MINBLK || ps > (size_t)(b - s->first) || rd(b - ps) != fh || !htag_ok(b - ps, fh) || (fh & A_BIT))
-            return hk__engine_misuse(e, HK_ECORRUPT, p, "free block before it is damaged");
-    }
-    release(s, b, hsize(h));
+    if (!b) return hk__engine_misuse(e, code, p, code == HK_EDOUBLEFREE ? "block is already free"
+                                  : code == HK_ECORRUPT ? "a neighbour disagrees about this block" : "not a block start");
+    release(s, b, bsize(b));
+    hk_assert_expensive(seg_check(e) == 0);
     return HK_OK;
 }
 
@@ -332,7 +386,7 @@ static void *seg_realloc(hk_engine_t *e, void *p, size_t n)
     if (nx != end && !b_alloc(nx)) avail += bsize(nx);
     if (avail >= asize || nx == end || (nx + (avail - size) == end)) {
         if (avail < asize) {  /* at the top: grow the heap by just the difference */
-            if (!hk_sbrk_grow(&s->base.heap, asize - avail)) return NULL;
+            if (!heap_grow(s, asize - avail)) return NULL;
             if (avail > size) list_remove(s, nx, avail - size);
             avail = asize;
         } else if (avail > size) {
@@ -493,6 +547,7 @@ static int seg_init(hk_engine_t *e)
     if (!hk_sbrk_grow(&e->heap, W)) return ENOMEM;
     s->first = hk_sbrk_lo(&e->heap) + W;
     s->end_prev_alloc = 1;
+    s->shrink_at = HK_SEG_SHRINK;
     return 0;
 }
 

@@ -40,6 +40,8 @@ typedef struct tlsf {
     struct hk_engine base;
     char *first;
     int end_prev_alloc;
+    int regrow_watch;           /* set by a shrink: growing again doubles shrink_at */
+    size_t shrink_at;           /* free top size that is given back (adapts like glibc's trim threshold) */
     uint64_t fl_bitmap;
     uint32_t sl_bitmap[FL_COUNT];
     char *heads[FL_COUNT][SL_COUNT];
@@ -63,6 +65,17 @@ HK_INLINE bool htag_ok(const char *b, uint64_t h) { return (h >> 48) == tag_of(b
 HK_INLINE char *heap_end(tlsf_t *t) { return hk_sbrk_hi(&t->base.heap); }
 HK_INLINE size_t bsize(const char *b) { return hsize(rd(b)); }
 
+/* A heap that grows again after giving its top back is breathing: make the
+ * next give-back need twice as much free top, so it stops refaulting pages. */
+HK_INLINE bool heap_grow(tlsf_t *t, size_t incr)
+{
+    if (hk_unlikely(t->regrow_watch)) {
+        t->regrow_watch = 0;
+        if (t->shrink_at < ((size_t)1 << 36)) t->shrink_at *= 2;
+    }
+    return hk_sbrk_grow(&t->base.heap, incr) != NULL;
+}
+
 HK_INLINE void set_next_prev(tlsf_t *t, char *b, size_t size, bool alloc)
 {
     char *n = b + size;
@@ -74,6 +87,23 @@ HK_INLINE void write_free(char *b, size_t size, unsigned pbit)
 {
     wr(b, mkhdr(b, size, pbit));
     wrp(b + size - W, b);
+}
+
+/* A free-list node that is safe to unlink: inside the heap, a valid free
+ * header, and links that are NULL or land on block boundaries in the heap.
+ * This stops a use-after-free write over the links from steering malloc. */
+HK_INLINE bool link_ok(const tlsf_t *t, const char *x, const char *end)
+{
+    return !x || (x >= t->first && x + MINBLK <= end && !((uintptr_t)(x + W) & (ALIGN - 1)));
+}
+static bool node_ok(tlsf_t *t, const char *b)
+{
+    const char *end = heap_end(t);
+    if (!b || !link_ok(t, b, end)) return false;
+    uint64_t h = rd(b);
+    size_t size = hsize(h);
+    return htag_ok(b, h) && !(h & A_BIT) && size >= MINBLK && size <= (size_t)(end - b) &&
+           link_ok(t, rdp(b + W), end) && link_ok(t, rdp(b + 2 * W), end);
 }
 
 /* ---- the two-level mapping -------------------------------------------- */
@@ -167,7 +197,7 @@ static HK_NOINLINE char *grow_for(tlsf_t *t, size_t asize)
         have = bsize(b);
         pbit = (unsigned)(rd(b) & P_BIT);
     }
-    if (!hk_sbrk_grow(&t->base.heap, asize - have)) return NULL;
+    if (!heap_grow(t, asize - have)) return NULL;
     if (have) list_remove(t, b, have);
     return carve(t, b, asize, asize, pbit);
 }
@@ -178,6 +208,8 @@ HK_INLINE size_t adjust(size_t n)
     size_t a = (n + W + ALIGN - 1) & ~(size_t)(ALIGN - 1);
     return a < MINBLK ? MINBLK : a;
 }
+
+static size_t tlsf_check(hk_engine_t *e);
 
 static void *tlsf_malloc(hk_engine_t *e, size_t n)
 {
@@ -191,9 +223,13 @@ static void *tlsf_malloc(hk_engine_t *e, size_t n)
         /* the request's own list may still hold a fitting head: one look, no loop */
         mapping_insert(asize, &fl, &sl);
         b = t->heads[fl][sl];
-        if (b && bsize(b) < asize) b = NULL;
+        if (b && node_ok(t, b) && bsize(b) < asize) b = NULL;
     }
     if (b) {
+        if (hk_unlikely(!node_ok(t, b))) {
+            hk__engine_misuse(e, HK_ECORRUPT, b + W, "free list damaged (write after free?)");
+            return NULL;
+        }
         size_t size = bsize(b);
         list_remove(t, b, size);
         b = carve(t, b, size, asize, (unsigned)(rd(b) & P_BIT));
@@ -201,6 +237,7 @@ static void *tlsf_malloc(hk_engine_t *e, size_t n)
         b = grow_for(t, asize);
         if (!b) return NULL;
     }
+    hk_assert_expensive(tlsf_check(e) == 0);
     return b + W;
 }
 
@@ -221,6 +258,17 @@ static char *validate(tlsf_t *t, const void *p, int *code)
         uint64_t nh = rd(n);
         if (!htag_ok(n, nh)) return NULL;
         if (!(nh & P_BIT)) { *code = HK_ECORRUPT; return NULL; }
+        if (!(nh & A_BIT) && !node_ok(t, n)) { *code = HK_ECORRUPT; return NULL; }
+    }
+    if (!(h & P_BIT)) {
+        /* the free neighbour before must be intact: free and realloc merge into it */
+        char *pb = rdp(b - W);
+        uint64_t ph;
+        if (pb < t->first || pb > b - MINBLK || ((uintptr_t)(pb + W) & (ALIGN - 1)) ||
+            !node_ok(t, pb) || pb + hsize(ph = rd(pb)) != b) {
+            *code = HK_ECORRUPT;
+            return NULL;
+        }
     }
     return b;
 }
@@ -243,9 +291,9 @@ static void release(tlsf_t *t, char *b, size_t size)
         list_remove(t, n, ns);
         size += ns;
     }
-    if (b + size == heap_end(t) && size >= HK_TLSF_SHRINK) {
+    if (b + size == heap_end(t) && size >= t->shrink_at) {
         size_t cut = (size - HK_TLSF_TOP_KEEP) & ~(size_t)(ALIGN - 1);
-        if (hk_sbrk_shrink(&t->base.heap, cut) == 0) size -= cut;
+        if (hk_sbrk_shrink(&t->base.heap, cut) == 0) { size -= cut; t->regrow_watch = 1; }
     }
     write_free(b, size, pbit);
     list_insert(t, b, size);
@@ -257,16 +305,10 @@ static int tlsf_free(hk_engine_t *e, void *p)
     tlsf_t *t = (tlsf_t *)e;
     int code;
     char *b = validate(t, p, &code);
-    if (!b) return hk__engine_misuse(e, code, p, code == HK_EDOUBLEFREE ? "block is already free" : "not a block start");
-    uint64_t h = rd(b);
-    if (!(h & P_BIT)) {
-        char *pb = rdp(b - W);
-        uint64_t ph;
-        if (pb < t->first || pb > b - MINBLK || ((uintptr_t)(pb + W) & (ALIGN - 1)) ||
-            !htag_ok(pb, ph = rd(pb)) || (ph & A_BIT) || pb + hsize(ph) != b)
-            return hk__engine_misuse(e, HK_ECORRUPT, p, "free block before it is damaged");
-    }
-    release(t, b, hsize(h));
+    if (!b) return hk__engine_misuse(e, code, p, code == HK_EDOUBLEFREE ? "block is already free"
+                                  : code == HK_ECORRUPT ? "a neighbour disagrees about this block" : "not a block start");
+    release(t, b, bsize(b));
+    hk_assert_expensive(tlsf_check(e) == 0);
     return HK_OK;
 }
 
@@ -296,7 +338,7 @@ static void *tlsf_realloc(hk_engine_t *e, void *p, size_t n)
     if (nx != end && !(rd(nx) & A_BIT)) avail += bsize(nx);
     if (avail >= asize || nx + (avail - size) == end) {
         if (avail < asize) {
-            if (!hk_sbrk_grow(&t->base.heap, asize - avail)) return NULL;
+            if (!heap_grow(t, asize - avail)) return NULL;
             if (avail > size) list_remove(t, nx, avail - size);
             avail = asize;
         } else if (avail > size) {
@@ -442,6 +484,7 @@ static int tlsf_init(hk_engine_t *e)
     if (!hk_sbrk_grow(&e->heap, W)) return ENOMEM;
     t->first = hk_sbrk_lo(&e->heap) + W;
     t->end_prev_alloc = 1;
+    t->shrink_at = HK_TLSF_SHRINK;
     return 0;
 }
 

@@ -182,10 +182,57 @@ static void invalid_free_child(void *arg)
     char *p = hk_engine_malloc(e, 64);
     hk_engine_free(e, p + 32);
 }
+static void corrupt_free_child(void *arg)
+{
+    (void)arg;
+    hk_engine_t *e = mk(HK_ENGINE_ABORT_ON_MISUSE);
+    char *a = hk_engine_malloc(e, 100), *b = hk_engine_malloc(e, 100), *c = hk_engine_malloc(e, 100);
+    (void)c;
+    hk_engine_free(e, a);
+    memset(b - 16, 0x55, 8);                 /* damage the free block in front of b */
+    hk_engine_free(e, b);
+}
+static void uaf_malloc_child(void *arg)
+{
+    (void)arg;
+    hk_engine_t *e = mk(HK_ENGINE_ABORT_ON_MISUSE);
+    char *a = hk_engine_malloc(e, 100), *b = hk_engine_malloc(e, 100), *c = hk_engine_malloc(e, 100);
+    (void)a; (void)c;
+    hk_engine_free(e, b);
+    memset(b, 0x42, 16);                     /* write after free over the links */
+    hk_engine_malloc(e, 100);
+}
 static void test_abort_mode(void)
 {
+    CHECK(t_expect_death(uaf_malloc_child, NULL, SIGABRT, "heap corruption"));
+    CHECK(t_expect_death(corrupt_free_child, NULL, SIGABRT, "heap corruption"));
     CHECK(t_expect_death(double_free_child, NULL, SIGABRT, "double free"));
     CHECK(t_expect_death(invalid_free_child, NULL, SIGABRT, "invalid pointer"));
+}
+
+/* Every aligned interior pointer of live blocks is refused, and refusing
+ * them changes nothing. */
+static void test_interior_pointers(void)
+{
+    hk_engine_t *e = mk(0);
+    REQUIRE(e);
+    static const size_t sizes[] = { 24, 100, 700, 3000, 20000 };
+    char *p[5];
+    for (int i = 0; i < 5; i++) { p[i] = hk_engine_malloc(e, sizes[i]); REQUIRE(p[i]); memset(p[i], 0x11 * (i + 1), sizes[i]); }
+    int wrong = 0;
+    for (int i = 0; i < 5; i++)
+        for (size_t off = 16; off < sizes[i]; off += 16) {
+            if (hk_engine_free(e, p[i] + off) != HK_EINVALID) wrong++;
+            if (hk_engine_usable_size(e, p[i] + off) != 0) wrong++;
+        }
+    CHECK_EQ(wrong, 0);
+    CHECK_EQ(hk_engine_check(e), 0);
+    /* a header copied into a payload is not a block: its tag names another address */
+    memcpy(p[3] + 64, p[2] - 8, 8);
+    CHECK_EQ(hk_engine_free(e, p[3] + 72), HK_EINVALID);
+    for (int i = 0; i < 5; i++) CHECK_EQ(hk_engine_free(e, p[i]), HK_OK);
+    CHECK_EQ(hk_engine_check(e), 0);
+    hk_engine_destroy(e);
 }
 
 static void test_corruption_detected(void)
@@ -206,6 +253,9 @@ static void test_corruption_detected(void)
     CHECK_EQ(hk_engine_free(e, b), HK_OK);
     memset(b, 0x42, 16);                     /* use after free over the list links */
     CHECK(hk_engine_check(e) > 0);
+    CHECK(hk_engine_malloc(e, 100) == NULL);         /* malloc refuses to unlink it */
+    CHECK_EQ(hk_engine_free(e, a), HK_ECORRUPT);     /* so does free, which would merge with it */
+    CHECK_EQ(hk_engine_free(e, c), HK_ECORRUPT);
     hk_engine_destroy(e);
 
     e = mk(0);
@@ -214,6 +264,9 @@ static void test_corruption_detected(void)
     memset(b - 16, 0x43, 8);                 /* a's footer: freeing b must not merge into garbage */
     CHECK(hk_engine_check(e) > 0);
     CHECK_EQ(hk_engine_free(e, b), HK_ECORRUPT);
+    CHECK(hk_engine_realloc(e, b, 5000) == NULL);   /* realloc would merge into it too */
+    CHECK_EQ(hk_engine_usable_size(e, b), 0);
+    CHECK_EQ(hk_engine_usable_size(e, c), 104);      /* 100 + 8-byte header, rounded to 16 */
     hk_engine_destroy(e);
 }
 
@@ -334,16 +387,55 @@ static void test_small_blocks_go_high(void)
     hk_engine_destroy(e);
 }
 
+/* A small region runs out: NULL with ENOMEM, nothing damaged, and the
+ * memory is whole again once everything is freed. */
+static void test_out_of_memory(void)
+{
+    hk_engine_config_t cfg = { .max_size = (size_t)256 << 10 };
+    hk_engine_t *e = hk_engine_create(ENGINE, &cfg);
+    REQUIRE(e);
+    static char *p[1024];
+    int n = 0;
+    errno = 0;
+    while (n < 1024 && (p[n] = hk_engine_malloc(e, 1000)) != NULL) { memset(p[n], n & 0xff, 1000); n++; }
+    CHECK(n > 200 && n < 1024);
+    CHECK_EQ(errno, ENOMEM);
+    CHECK_EQ(hk_engine_check(e), 0);
+    CHECK(hk_engine_realloc(e, p[n - 1], (size_t)1 << 20) == NULL);   /* the last block cannot grow */
+    CHECK(hk_engine_memalign(e, 4096, 100000) == NULL);
+    char *tiny = hk_engine_malloc(e, 16);             /* the last few bytes still serve a small request */
+    CHECK(tiny != NULL);
+    CHECK_EQ(hk_engine_check(e), 0);
+    CHECK_EQ(hk_engine_free(e, tiny), HK_OK);
+    for (int k = 0; k < 1000; k++) if ((unsigned char)p[n - 1][k] != ((n - 1) & 0xff)) { CHECK(!"data lost"); break; }
+    CHECK_EQ(hk_engine_check(e), 0);
+    for (int i = 0; i < n; i += 2) CHECK_EQ(hk_engine_free(e, p[i]), HK_OK);
+    CHECK(hk_engine_malloc(e, 5000) == NULL);          /* only 1 KiB holes */
+    CHECK_EQ(hk_engine_check(e), 0);
+    for (int i = 1; i < n; i += 2) CHECK_EQ(hk_engine_free(e, p[i]), HK_OK);
+    CHECK_EQ(hk_engine_check(e), 0);
+    hk_engine_stats_t st;
+    hk_engine_stats(e, &st);
+    CHECK_EQ(st.live_blocks, 0);
+    CHECK_EQ(st.free_blocks, 1);
+    char *big = hk_engine_malloc(e, 200000);
+    CHECK(big != NULL);
+    CHECK_EQ(hk_engine_check(e), 0);
+    hk_engine_destroy(e);
+}
+
 int main(void)
 {
     RUN(test_info_and_basics);
     RUN(test_random_sequence);
     RUN(test_misuse_codes);
     RUN(test_abort_mode);
+    RUN(test_interior_pointers);
     RUN(test_corruption_detected);
     RUN(test_coalescing_and_best_fit);
     RUN(test_realloc_in_place);
     RUN(test_heap_growth_and_shrink);
     RUN(test_small_blocks_go_high);
+    RUN(test_out_of_memory);
     return t_finish();
 }
