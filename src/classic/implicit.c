@@ -125,7 +125,7 @@ static HK_NOINLINE void im_coalesce_all(hk_implicit_t *im)
 {
     hk_engine_t *e = &im->base;
     hk_bt_blk *epi = hk__bt_epilogue(e), *last = NULL;
-    for (hk_bt_blk *b = hk__bt_first(e); b < epi; ) {
+    for (hk_bt_blk *b = im->low; b < epi; ) {   /* nothing free lies below */
         if (hk__bt_alloc(b)) { b = hk__bt_next(b); continue; }
         size_t sz = hk__bt_size(b);
         while (!hk__bt_alloc(b + sz)) sz += hk__bt_size(b + sz);
