@@ -13,7 +13,9 @@
  * The tag makes a forged or stale-by-accident header (an interior pointer
  * landing in user data) fail validation with odds of about 1 in 65536, so
  * free can tell misuse from a real block without a side table. The heap is
- * [pad 8][prologue header+footer][blocks ...][epilogue header, size 0]. */
+ * [pad 8][prologue header+footer][blocks ...][epilogue header, size 0].
+ * walk() reports each block by its header address and whole size, so the
+ * blocks tile the heap between the prologue and the epilogue. */
 #ifndef HK_BOUNDARY_TAG_H
 #define HK_BOUNDARY_TAG_H
 

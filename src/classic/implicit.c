@@ -13,16 +13,32 @@ typedef struct hk_implicit {
     enum im_fit fit;
     bool deferred;         /* merge free neighbours only when no fit is found */
     hk_bt_blk *rover;      /* next fit: where the last search ended (a block or the epilogue) */
+    hk_bt_blk *low;        /* no free block starts below this block: scans start here */
     bool unmerged;         /* deferred: blocks were freed since the last merge pass */
 } hk_implicit_t;
 
 static inline hk_implicit_t *im_of(hk_engine_t *e) { return (hk_implicit_t *)e; }
 
-/* The roving pointer must always name a block header: when the block it
- * names disappears into a bigger one, move it to `to`. */
-static inline void im_fix_rover(hk_implicit_t *im, hk_bt_blk *lo, size_t size, hk_bt_blk *to)
+/* The roving pointer and the low mark must always name a block header:
+ * when the block [at, at+size) swallows the one they name, the rover moves
+ * to `to` and the low mark to `at` (nothing free lies below either). */
+static inline void im_fix_ptrs(hk_implicit_t *im, hk_bt_blk *at, size_t size, hk_bt_blk *to)
 {
-    if (im->rover > lo && im->rover < lo + size) im->rover = to;
+    if (im->rover > at && im->rover < at + size) im->rover = to;
+    if (im->low > at && im->low < at + size) im->low = at;
+}
+
+static inline void im_note_free(hk_implicit_t *im, hk_bt_blk *b)
+{
+    if (b < im->low) im->low = b;
+}
+
+/* Skip the allocated blocks below the first free one (and remember it). */
+static inline hk_bt_blk *im_first_free(hk_implicit_t *im, hk_bt_blk *epi)
+{
+    hk_bt_blk *b = im->low;
+    while (b < epi && hk__bt_alloc(b)) b = hk__bt_next(b);
+    return im->low = b;
 }
 
 static hk_bt_blk *im_find_fit(hk_implicit_t *im, size_t asize)
@@ -33,7 +49,7 @@ static hk_bt_blk *im_find_fit(hk_implicit_t *im, size_t asize)
     size_t pick_size = 0;
     switch (im->fit) {
     case FIT_FIRST:
-        for (hk_bt_blk *b = first; b < epi; b = hk__bt_next(b))
+        for (hk_bt_blk *b = im_first_free(im, epi); b < epi; b = hk__bt_next(b))
             if (!hk__bt_alloc(b) && hk__bt_size(b) >= asize) return b;
         return NULL;
     case FIT_NEXT:
@@ -43,7 +59,7 @@ static hk_bt_blk *im_find_fit(hk_implicit_t *im, size_t asize)
             if (!hk__bt_alloc(b) && hk__bt_size(b) >= asize) return b;
         return NULL;
     case FIT_BEST:
-        for (hk_bt_blk *b = first; b < epi; b = hk__bt_next(b)) {
+        for (hk_bt_blk *b = im_first_free(im, epi); b < epi; b = hk__bt_next(b)) {
             uint64_t w = hk__bt_word(b);
             size_t sz = (size_t)(w & HK_BT_SIZE_MASK);
             if (!(w & HK_BT_ALLOC) && sz >= asize && (!pick || sz < pick_size)) {
@@ -53,7 +69,7 @@ static hk_bt_blk *im_find_fit(hk_implicit_t *im, size_t asize)
         }
         return pick;
     case FIT_WORST:
-        for (hk_bt_blk *b = first; b < epi; b = hk__bt_next(b)) {
+        for (hk_bt_blk *b = im_first_free(im, epi); b < epi; b = hk__bt_next(b)) {
             uint64_t w = hk__bt_word(b);
             size_t sz = (size_t)(w & HK_BT_SIZE_MASK);
             if (!(w & HK_BT_ALLOC) && sz >= asize && sz > pick_size) pick = b, pick_size = sz;
@@ -77,7 +93,7 @@ static hk_bt_blk *im_coalesce(hk_implicit_t *im, hk_bt_blk *b)
         pa = hk__bt_prev_alloc(pv);
     }
     hk__bt_set_free(b, sz, pa);
-    im_fix_rover(im, b, sz, b);
+    im_fix_ptrs(im, b, sz, b);
     return b;
 }
 
@@ -87,6 +103,7 @@ static void im_maybe_trim(hk_implicit_t *im, hk_bt_blk *b)
     hk_engine_t *e = &im->base;
     if (hk__bt_alloc(b) || hk__bt_next(b) != hk__bt_epilogue(e) || hk__bt_size(b) < HK_BT_TRIM) return;
     if (im->rover > b) im->rover = b;   /* b's header becomes the epilogue */
+    if (im->low > b) im->low = b;
     hk__bt_trim(e, b);
 }
 
@@ -98,6 +115,7 @@ static hk_bt_blk *im_release(hk_implicit_t *im, hk_bt_blk *b, size_t sz, bool pa
     hk__bt_set_prev_alloc(b + sz, false);
     if (!im->deferred) b = im_coalesce(im, b);
     else im->unmerged = true;
+    im_note_free(im, b);
     im_maybe_trim(im, b);
     return b;
 }
@@ -107,12 +125,12 @@ static HK_NOINLINE void im_coalesce_all(hk_implicit_t *im)
 {
     hk_engine_t *e = &im->base;
     hk_bt_blk *epi = hk__bt_epilogue(e), *last = NULL;
-    for (hk_bt_blk *b = hk__bt_first(e); b < epi; ) {
+    for (hk_bt_blk *b = im->low; b < epi; ) {   /* nothing free lies below */
         if (hk__bt_alloc(b)) { b = hk__bt_next(b); continue; }
         size_t sz = hk__bt_size(b);
         while (!hk__bt_alloc(b + sz)) sz += hk__bt_size(b + sz);
         hk__bt_set_free(b, sz, hk__bt_prev_alloc(b));
-        im_fix_rover(im, b, sz, b);
+        im_fix_ptrs(im, b, sz, b);
         last = b;
         b += sz;
     }
@@ -232,7 +250,7 @@ static void *im_realloc(hk_engine_t *e, void *p, size_t size)
         hk__bt_set_used(b, total, hk__bt_prev_alloc(b));
     }
     hk__bt_set_prev_alloc(nx, true);
-    im_fix_rover(im, b, total, nx);
+    im_fix_ptrs(im, b, total, nx);
     im_shrink(im, b, asize);
     return hk__bt_payload(b);
 move:;
@@ -258,8 +276,8 @@ static void *im_memalign(hk_engine_t *e, size_t align, size_t size)
         bool pa = hk__bt_prev_alloc(b);
         hk__bt_set_used(b + gap, sz - gap, false);
         hk__bt_set_free(b, gap, pa);
-        if (!im->deferred) im_coalesce(im, b);
-        else im->unmerged = true;
+        if (!im->deferred) im_note_free(im, im_coalesce(im, b));
+        else { im->unmerged = true; im_note_free(im, b); }
         b += gap;
     }
     im_shrink(im, b, asize);
@@ -282,6 +300,9 @@ static size_t im_check(hk_engine_t *e)
         while (b < im->rover && b < epi && hk__bt_size(b)) b = hk__bt_next(b);
         if (b != im->rover) bad++;   /* the rover points inside a block */
     }
+    hk_bt_blk *epi = hk__bt_epilogue(e), *b = hk__bt_first(e);
+    while (b < im->low && b < epi && hk__bt_size(b) && hk__bt_alloc(b)) b = hk__bt_next(b);
+    if (b != im->low) bad++;   /* a free block below the low mark, or the mark inside a block */
     return bad;
 }
 
@@ -296,7 +317,7 @@ static int im_init(hk_engine_t *e, enum im_fit fit, bool deferred)
     im->deferred = deferred;
     int err = hk__bt_init(e);
     if (err) return err;
-    im->rover = hk__bt_first(e);
+    im->rover = im->low = hk__bt_first(e);
     return 0;
 }
 

@@ -290,6 +290,19 @@ static void test_growth_and_shrink(void)
         CHECK(hk_engine_malloc(e, 100) != NULL);
         CHECK_EQ(hk_engine_check(e), 0);
         hk_engine_destroy(e);
+        /* info.max_request is a promise an empty heap keeps. */
+        e = hk_engine_create(k_engines[i], &cfg);
+        REQUIRE(e != NULL);
+        hk_engine_info_t info;
+        hk_engine_info(e, &info);
+        CHECK(info.max_request > (1 << 20) - 4096 && info.max_request < (1 << 20));
+        CHECK(hk_engine_malloc(e, info.max_request + 64) == NULL);
+        void *m = hk_engine_malloc(e, info.max_request);
+        CHECK(m != NULL);
+        CHECK_EQ(hk_engine_check(e), 0);
+        CHECK_EQ(hk_engine_free(e, m), HK_OK);
+        CHECK_EQ(hk_engine_check(e), 0);
+        hk_engine_destroy(e);
     }
 }
 
@@ -395,6 +408,38 @@ static void test_broken_links(void)
     }
 }
 
+/* Forge a list order with consistent links: address order is an invariant
+ * of explicit-addr only, LIFO may hold the blocks in any order. */
+static void set_links(char *payload, void *next, void *prev)
+{
+    memcpy(payload, &next, sizeof next);
+    memcpy(payload + 8, &prev, sizeof prev);
+}
+
+static void test_forged_order(void)
+{
+    for (size_t i = 0; i < N_ENGINES; i++) {
+        hk_engine_t *e = hk_engine_create(k_engines[i], NULL);
+        REQUIRE(e != NULL);
+        bool lifo = strcmp(k_engines[i], "explicit-lifo") == 0;
+        char *p[6];
+        for (int k = 0; k < 6; k++) p[k] = hk_engine_malloc(e, 64);
+        char *a = p[0], *b = p[2], *c = p[4];
+        hk_engine_free(e, a); hk_engine_free(e, b); hk_engine_free(e, c);
+        CHECK_EQ(hk_engine_check(e), 0);
+        /* headers are 8 bytes below the payloads; links live in the payload */
+        char *ha = a - 8, *hb = b - 8, *hc = c - 8;
+        if (lifo) {   /* natural c, b, a; forged c, a, b keeps c at the head */
+            set_links(c, ha, NULL); set_links(a, hb, hc); set_links(b, NULL, ha);
+            CHECK_EQ(hk_engine_check(e), 0);
+        } else {      /* natural a, b, c; forged a, c, b */
+            set_links(a, hc, NULL); set_links(c, hb, ha); set_links(b, NULL, hc);
+            CHECK(hk_engine_check(e) > 0);
+        }
+        hk_engine_destroy(e);
+    }
+}
+
 int main(void)
 {
     RUN(test_basic_api);
@@ -407,5 +452,6 @@ int main(void)
     RUN(test_abort_mode);
     RUN(test_corruption_detected);
     RUN(test_broken_links);
+    RUN(test_forged_order);
     return t_finish();
 }

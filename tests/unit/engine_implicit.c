@@ -351,6 +351,19 @@ static void test_growth_and_shrink(void)
         CHECK(hk_engine_malloc(e, 100) != NULL);
         CHECK_EQ(hk_engine_check(e), 0);
         hk_engine_destroy(e);
+        /* info.max_request is a promise an empty heap keeps. */
+        e = hk_engine_create(k_engines[i], &cfg);
+        REQUIRE(e != NULL);
+        hk_engine_info_t info;
+        hk_engine_info(e, &info);
+        CHECK(info.max_request > (1 << 20) - 4096 && info.max_request < (1 << 20));
+        CHECK(hk_engine_malloc(e, info.max_request + 64) == NULL);
+        void *m = hk_engine_malloc(e, info.max_request);
+        CHECK(m != NULL);
+        CHECK_EQ(hk_engine_check(e), 0);
+        CHECK_EQ(hk_engine_free(e, m), HK_OK);
+        CHECK_EQ(hk_engine_check(e), 0);
+        hk_engine_destroy(e);
     }
 }
 
