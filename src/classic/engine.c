@@ -5,15 +5,6 @@
 #include <errno.h>
 #include <string.h>
 
-/* Weak while the engines are being brought in one by one: an engine that
- * is not linked in is simply left out of the registry. */
-#define HK_ENGINE_WEAK(x) extern const hk_engine_ops_t x __attribute__((weak));
-HK_ENGINE_WEAK(hk__engine_implicit_first) HK_ENGINE_WEAK(hk__engine_implicit_next)
-HK_ENGINE_WEAK(hk__engine_implicit_best) HK_ENGINE_WEAK(hk__engine_implicit_worst)
-HK_ENGINE_WEAK(hk__engine_implicit_deferred) HK_ENGINE_WEAK(hk__engine_explicit_lifo)
-HK_ENGINE_WEAK(hk__engine_explicit_addr) HK_ENGINE_WEAK(hk__engine_segregated)
-HK_ENGINE_WEAK(hk__engine_buddy) HK_ENGINE_WEAK(hk__engine_tlsf) HK_ENGINE_WEAK(hk__engine_hole_index)
-
 static const hk_engine_ops_t *const g_engines[] = {
     &hk__engine_implicit_first,
     &hk__engine_implicit_next,
@@ -33,10 +24,8 @@ const char *const *hk_engine_names(void)
 {
     static const char *names[N_ENGINES + 1];
     if (!names[0]) {
-        size_t n = 0;
-        for (size_t i = 0; i < N_ENGINES; i++)
-            if (g_engines[i]) names[n++] = g_engines[i]->name;
-        names[n] = NULL;
+        for (size_t i = 0; i < N_ENGINES; i++) names[i] = g_engines[i]->name;
+        names[N_ENGINES] = NULL;
     }
     return names;
 }
@@ -45,7 +34,7 @@ hk_engine_t *hk_engine_create(const char *name, const hk_engine_config_t *cfg)
 {
     const hk_engine_ops_t *ops = NULL;
     for (size_t i = 0; name && i < N_ENGINES; i++)
-        if (g_engines[i] && strcmp(g_engines[i]->name, name) == 0) { ops = g_engines[i]; break; }
+        if (strcmp(g_engines[i]->name, name) == 0) { ops = g_engines[i]; break; }
     if (!ops) { errno = EINVAL; return NULL; }
     size_t sz = hk__align_up(ops->state_size, hk_vm_page_size());
     void *mem;

@@ -1,26 +1,5 @@
 # The trace lab and cross-engine suites.
 #
-# The engine registry (src/classic/engine.c) finds engines through weak
-# references, and a weak reference never pulls an object out of a static
-# archive: without help, programs linked against heapkit_base see no
-# engines at all. "-u SYMBOL" asks the linker for each engine by name. It
-# may only name engines that exist (an unresolved -u turns the registry's
-# weak references into errors), so look for each symbol in the sources.
-set(HK_ENGINE_SYMBOLS implicit_first implicit_next implicit_best implicit_worst implicit_deferred
-    explicit_lifo explicit_addr segregated buddy tlsf hole_index)
-file(GLOB_RECURSE HK_ENGINE_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/src/classic/*.c)
-list(FILTER HK_ENGINE_SOURCES EXCLUDE REGEX "/engine\\.c$")
-set(HK_ENGINE_TEXT "")
-foreach(f ${HK_ENGINE_SOURCES})
-  file(READ ${f} txt)
-  string(APPEND HK_ENGINE_TEXT "${txt}")
-endforeach()
-foreach(e ${HK_ENGINE_SYMBOLS})
-  if(HK_ENGINE_TEXT MATCHES "hk__engine_${e}[^A-Za-z0-9_]")
-    target_link_options(heapkit_base INTERFACE "LINKER:-u,hk__engine_${e}")
-  endif()
-endforeach()
-
 # The eleven engines every build must have: one API-suite entry each, which
 # fails when the named engine is not linked in.
 set(HK_ENGINE_NAMES implicit-first implicit-next implicit-best implicit-worst implicit-deferred

@@ -6,10 +6,6 @@
 #include "classic/engine_impl.h"
 #include <errno.h>
 
-/* engine.c refers to the engines weakly, which does not pull their objects
- * out of the static library; this strong reference does. */
-const hk_engine_ops_t *const t_link_engines[] = { &hk__engine_buddy };
-
 static hk_engine_t *mk(unsigned flags)
 {
     hk_engine_config_t cfg = { .max_size = (size_t)64 << 20, .flags = flags };

@@ -6,12 +6,6 @@
 #include "classic/engine_impl.h"
 #include <errno.h>
 
-/* engine.c refers to the engines weakly, which does not pull their objects
- * out of the static library; these strong references do. */
-const hk_engine_ops_t *const t_link_engines[] = {
-    &hk__engine_explicit_lifo, &hk__engine_explicit_addr,
-};
-
 static const char *const k_engines[] = {
     "explicit-lifo", "explicit-addr",
 };

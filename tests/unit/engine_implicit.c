@@ -7,13 +7,6 @@
 #include "classic/boundary_tag.h"
 #include <errno.h>
 
-/* engine.c refers to the engines weakly, which does not pull their objects
- * out of the static library; these strong references do. */
-const hk_engine_ops_t *const t_link_engines[] = {
-    &hk__engine_implicit_first, &hk__engine_implicit_next, &hk__engine_implicit_best,
-    &hk__engine_implicit_worst, &hk__engine_implicit_deferred,
-};
-
 static const char *const k_engines[] = {
     "implicit-first", "implicit-next", "implicit-best", "implicit-worst", "implicit-deferred",
 };
