@@ -86,9 +86,11 @@ int   hk_pool_owns(hk_pool_t *p, const void *obj);
 /*     hk_arena_restore(a, m);                  // tmp is gone, s stays */
 /*     hk_arena_destroy(a);                                             */
 /*                                                                      */
-/* restore: chunks created after the mark are released to the OS except */
-/* the largest, kept as a spare for the next growth. reset: everything  */
-/* is dropped but the largest chunk, which is kept for reuse.           */
+/* restore: chunks created after the mark are dropped; reset: all are */
+/* dropped. Dropped chunks for one large request go back to the OS at   */
+/* once; ordinary ones are kept as spares (largest first) and reused by */
+/* the next growth, so a fill/reset loop makes no system calls.         */
+/* hk_arena_trim gives the spares back; destroy gives back everything.  */
 /* ------------------------------------------------------------------ */
 typedef struct hk_arena hk_arena_t;
 typedef struct hk_arena_mark {
@@ -101,8 +103,8 @@ typedef struct hk_arena_mark {
 
 typedef struct hk_arena_stats {
     size_t bytes_allocated; /* sum of requested sizes since reset/restore */
-    size_t bytes_reserved;  /* bytes in chunks held (including the spare) */
-    size_t chunks;          /* chunks held, including the spare */
+    size_t bytes_reserved;  /* bytes in chunks held (including spares) */
+    size_t chunks;          /* chunks held, including spares */
     size_t huge_chunks;     /* chunks made for one large request */
     size_t peak_reserved;
 } hk_arena_stats_t;
@@ -117,6 +119,7 @@ char *hk_arena_strdup(hk_arena_t *a, const char *s);
 hk_arena_mark_t hk_arena_mark(hk_arena_t *a);
 int   hk_arena_restore(hk_arena_t *a, hk_arena_mark_t mark);        /* EINVAL: foreign or stale mark */
 int   hk_arena_reset(hk_arena_t *a);
+int   hk_arena_trim(hk_arena_t *a);                                  /* release the spare chunks */
 int   hk_arena_destroy(hk_arena_t *a);
 int   hk_arena_stats(hk_arena_t *a, hk_arena_stats_t *out);
 

@@ -1,7 +1,9 @@
 /* Arena: bump allocation from a list of chunks, each twice the last (to a
  * limit). Every chunk and every mark draws a number from one counter, so a
  * mark is "everything numbered after me": restore drops those chunks and
- * rewinds the bump pointer; marks it invalidated are remembered as a range. */
+ * rewinds the bump pointer; marks it invalidated are remembered as a range.
+ * Dropped ordinary chunks wait on a spare list (largest first) for reuse, so
+ * a reset/refill loop costs no system calls; trim or destroy releases them. */
 #include "pool_internal.h"
 #include <string.h>
 
@@ -22,7 +24,7 @@ struct hk_arena {
     char *ptr, *end;                 /* bump range in cur */
     chunk_t *cur;                    /* the bump chunk */
     chunk_t *chunks;                 /* every chunk held, newest first */
-    chunk_t *spare;                  /* one released chunk kept for reuse */
+    chunk_t *spares;                 /* dropped ordinary chunks, largest first */
     size_t first_size, next_size;
     uint64_t seq;
     uint64_t floor;                  /* marks numbered <= floor are stale (reset) */
@@ -50,21 +52,22 @@ static void chunk_release(hk_arena_t *a, chunk_t *c)
     hk_vm_release(c, c->size);
 }
 
-/* Keep the larger of c and the current spare; release the other. */
+/* Huge chunks go back to the OS at once; ordinary ones wait for reuse. */
 static void chunk_retire(hk_arena_t *a, chunk_t *c)
 {
-    if (c->huge || c->size > MAX_CHUNK) { chunk_release(a, c); return; }
-    if (a->spare && a->spare->size >= c->size) { chunk_release(a, c); return; }
-    if (a->spare) chunk_release(a, a->spare);
-    a->spare = c;
+    if (c->huge) { chunk_release(a, c); return; }
+    chunk_t **pp = &a->spares;
+    while (*pp && (*pp)->size >= c->size) pp = &(*pp)->next;
+    c->next = *pp;
+    *pp = c;
 }
 
 static chunk_t *chunk_new(hk_arena_t *a, size_t size, bool huge)
 {
     chunk_t *c;
-    if (!huge && a->spare && a->spare->size >= size) {
-        c = a->spare;
-        a->spare = NULL;
+    if (!huge && a->spares && a->spares->size >= size) {
+        c = a->spares;
+        a->spares = c->next;
     } else {
         void *m;
         int e = hk_vm_alloc(size, 0, &m);
@@ -95,9 +98,12 @@ static HK_NOINLINE void *arena_alloc_slow(hk_arena_t *a, size_t size, size_t ali
         a->st.bytes_allocated += size;
         return (void *)hk__align_up((uintptr_t)c + HDR, align);
     }
-    chunk_t *c = chunk_new(a, a->next_size, false);
+    /* The spare serves first: a scratch loop of mark/alloc/restore settles
+     * on reusing one chunk instead of mapping ever larger ones. */
+    bool reuse = a->spares && a->spares->size >= need;
+    chunk_t *c = chunk_new(a, reuse ? a->spares->size : a->next_size, false);
     if (!c) return NULL;
-    if (a->next_size < MAX_CHUNK) a->next_size *= 2;
+    if (!reuse && a->next_size < MAX_CHUNK) a->next_size *= 2;
     a->cur = c;
     a->ptr = (char *)c + HDR;
     a->end = (char *)c + c->size;
@@ -202,11 +208,11 @@ int hk_arena_reset(hk_arena_t *a)
         a->chunks = c->next;
         chunk_retire(a, c);
     }
-    /* The largest ordinary chunk survives as the spare; make it current. */
+    /* The largest kept chunk becomes current; the others follow as it fills. */
     a->cur = NULL;
     a->ptr = a->end = NULL;
-    if (a->spare) {
-        chunk_t *c = chunk_new(a, a->spare->size, false);
+    if (a->spares) {
+        chunk_t *c = chunk_new(a, a->spares->size, false);
         a->cur = c;
         a->ptr = (char *)c + HDR;
         a->end = (char *)c + c->size;
@@ -233,9 +239,23 @@ int hk_arena_destroy(hk_arena_t *a)
         a->chunks = c->next;
         hk_vm_release(c, c->size);
     }
-    if (a->spare) hk_vm_release(a->spare, a->spare->size);
-    a->spare = NULL;
+    while (a->spares) {
+        chunk_t *c = a->spares;
+        a->spares = c->next;
+        hk_vm_release(c, c->size);
+    }
     a->cur = NULL;
+    return 0;
+}
+
+int hk_arena_trim(hk_arena_t *a)
+{
+    if (hk__handle_check(a, HK__MAGIC_ARENA, "hk_arena_trim", "arena") != 0) return EINVAL;
+    while (a->spares) {
+        chunk_t *c = a->spares;
+        a->spares = c->next;
+        chunk_release(a, c);
+    }
     return 0;
 }
 

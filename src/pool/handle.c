@@ -10,7 +10,8 @@
 
 hk__spin_t hk__handle_lock;
 static hk_region_t table;            /* guarded by hk__handle_lock */
-static size_t fresh;                 /* slots handed out from the top */
+size_t hk__handle_fresh;             /* slots handed out from the top */
+char *hk__handle_base;               /* table.base, readable without the lock */
 static hk__handle_t *dead_head, *dead_tail;
 static uint64_t next_id = 1;
 
@@ -28,11 +29,11 @@ void hk__spin_lock_slow(hk__spin_t *l)
 bool hk__handle_in_table(const void *h)
 {
     /* base and size are written once, under the lock, before any handle exists. */
-    char *base = __atomic_load_n(&table.base, __ATOMIC_ACQUIRE);
+    char *base = __atomic_load_n(&hk__handle_base, __ATOMIC_ACQUIRE);
     if (!base) return false;
     uintptr_t off = (uintptr_t)h - (uintptr_t)base;
     return (uintptr_t)h >= (uintptr_t)base && off < (uintptr_t)HK__HANDLE_MAX * HK__HANDLE_SLOT &&
-           off % HK__HANDLE_SLOT == 0 && off < __atomic_load_n(&fresh, __ATOMIC_ACQUIRE) * HK__HANDLE_SLOT;
+           off % HK__HANDLE_SLOT == 0 && off < __atomic_load_n(&hk__handle_fresh, __ATOMIC_ACQUIRE) * HK__HANDLE_SLOT;
 }
 
 void *hk__handle_new(uint32_t magic, unsigned flags, const char *name)
@@ -44,12 +45,13 @@ void *hk__handle_new(uint32_t magic, unsigned flags, const char *name)
         if (hk_region_reserve(&r, (size_t)HK__HANDLE_MAX * HK__HANDLE_SLOT) != 0) goto out;
         table.reserved = r.reserved;
         table.committed = 0;
-        __atomic_store_n(&table.base, r.base, __ATOMIC_RELEASE);
+        table.base = r.base;
+        __atomic_store_n(&hk__handle_base, r.base, __ATOMIC_RELEASE);
     }
+    size_t fresh = hk__handle_fresh;
     if (fresh < HK__HANDLE_MAX) {
         if (hk_region_commit_to(&table, (fresh + 1) * HK__HANDLE_SLOT) != 0) goto out;
         h = (hk__handle_t *)(table.base + fresh * HK__HANDLE_SLOT);
-        __atomic_store_n(&fresh, fresh + 1, __ATOMIC_RELEASE);
     } else if (dead_head) {
         h = dead_head;
         dead_head = h->next_free;
@@ -64,6 +66,7 @@ void *hk__handle_new(uint32_t magic, unsigned flags, const char *name)
         for (; i < sizeof h->name - 1 && n[i]; i++) h->name[i] = n[i];
         h->name[i] = 0;
         __atomic_store_n(&h->magic, magic, __ATOMIC_RELEASE);
+        if (fresh < HK__HANDLE_MAX) __atomic_store_n(&hk__handle_fresh, fresh + 1, __ATOMIC_RELEASE);
     }
 out:
     hk__spin_unlock(&hk__handle_lock);
@@ -91,7 +94,7 @@ static const char *kind_name(uint32_t m)
     }
 }
 
-int hk__handle_check(const void *hv, uint32_t magic, const char *op, const char *kind)
+int hk__handle_check_slow(const void *hv, uint32_t magic, const char *op, const char *kind)
 {
     if (!hv || !hk__handle_in_table(hv)) {
         if (HK_DEBUG >= 1) hk__fatal("heapkit: %s: %p is not a heapkit %s\n", op, hv, kind);

@@ -36,7 +36,7 @@ hk_pool_t *hk_pool_create(size_t obj_size, size_t align, const hk_pool_options_t
 {
     hk_pool_options_t o = {0};
     if (opt) o = *opt;
-    if (align == 0) align = obj_size >= 16 ? 16 : 8;
+    if (align == 0) align = (obj_size & 15) == 0 ? 16 : 8;  /* natural alignment, at most 16 */
     if (obj_size == 0 || obj_size > ((size_t)1 << 30) || !hk__is_pow2(align) || align > 4096) {
         errno = EINVAL;
         return NULL;

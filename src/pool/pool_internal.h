@@ -56,8 +56,20 @@ HK_INLINE bool hk__checked(const hk__handle_t *h)
     return HK_DEBUG >= 1 || (h->flags & HK_POOL_CHECKED);
 }
 /* Validate a handle for an operation: 0, or EINVAL (after a fatal report
- * in checked mode). Never reads outside the table or unmapped memory. */
-int hk__handle_check(const void *h, uint32_t magic, const char *op, const char *kind) HK_HIDDEN;
+ * in checked mode). Never reads outside the table or unmapped memory. The
+ * inline part is the common "live handle of the right kind" case. */
+int hk__handle_check_slow(const void *h, uint32_t magic, const char *op, const char *kind) HK_HIDDEN HK_COLD;
+extern char *hk__handle_base HK_HIDDEN;
+extern size_t hk__handle_fresh HK_HIDDEN;
+HK_INLINE int hk__handle_check(const void *h, uint32_t magic, const char *op, const char *kind)
+{
+    _Static_assert((HK__HANDLE_SLOT & (HK__HANDLE_SLOT - 1)) == 0, "slot size is a power of two");
+    uintptr_t off = (uintptr_t)h - (uintptr_t)__atomic_load_n(&hk__handle_base, __ATOMIC_RELAXED);
+    if (hk_likely(off < __atomic_load_n(&hk__handle_fresh, __ATOMIC_ACQUIRE) * HK__HANDLE_SLOT &&
+                  (off & (HK__HANDLE_SLOT - 1)) == 0 && hk__handle_magic(h) == magic))
+        return 0;
+    return hk__handle_check_slow(h, magic, op, kind);
+}
 
 /* ---- per-thread cache registry ---- */
 #define HK__TLS_SLOTS 16

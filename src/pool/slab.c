@@ -99,7 +99,7 @@ __extension__ typedef unsigned __int128 u128;
 hk_slab_cache_t *hk_slab_cache_create_ex(const char *name, size_t size, size_t align,
                                          hk_slab_fn ctor, hk_slab_fn dtor, void *arg, unsigned flags)
 {
-    if (align == 0) align = size >= 16 ? 16 : 8;
+    if (align == 0) align = (size & 15) == 0 ? 16 : 8;
     if (size == 0 || size > SLAB_MAX / 8 || !hk__is_pow2(align) || align > 4096) { errno = EINVAL; return NULL; }
     size_t stride = hk__align_up(size, HK_MAX(align, (size_t)8));
     size_t slab = SLAB_MIN;

@@ -83,9 +83,10 @@ static void test_mark_restore(void)
     CHECK_EQ(hk_arena_restore(a, m), 0);
     hk_arena_stats(a, &st);
     CHECK_EQ(st.bytes_allocated, st0.bytes_allocated);
-    /* Released, except one ordinary chunk kept as the spare. */
-    CHECK(st.chunks <= st0.chunks + 1);
+    /* The huge chunk went back at once; ordinary ones wait as spares. */
     CHECK_EQ(st.huge_chunks, 0);
+    CHECK(st.chunks > st0.chunks);
+    CHECK(st.bytes_reserved < st0.bytes_reserved + (1 << 20));
     CHECK(strcmp(keep, "keep me") == 0);
     CHECK(hk_arena_alloc(a, 64) == first_tmp);  /* same space again */
     /* inner was undone by restoring m: stale now. */
@@ -103,7 +104,10 @@ static void test_mark_restore(void)
         CHECK_EQ(hk_arena_restore(a, s), 0);
     }
     hk_arena_stats(a, &st);
-    CHECK(st.peak_reserved <= st0.peak_reserved + 262144);
+    CHECK_EQ(st.peak_reserved, st0.peak_reserved);
+    CHECK_EQ(hk_arena_trim(a), 0);
+    hk_arena_stats(a, &st);
+    CHECK_EQ(st.chunks, 1);                  /* only the bump chunk is left */
     hk_arena_destroy(a);
 }
 
@@ -118,11 +122,22 @@ static void test_reset(void)
     hk_arena_stats(a, &st);
     size_t largest = 65536;
     while (largest * 2 <= st.bytes_reserved - (8 << 20)) largest *= 2;
+    size_t ordinary = st.chunks - 1, ordinary_bytes = st.bytes_reserved - st.huge_chunks * 0;
+    (void)ordinary_bytes;
     CHECK_EQ(hk_arena_reset(a), 0);
     hk_arena_stats(a, &st);
-    CHECK_EQ(st.chunks, 1);                  /* only the largest ordinary chunk */
+    CHECK_EQ(st.chunks, ordinary);           /* kept for reuse; the huge one is gone */
     CHECK_EQ(st.bytes_allocated, 0);
     CHECK_EQ(st.huge_chunks, 0);
+    size_t reserved = st.bytes_reserved;
+    for (int i = 0; i < 5000; i++) REQUIRE(hk_arena_alloc(a, 500));
+    hk_arena_stats(a, &st);
+    CHECK_EQ(st.bytes_reserved, reserved);   /* refilled from the kept chunks */
+    CHECK_EQ(hk_arena_reset(a), 0);
+    CHECK_EQ(hk_arena_trim(a), 0);
+    hk_arena_stats(a, &st);
+    CHECK_EQ(st.chunks, 1);                  /* only the largest, now current */
+    CHECK_EQ(st.bytes_reserved, largest);
 #if HK_DEBUG < 1
     CHECK_EQ(hk_arena_restore(a, old), EINVAL);
 #else
