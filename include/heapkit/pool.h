@@ -63,7 +63,8 @@ typedef struct hk_pool_stats {
     uint64_t allocs, frees, failed;  /* failed: allocs refused by the cap */
 } hk_pool_stats_t;
 
-/* align: 0 or a power of two up to 4096. opt may be NULL. NULL+errno on error. */
+/* align: 0 (natural: 16 when obj_size is a multiple of 16, else 8) or a
+ * power of two up to 4096. opt may be NULL. NULL+errno on error. */
 hk_pool_t *hk_pool_create(size_t obj_size, size_t align, const hk_pool_options_t *opt);
 void *hk_pool_alloc(hk_pool_t *p);
 int   hk_pool_free(hk_pool_t *p, void *obj);      /* NULL is a no-op (0) */

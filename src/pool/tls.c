@@ -19,6 +19,8 @@ static bool entry_live(const hk__tls_entry_t *e)
 static void thread_exit(void *arg)
 {
     (void)arg;
+    /* A later destructor that allocates again re-arms the key for another round. */
+    key_set = false;
     for (int i = 0; i < HK__TLS_SLOTS; i++) {
         hk__tls_entry_t *e = &hk__tls_tab[i];
         if (!e->owner) continue;
