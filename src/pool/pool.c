@@ -46,6 +46,7 @@ hk_pool_t *hk_pool_create(size_t obj_size, size_t align, const hk_pool_options_t
     size_t chunk = o.objs_per_chunk ? o.objs_per_chunk * stride : (o.chunk_size ? o.chunk_size : DEFAULT_CHUNK);
     chunk = hk__align_up(HK_MAX(chunk, stride), ps);
     size_t reserve = DEFAULT_RESERVE, max_objs = SIZE_MAX;
+    if (o.max_objects > ((size_t)1 << 46) / stride) { errno = EINVAL; return NULL; }
     if (o.max_objects) { max_objs = o.max_objects; reserve = o.max_objects * stride; }
     if (o.max_bytes) {
         size_t n = o.max_bytes / stride;

@@ -67,6 +67,9 @@ static void test_alignment(void)
     CHECK(hk_pool_create(0, 0, NULL) == NULL && errno == EINVAL);
     CHECK(hk_pool_create(16, 24, NULL) == NULL);
     CHECK(hk_pool_create(16, 8192, NULL) == NULL);
+    hk_pool_options_t huge = { .max_objects = SIZE_MAX / 2 };
+    errno = 0;
+    CHECK(hk_pool_create(64, 0, &huge) == NULL && errno == EINVAL);
 }
 
 static void test_growth_chunks(void)
