@@ -18,7 +18,7 @@
 static void **map_top[1u << MAP_TOP_BITS];
 static hk__spin_t map_lock;
 
-static void *map_get(const void *p)
+HK_INLINE void *map_get(const void *p)
 {
     uintptr_t g = (uintptr_t)p >> GRAIN_SHIFT;
     if (g >> (MAP_TOP_BITS + MAP_LEAF_BITS)) return NULL;
