@@ -3,7 +3,7 @@
  * (VmHWM) is the job's own; bench/pools/run.sh repeats, interleaves, takes
  * medians and runs the malloc baseline under glibc and mimalloc.
  *
- *   bench_pools JOB IMPL      JOB: batch | churn | burst | arena   IMPL: malloc | pool | tpool | slab | arena
+ *   bench_pools JOB IMPL      JOB: batch | churn | burst | mt | arena   IMPL: malloc | pool | tpool | slab | arena
  * prints: JOB IMPL ops_per_s peak_rss_kib rss_start_kib rss_after_kib */
 #define _GNU_SOURCE
 #include "heapkit/pool.h"
@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <pthread.h>
 
 enum { OBJ = 64, N = 100000, ROUNDS = 100, LIVE = 10000, CHURN = 20000000, ARENA_N = 100000, ARENA_ROUNDS = 200 };
 
@@ -120,6 +121,52 @@ static double job_burst(impl_t *im)
     return 2.0 * B * BURSTS / t;
 }
 
+/* Two threads doing bursts on one shared allocator (the pool with its lock,
+ * the tpool with its caches); half of each burst is freed by the other
+ * thread through a hand-off slot. Rate is ops per summed thread CPU-second,
+ * so time burned spinning on a lock counts against it. */
+enum { MT_THREADS = 2, MT_B = 64, MT_BURSTS = 200000 };
+typedef struct mt_arg { impl_t *im; double cpu; void *handoff[MT_B]; volatile int ready; struct mt_arg *peer; } mt_arg_t;
+
+static void *mt_worker(void *v)
+{
+    mt_arg_t *a = v;
+    void *mine[MT_B];
+    double t0 = now();
+    for (int r = 0; r < MT_BURSTS; r++) {
+        for (int i = 0; i < MT_B; i++) { uint64_t *p = a->im->alloc(a->im->h); p[0] = (uint64_t)i; mine[i] = p; }
+        for (int i = 0; i < MT_B / 2; i++) a->im->free(a->im->h, mine[i]);
+        /* Hand the other half to the peer if its slot is free, else free locally. */
+        if (!__atomic_load_n(&a->peer->ready, __ATOMIC_ACQUIRE)) {
+            for (int i = MT_B / 2; i < MT_B; i++) a->peer->handoff[i] = mine[i];
+            __atomic_store_n(&a->peer->ready, 1, __ATOMIC_RELEASE);
+        } else {
+            for (int i = MT_B / 2; i < MT_B; i++) a->im->free(a->im->h, mine[i]);
+        }
+        if (__atomic_load_n(&a->ready, __ATOMIC_ACQUIRE)) {
+            for (int i = MT_B / 2; i < MT_B; i++) a->im->free(a->im->h, a->handoff[i]);
+            __atomic_store_n(&a->ready, 0, __ATOMIC_RELEASE);
+        }
+    }
+    a->cpu = now() - t0;
+    return NULL;
+}
+
+static double job_mt(impl_t *im)
+{
+    static mt_arg_t args[MT_THREADS];
+    pthread_t th[MT_THREADS];
+    for (int i = 0; i < MT_THREADS; i++) args[i] = (mt_arg_t){ .im = im, .peer = &args[(i + 1) % MT_THREADS] };
+    for (int i = 0; i < MT_THREADS; i++) pthread_create(&th[i], NULL, mt_worker, &args[i]);
+    for (int i = 0; i < MT_THREADS; i++) pthread_join(th[i], NULL);
+    double cpu = 0;
+    for (int i = 0; i < MT_THREADS; i++) {
+        cpu += args[i].cpu;
+        if (args[i].ready) for (int k = MT_B / 2; k < MT_B; k++) im->free(im->h, args[i].handoff[k]);
+    }
+    return 2.0 * MT_B * MT_BURSTS * MT_THREADS / cpu;
+}
+
 /* Many small objects of mixed sizes that all die together. */
 static double job_arena(int use_arena)
 {
@@ -155,12 +202,14 @@ int main(int argc, char **argv)
         ops = job_arena(!strcmp(which, "arena"));
     } else {
         impl_t im = { m_alloc, m_free, NULL };
-        if (!strcmp(which, "pool")) im = (impl_t){ p_alloc, p_free, hk_pool_create(OBJ, 0, NULL) };
+        hk_pool_options_t locked = { .flags = HK_POOL_THREAD_SAFE };
+        if (!strcmp(which, "pool")) im = (impl_t){ p_alloc, p_free, hk_pool_create(OBJ, 0, !strcmp(job, "mt") ? &locked : NULL) };
         else if (!strcmp(which, "tpool")) im = (impl_t){ t_alloc, t_free, hk_tpool_create(OBJ, 0, NULL) };
         else if (!strcmp(which, "slab")) im = (impl_t){ s_alloc, s_free, hk_slab_cache_create("bench", OBJ, 0, NULL, NULL, NULL) };
         else if (strcmp(which, "malloc")) { fprintf(stderr, "unknown allocator %s\n", which); return 2; }
         if (strcmp(which, "malloc") && !im.h) { perror("create"); return 1; }
-        ops = !strcmp(job, "batch") ? job_batch(&im) : !strcmp(job, "burst") ? job_burst(&im) : job_churn(&im);
+        ops = !strcmp(job, "batch") ? job_batch(&im) : !strcmp(job, "burst") ? job_burst(&im) :
+              !strcmp(job, "mt") ? job_mt(&im) : job_churn(&im);
         if (!strcmp(which, "pool")) hk_pool_destroy(im.h);
         else if (!strcmp(which, "tpool")) hk_tpool_destroy(im.h);
         else if (!strcmp(which, "slab")) hk_slab_cache_destroy(im.h);

@@ -14,7 +14,7 @@ mi=${HK_MIMALLOC:-/usr/lib/x86_64-linux-gnu/libmimalloc.so.2}
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 for rep in $(seq "$reps"); do
-  for job in burst churn batch arena; do
+  for job in burst churn batch mt arena; do
     if [ "$job" = arena ]; then impls="arena"; else impls="pool tpool slab"; fi
     echo "$("$bin" "$job" malloc) glibc" >> "$raw"
     if [ -r "$mi" ]; then echo "$(LD_PRELOAD="$mi" "$bin" "$job" malloc) mimalloc" >> "$raw"; fi
@@ -30,7 +30,7 @@ for line in open(sys.argv[1]):
     rows[(job, name)].append((float(ops), int(hwm), int(start), int(after)))
 print(f"pools benchmark: medians of {sys.argv[2]} runs; ops = alloc+free pairs count 2 (arena: allocations)")
 print(f"{'job':6} {'allocator':16} {'Mops/s':>8} {'x glibc':>8} {'x mimalloc':>10} {'peak MiB':>9} {'start MiB':>9} {'after MiB':>9}")
-for job in ["burst", "churn", "batch", "arena"]:
+for job in ["burst", "churn", "batch", "mt", "arena"]:
     base = st.median(o for o, *_ in rows.get((job, "malloc/glibc"), [(float("nan"), 0, 0, 0)]))
     mib = rows.get((job, "malloc/mimalloc"))
     mbase = st.median(o for o, *_ in mib) if mib else float("nan")
