@@ -92,6 +92,7 @@ int   hk_pool_owns(hk_pool_t *p, const void *obj);
 /* once; ordinary ones are kept as spares (largest first) and reused by */
 /* the next growth, so a fill/reset loop makes no system calls.         */
 /* hk_arena_trim gives the spares back; destroy gives back everything.  */
+/* An arena is not thread-safe: one per thread, or lock it yourself.    */
 /* ------------------------------------------------------------------ */
 typedef struct hk_arena hk_arena_t;
 typedef struct hk_arena_mark {
