@@ -1,0 +1,210 @@
+/* heapkit special-purpose allocators: fixed-size pools, bump arenas,
+ * per-thread pools and slab object caches with per-thread magazines.
+ * All memory comes from the OS layer (heapkit/vm.h), never from malloc.
+ *
+ * Misuse (freeing a foreign pointer, a pointer off an object boundary, a
+ * double free, using or destroying a destroyed handle) is always detected
+ * where documented. With HK_POOL_CHECKED (or a library built with
+ * HK_DEBUG >= 1) it aborts with a message naming the allocator and the
+ * pointer; otherwise the call returns EINVAL and the structure is intact.
+ *
+ * Handles live in a process-wide descriptor table that is never unmapped:
+ * a destroyed handle keeps a "dead" magic number, so a second destroy or a
+ * use after destroy reads valid memory and is reported. A descriptor is
+ * reused only after every fresh one (65536 of them) has been handed out.
+ */
+#ifndef HEAPKIT_POOL_H
+#define HEAPKIT_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Option flags shared by the allocators here. */
+enum {
+    HK_POOL_THREAD_SAFE = 1u << 0,  /* hk_pool_t: a spinlock guards alloc/free */
+    HK_POOL_CHECKED     = 1u << 1,  /* misuse aborts with a message (always so when HK_DEBUG >= 1) */
+};
+
+/* ------------------------------------------------------------------ */
+/* Fixed-size pool. O(1) alloc and free through a free list threaded   */
+/* through free objects; grows by chunks inside one reserved range, so  */
+/* "is this pointer mine" is a range check; a bitmap with one bit per   */
+/* object catches double frees exactly.                                 */
+/*                                                                      */
+/*     hk_pool_options_t o = { .max_objects = 1000, .name = "conn" };   */
+/*     hk_pool_t *p = hk_pool_create(sizeof(struct conn), 0, &o);       */
+/*     struct conn *c = hk_pool_alloc(p);       // NULL+ENOMEM at cap   */
+/*     ...                                                              */
+/*     hk_pool_free(p, c);                      // 0, or EINVAL on misuse */
+/*     hk_pool_destroy(p);                      // all memory to the OS */
+/* ------------------------------------------------------------------ */
+typedef struct hk_pool hk_pool_t;
+
+typedef struct hk_pool_options {
+    size_t chunk_size;      /* bytes added per growth step (0: 64 KiB; rounded to pages) */
+    size_t objs_per_chunk;  /* or: objects per growth step (wins over chunk_size) */
+    size_t max_objects;     /* cap on objects live at once (0: none) */
+    size_t max_bytes;       /* cap on bytes of objects (0: none; default reserve 64 GiB) */
+    unsigned flags;         /* HK_POOL_THREAD_SAFE | HK_POOL_CHECKED */
+    const char *name;       /* copied (up to 31 chars); used in reports */
+} hk_pool_options_t;
+
+typedef struct hk_pool_stats {
+    size_t obj_size;        /* stride: size rounded up to the alignment (>= 8) */
+    size_t in_use;          /* objects allocated and not freed */
+    size_t capacity;        /* objects that fit in the committed chunks */
+    size_t chunks;          /* growth steps committed */
+    size_t bytes_committed; /* objects + bitmap */
+    size_t peak_in_use;
+    uint64_t allocs, frees, failed;  /* failed: allocs refused by the cap */
+} hk_pool_stats_t;
+
+/* align: 0 (natural: 16 when obj_size is a multiple of 16, else 8) or a
+ * power of two up to 4096. opt may be NULL. NULL+errno on error. */
+hk_pool_t *hk_pool_create(size_t obj_size, size_t align, const hk_pool_options_t *opt);
+void *hk_pool_alloc(hk_pool_t *p);
+int   hk_pool_free(hk_pool_t *p, void *obj);      /* NULL is a no-op (0) */
+/* Every object becomes free; memory past the first chunk goes back to the OS. */
+int   hk_pool_reset(hk_pool_t *p);
+int   hk_pool_destroy(hk_pool_t *p);
+int   hk_pool_stats(hk_pool_t *p, hk_pool_stats_t *out);
+/* 1 when obj is an allocated object of p, else 0. */
+int   hk_pool_owns(hk_pool_t *p, const void *obj);
+
+/* ------------------------------------------------------------------ */
+/* Arena: bump allocation from chunks that double in size (64 KiB, then */
+/* x2 up to 64 MiB). No per-object free. A request larger than half the */
+/* next chunk gets a chunk of its own and leaves the bump chunk alone.  */
+/*                                                                      */
+/*     hk_arena_t *a = hk_arena_create(0);                              */
+/*     char *s = hk_arena_strdup(a, "hello");                           */
+/*     hk_arena_mark_t m = hk_arena_mark(a);                            */
+/*     void *tmp = hk_arena_alloc(a, 1 << 20);  // scratch              */
+/*     hk_arena_restore(a, m);                  // tmp is gone, s stays */
+/*     hk_arena_destroy(a);                                             */
+/*                                                                      */
+/* restore: chunks created after the mark are dropped; reset: all are */
+/* dropped. Dropped chunks for one large request go back to the OS at   */
+/* once; ordinary ones are kept as spares (largest first) and reused by */
+/* the next growth, so a fill/reset loop makes no system calls.         */
+/* hk_arena_trim gives the spares back; destroy gives back everything.  */
+/* An arena is not thread-safe: one per thread, or lock it yourself.    */
+/* ------------------------------------------------------------------ */
+typedef struct hk_arena hk_arena_t;
+typedef struct hk_arena_mark {
+    uint64_t arena_id;      /* which arena made the mark */
+    uint64_t seq;           /* chunks with a larger sequence number came later */
+    void    *chunk;         /* the bump chunk at the time (compared, never read) */
+    size_t   used;          /* bump offset in it */
+    size_t   allocated;     /* stats.bytes_allocated at the time */
+} hk_arena_mark_t;
+
+typedef struct hk_arena_stats {
+    size_t bytes_allocated; /* sum of requested sizes since reset/restore */
+    size_t bytes_reserved;  /* bytes in chunks held (including spares) */
+    size_t chunks;          /* chunks held, including spares */
+    size_t huge_chunks;     /* chunks made for one large request */
+    size_t peak_reserved;
+} hk_arena_stats_t;
+
+/* first_chunk: size of the first chunk (0: 64 KiB). flags: HK_POOL_CHECKED. */
+hk_arena_t *hk_arena_create_ex(size_t first_chunk, unsigned flags);
+static inline hk_arena_t *hk_arena_create(size_t first_chunk) { return hk_arena_create_ex(first_chunk, 0); }
+void *hk_arena_alloc(hk_arena_t *a, size_t size);                   /* 16-byte aligned */
+void *hk_arena_alloc_aligned(hk_arena_t *a, size_t size, size_t align); /* align: power of two <= 4096 */
+void *hk_arena_calloc(hk_arena_t *a, size_t n, size_t size);
+char *hk_arena_strdup(hk_arena_t *a, const char *s);
+hk_arena_mark_t hk_arena_mark(hk_arena_t *a);
+int   hk_arena_restore(hk_arena_t *a, hk_arena_mark_t mark);        /* EINVAL: foreign or stale mark */
+int   hk_arena_reset(hk_arena_t *a);
+int   hk_arena_trim(hk_arena_t *a);                                  /* release the spare chunks */
+int   hk_arena_destroy(hk_arena_t *a);
+int   hk_arena_stats(hk_arena_t *a, hk_arena_stats_t *out);
+
+/* ------------------------------------------------------------------ */
+/* Per-thread pool: one shared fixed-size pool (the depot) plus a small */
+/* cache of free objects per thread, found through thread-local storage; */
+/* the common alloc/free touch no lock. Any thread may free any object; */
+/* it goes to the freeing thread's cache. A thread's caches go back to  */
+/* the depot when it exits; destroy releases everything.               */
+/*                                                                      */
+/*     hk_tpool_t *tp = hk_tpool_create(64, 0, NULL);                   */
+/*     void *o = hk_tpool_alloc(tp);    // any thread                   */
+/*     hk_tpool_free(tp, o);            // any thread                   */
+/*     hk_tpool_destroy(tp);            // when no thread uses it       */
+/* ------------------------------------------------------------------ */
+typedef struct hk_tpool hk_tpool_t;
+typedef struct hk_tpool_stats {
+    hk_pool_stats_t depot;  /* the shared pool; its in_use counts objects in caches too */
+    size_t caches;          /* per-thread caches alive */
+    uint64_t refills, flushes;
+} hk_tpool_stats_t;
+
+/* opt as for hk_pool_create (THREAD_SAFE is implied). */
+hk_tpool_t *hk_tpool_create(size_t obj_size, size_t align, const hk_pool_options_t *opt);
+void *hk_tpool_alloc(hk_tpool_t *tp);
+int   hk_tpool_free(hk_tpool_t *tp, void *obj);
+/* Return the calling thread's cache to the depot now. */
+int   hk_tpool_flush(hk_tpool_t *tp);
+int   hk_tpool_destroy(hk_tpool_t *tp);
+int   hk_tpool_stats(hk_tpool_t *tp, hk_tpool_stats_t *out);
+
+/* ------------------------------------------------------------------ */
+/* Slab object cache (Bonwick). Objects stay constructed while cached:  */
+/* ctor(obj, arg) runs when a slab is created, dtor(obj, arg) when the  */
+/* slab is reaped or the cache destroyed - not on every alloc/free.     */
+/* Slabs are 64 KiB (or larger for big objects) blocks aligned to their */
+/* size; a global slab map tells safely whether an address is a slab.   */
+/* Each thread keeps two magazines of up to 32 objects; full and empty  */
+/* magazines are exchanged with the cache's depot under a lock.         */
+/*                                                                      */
+/*     static void conn_init(void *o, void *arg) { memset(o, 0, 256); } */
+/*     hk_slab_cache_t *c = hk_slab_cache_create("conn", 256, 0,        */
+/*                                               conn_init, NULL, NULL);*/
+/*     void *o = hk_slab_alloc(c);    // constructed                    */
+/*     hk_slab_free(c, o);            // return it in constructed state */
+/*     hk_slab_cache_reap(c);         // empty slabs back to the OS     */
+/*     hk_slab_cache_destroy(c);                                        */
+/* ------------------------------------------------------------------ */
+typedef struct hk_slab_cache hk_slab_cache_t;
+typedef void (*hk_slab_fn)(void *obj, void *arg);
+
+typedef struct hk_slab_stats {
+    size_t obj_size;        /* stride */
+    size_t objs_per_slab;
+    size_t slab_size;
+    size_t in_use;          /* objects held by users (not in slabs or magazines) */
+    size_t in_magazines;    /* free objects held in magazines (threads and depot) */
+    size_t slabs_partial, slabs_full, slabs_empty;
+    uint64_t allocs, frees;
+    uint64_t constructed;   /* ctor calls */
+    uint64_t destructed;    /* dtor calls */
+    uint64_t slabs_created, slabs_reaped;
+} hk_slab_stats_t;
+
+/* size > 0; align 0 or a power of two <= 4096; ctor/dtor may be NULL.
+ * flags: HK_POOL_CHECKED. name is copied (31 chars). */
+hk_slab_cache_t *hk_slab_cache_create_ex(const char *name, size_t size, size_t align,
+                                         hk_slab_fn ctor, hk_slab_fn dtor, void *arg, unsigned flags);
+static inline hk_slab_cache_t *hk_slab_cache_create(const char *name, size_t size, size_t align,
+                                                    hk_slab_fn ctor, hk_slab_fn dtor, void *arg)
+{ return hk_slab_cache_create_ex(name, size, align, ctor, dtor, arg, 0); }
+void *hk_slab_alloc(hk_slab_cache_t *c);
+int   hk_slab_free(hk_slab_cache_t *c, void *obj);
+/* Empty the depot's magazines into the slabs, then destroy every empty
+ * slab (dtor on each object) and give it back. Returns slabs released,
+ * or -1 with errno = EINVAL for a bad handle. Other threads' magazines stay. */
+long  hk_slab_cache_reap(hk_slab_cache_t *c);
+/* Return the calling thread's magazines to the cache. */
+int   hk_slab_cache_flush(hk_slab_cache_t *c);
+int   hk_slab_cache_destroy(hk_slab_cache_t *c);
+int   hk_slab_cache_stats(hk_slab_cache_t *c, hk_slab_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

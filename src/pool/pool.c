@@ -1,0 +1,283 @@
+/* Fixed-size pool: objects live in one reserved address range committed a
+ * chunk at a time, so ownership is a range check and an object's index is
+ * its offset over the stride. Free objects form a LIFO list threaded through
+ * their first word; never-used objects are carved lazily from the top; a
+ * bitmap (one bit per object, "allocated") makes double frees exact. */
+#include "pool_internal.h"
+#include <string.h>
+
+#define DEFAULT_RESERVE ((size_t)16 << 30)
+#define DEFAULT_CHUNK   ((size_t)64 << 10)
+
+struct hk_pool {
+    hk__handle_t h;
+    hk__spin_t lock;
+    size_t stride;
+    uint64_t div_magic;     /* ceil(2^64 / stride): offset / stride by multiplication */
+    size_t chunk_bytes;
+    size_t max_objs;        /* cap on live objects (SIZE_MAX: none) */
+    char *base;             /* objects */
+    size_t reserved;        /* bytes of object address space */
+    size_t committed;       /* bytes of objects committed */
+    size_t capacity;        /* objects fitting in committed bytes */
+    size_t bump;            /* objects [0, bump) have been handed out at least once */
+    void *free_head;
+    uint64_t *bitmap;
+    size_t bm_reserved, bm_committed;
+    hk_pool_stats_t st;
+};
+_Static_assert(sizeof(struct hk_pool) <= HK__HANDLE_SLOT, "pool descriptor fits a slot");
+
+size_t hk__pool_stride(const hk_pool_t *p) { return p->stride; }
+char  *hk__pool_base(const hk_pool_t *p) { return p->base; }
+size_t hk__pool_reserved_objs(const hk_pool_t *p) { return p->reserved / p->stride; }
+
+hk_pool_t *hk_pool_create(size_t obj_size, size_t align, const hk_pool_options_t *opt)
+{
+    hk_pool_options_t o = {0};
+    if (opt) o = *opt;
+    if (align == 0) align = (obj_size & 15) == 0 ? 16 : 8;  /* natural alignment, at most 16 */
+    if (obj_size == 0 || obj_size > ((size_t)1 << 30) || !hk__is_pow2(align) || align > 4096) {
+        errno = EINVAL;
+        return NULL;
+    }
+    size_t ps = hk_vm_page_size();
+    size_t stride = hk__align_up(HK_MAX(obj_size, sizeof(void *)), HK_MAX(align, sizeof(void *)));
+    size_t chunk = o.objs_per_chunk ? o.objs_per_chunk * stride : (o.chunk_size ? o.chunk_size : DEFAULT_CHUNK);
+    chunk = hk__align_up(HK_MAX(chunk, stride), ps);
+    size_t reserve = DEFAULT_RESERVE, max_objs = SIZE_MAX;
+    if (o.max_objects > ((size_t)1 << 46) / stride) { errno = EINVAL; return NULL; }
+    if (o.max_objects) { max_objs = o.max_objects; reserve = o.max_objects * stride; }
+    if (o.max_bytes) {
+        size_t n = o.max_bytes / stride;
+        if (n == 0) { errno = EINVAL; return NULL; }
+        if (n < max_objs) { max_objs = n; reserve = n * stride; }
+    }
+    reserve = hk__align_up(reserve, chunk);
+    size_t bm_bytes = hk__align_up((reserve / stride + 63) / 64 * 8, ps);
+
+    hk_pool_t *p = hk__handle_new(HK__MAGIC_POOL, o.flags, o.name ? o.name : "pool");
+    if (!p) return NULL;
+    hk_region_t objs, bm;
+    int e = hk_region_reserve(&objs, reserve);
+    if (!e) {
+        e = hk_region_reserve(&bm, bm_bytes);
+        if (e) hk_region_release(&objs);
+    }
+    if (e) {
+        hk__spin_lock(&hk__handle_lock);
+        hk__handle_kill(p);
+        hk__spin_unlock(&hk__handle_lock);
+        errno = e;
+        return NULL;
+    }
+    p->stride = stride;
+    p->div_magic = UINT64_MAX / stride + 1;
+    p->chunk_bytes = chunk;
+    p->max_objs = max_objs;
+    p->base = objs.base;
+    p->reserved = objs.reserved;
+    p->bitmap = (uint64_t *)bm.base;
+    p->bm_reserved = bm.reserved;
+    p->st.obj_size = stride;
+    return p;
+}
+
+/* Commit one more chunk of objects and the bitmap words that cover it. */
+static HK_NOINLINE int pool_grow(hk_pool_t *p)
+{
+    if (p->committed >= p->reserved) return ENOMEM;
+    size_t add = HK_MIN(p->chunk_bytes, p->reserved - p->committed);
+    int e = hk_vm_commit(p->base + p->committed, add);
+    if (e) return e;
+    size_t cap = (p->committed + add) / p->stride;
+    size_t need = hk__align_up((cap + 63) / 64 * 8, hk_vm_page_size());
+    if (need > p->bm_committed) {
+        e = hk_vm_commit((char *)p->bitmap + p->bm_committed, need - p->bm_committed);
+        if (e) { hk_vm_decommit(p->base + p->committed, add); return e; }
+        p->bm_committed = need;
+    }
+    p->committed += add;
+    p->capacity = cap;
+    p->st.chunks++;
+    return 0;
+}
+
+__extension__ typedef unsigned __int128 u128;
+
+HK_INLINE size_t obj_index(const hk_pool_t *p, size_t off)
+{
+    /* Exact for offsets below 2^32 with a 64-bit ceil(2^64/d) multiplier. */
+    if (hk_likely(off < ((size_t)1 << 32)))
+        return (size_t)(((u128)off * p->div_magic) >> 64);
+    return off / p->stride;
+}
+
+HK_INLINE void *pool_alloc_locked(hk_pool_t *p)
+{
+    if (hk_unlikely(p->st.in_use >= p->max_objs)) { p->st.failed++; errno = ENOMEM; return NULL; }
+    char *o = p->free_head;
+    size_t idx;
+    if (hk_likely(o != NULL)) {
+        p->free_head = *(void **)o;
+        /* The list follows free order, which may be scattered: start
+         * fetching the next head while the caller works on this object. */
+        __builtin_prefetch(p->free_head, 1);
+        idx = obj_index(p, (size_t)(o - p->base));
+    } else {
+        if (hk_unlikely(p->bump >= p->capacity)) {
+            int e = pool_grow(p);
+            if (e) { p->st.failed++; errno = e; return NULL; }
+        }
+        idx = p->bump++;
+        o = p->base + idx * p->stride;
+    }
+    p->bitmap[idx >> 6] |= (uint64_t)1 << (idx & 63);
+    p->st.allocs++;
+    if (++p->st.in_use > p->st.peak_in_use) p->st.peak_in_use = p->st.in_use;
+    return o;
+}
+
+int hk__pool_locate(hk_pool_t *p, const void *obj)
+{
+    size_t off = (size_t)((uintptr_t)obj - (uintptr_t)p->base);
+    if ((uintptr_t)obj < (uintptr_t)p->base || off >= p->reserved) return 1;
+    if (obj_index(p, off) * p->stride != off) return 2;
+    return 0;
+}
+
+static HK_COLD int pool_misuse(hk_pool_t *p, const void *obj, const char *what)
+{
+    if (hk__checked(&p->h)) hk__fatal("heapkit: hk_pool_free: pool '%s': %p %s\n", p->h.name, obj, what);
+    return EINVAL;
+}
+
+/* Validation first, so a bad pointer never touches the list or the counts. */
+HK_INLINE int pool_free_locked(hk_pool_t *p, void *obj)
+{
+    size_t off = (size_t)((uintptr_t)obj - (uintptr_t)p->base);
+    if (hk_unlikely((uintptr_t)obj < (uintptr_t)p->base || off >= p->committed))
+        return pool_misuse(p, obj, "is not from this pool");
+    size_t idx = obj_index(p, off);
+    if (hk_unlikely(idx * p->stride != off)) return pool_misuse(p, obj, "is not on an object boundary");
+    uint64_t bit = (uint64_t)1 << (idx & 63);
+    if (hk_unlikely(!(p->bitmap[idx >> 6] & bit)))
+        return pool_misuse(p, obj, idx < p->bump ? "double free" : "was never allocated");
+    p->bitmap[idx >> 6] &= ~bit;
+    *(void **)obj = p->free_head;
+    p->free_head = obj;
+    p->st.frees++;
+    p->st.in_use--;
+    return 0;
+}
+
+void *hk_pool_alloc(hk_pool_t *p)
+{
+    if (hk_unlikely(hk__handle_check(p, HK__MAGIC_POOL, "hk_pool_alloc", "pool") != 0)) { errno = EINVAL; return NULL; }
+    void *o;
+    if (p->h.flags & HK_POOL_THREAD_SAFE) {
+        hk__spin_lock(&p->lock);
+        o = pool_alloc_locked(p);
+        hk__spin_unlock(&p->lock);
+    } else {
+        o = pool_alloc_locked(p);
+    }
+    return o;
+}
+
+int hk_pool_free(hk_pool_t *p, void *obj)
+{
+    if (hk_unlikely(hk__handle_check(p, HK__MAGIC_POOL, "hk_pool_free", "pool") != 0)) return EINVAL;
+    if (!obj) return 0;
+    int r;
+    if (p->h.flags & HK_POOL_THREAD_SAFE) {
+        hk__spin_lock(&p->lock);
+        r = pool_free_locked(p, obj);
+        hk__spin_unlock(&p->lock);
+    } else {
+        r = pool_free_locked(p, obj);
+    }
+    return r;
+}
+
+size_t hk__pool_alloc_batch(hk_pool_t *p, void **out, size_t n)
+{
+    size_t i = 0;
+    hk__spin_lock(&p->lock);
+    for (; i < n; i++) {
+        void *o = pool_alloc_locked(p);
+        if (!o) break;
+        out[i] = o;
+    }
+    hk__spin_unlock(&p->lock);
+    return i;
+}
+
+void hk__pool_free_batch(hk_pool_t *p, void *const *objs, size_t n)
+{
+    hk__spin_lock(&p->lock);
+    for (size_t i = 0; i < n; i++) (void)pool_free_locked(p, objs[i]);
+    hk__spin_unlock(&p->lock);
+}
+
+int hk_pool_owns(hk_pool_t *p, const void *obj)
+{
+    if (hk__handle_check(p, HK__MAGIC_POOL, "hk_pool_owns", "pool") != 0) return 0;
+    int r = 0;
+    hk__spin_lock(&p->lock);
+    size_t off = (size_t)((uintptr_t)obj - (uintptr_t)p->base);
+    if ((uintptr_t)obj >= (uintptr_t)p->base && off < p->committed) {
+        size_t idx = obj_index(p, off);
+        r = idx * p->stride == off && (p->bitmap[idx >> 6] >> (idx & 63) & 1);
+    }
+    hk__spin_unlock(&p->lock);
+    return r;
+}
+
+int hk_pool_reset(hk_pool_t *p)
+{
+    if (hk__handle_check(p, HK__MAGIC_POOL, "hk_pool_reset", "pool") != 0) return EINVAL;
+    hk__spin_lock(&p->lock);
+    int e = 0;
+    /* Keep the first chunk (and its bitmap page) committed; the rest goes back. */
+    if (p->committed > p->chunk_bytes) {
+        e = hk_vm_decommit(p->base + p->chunk_bytes, p->committed - p->chunk_bytes);
+        if (!e) { p->committed = p->chunk_bytes; p->st.chunks = 1; }
+    }
+    size_t bm_keep = hk__align_up((p->committed / p->stride + 63) / 64 * 8, hk_vm_page_size());
+    if (p->bm_committed > bm_keep && !hk_vm_decommit((char *)p->bitmap + bm_keep, p->bm_committed - bm_keep))
+        p->bm_committed = bm_keep;
+    if (p->bm_committed) memset(p->bitmap, 0, p->bm_committed);
+    p->capacity = p->committed / p->stride;
+    p->bump = 0;
+    p->free_head = NULL;
+    p->st.in_use = 0;
+    hk__spin_unlock(&p->lock);
+    return e;
+}
+
+int hk_pool_destroy(hk_pool_t *p)
+{
+    if (hk__handle_check(p, HK__MAGIC_POOL, "hk_pool_destroy", "pool") != 0) return EINVAL;
+    hk__spin_lock(&hk__handle_lock);
+    if (hk__handle_magic(p) != HK__MAGIC_POOL) {  /* lost a race with another destroy */
+        hk__spin_unlock(&hk__handle_lock);
+        return EINVAL;
+    }
+    hk__handle_kill(p);
+    hk__spin_unlock(&hk__handle_lock);
+    int e = hk_vm_release(p->base, p->reserved);
+    int e2 = hk_vm_release(p->bitmap, p->bm_reserved);
+    return e ? e : e2;
+}
+
+int hk_pool_stats(hk_pool_t *p, hk_pool_stats_t *out)
+{
+    if (hk__handle_check(p, HK__MAGIC_POOL, "hk_pool_stats", "pool") != 0 || !out) return EINVAL;
+    hk__spin_lock(&p->lock);
+    *out = p->st;
+    out->capacity = p->capacity;
+    out->bytes_committed = p->committed + p->bm_committed;
+    hk__spin_unlock(&p->lock);
+    return 0;
+}

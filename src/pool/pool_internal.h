@@ -1,0 +1,108 @@
+/* Shared internals of the pool family: a spinlock with backoff, the
+ * descriptor table that makes stale handles safe to inspect, and the
+ * thread-local registry that finds a thread's cache for a tpool or slab. */
+#ifndef HK_POOL_INTERNAL_H
+#define HK_POOL_INTERNAL_H
+
+#include "heapkit/pool.h"
+#include "heapkit/vm.h"
+#include "../util/internal.h"
+#include <errno.h>
+
+/* ---- spinlock: test-and-test-and-set, pause, then yield (2-core boxes) ---- */
+typedef struct { int v; } hk__spin_t;
+void hk__spin_lock_slow(hk__spin_t *l) HK_HIDDEN HK_COLD;
+HK_INLINE void hk__spin_lock(hk__spin_t *l)
+{
+    if (hk_likely(!__atomic_exchange_n(&l->v, 1, __ATOMIC_ACQUIRE))) return;
+    hk__spin_lock_slow(l);
+}
+HK_INLINE void hk__spin_unlock(hk__spin_t *l) { __atomic_store_n(&l->v, 0, __ATOMIC_RELEASE); }
+
+/* ---- descriptors ---- */
+enum {
+    HK__MAGIC_POOL  = 0x504f4f4c,  /* "POOL" */
+    HK__MAGIC_ARENA = 0x4152454e,  /* "AREN" */
+    HK__MAGIC_TPOOL = 0x54504f4c,  /* "TPOL" */
+    HK__MAGIC_SLAB  = 0x534c4142,  /* "SLAB" */
+    HK__MAGIC_DEAD  = 0x44454144,  /* "DEAD" */
+};
+#define HK__HANDLE_SLOT 1024u      /* every descriptor fits in one slot */
+
+/* The head of every descriptor. magic is read atomically because a
+ * thread-exit flush may inspect a handle another thread is destroying. */
+typedef struct hk__handle {
+    uint32_t magic;
+    uint32_t flags;
+    uint64_t id;                   /* unique over the process lifetime */
+    struct hk__handle *next_free;
+    char name[32];
+} hk__handle_t;
+
+/* A zeroed slot with magic set and a fresh id; NULL+ENOMEM when full. */
+void *hk__handle_new(uint32_t magic, unsigned flags, const char *name) HK_HIDDEN;
+/* Mark dead and queue for (late) reuse. Caller holds hk__handle_lock. */
+void  hk__handle_kill(void *h) HK_HIDDEN;
+/* True when h points into the descriptor table (so reading it is safe). */
+bool  hk__handle_in_table(const void *h) HK_HIDDEN;
+extern hk__spin_t hk__handle_lock HK_HIDDEN;
+
+HK_INLINE uint32_t hk__handle_magic(const void *h)
+{
+    return __atomic_load_n(&((const hk__handle_t *)h)->magic, __ATOMIC_ACQUIRE);
+}
+HK_INLINE bool hk__checked(const hk__handle_t *h)
+{
+    return HK_DEBUG >= 1 || (h->flags & HK_POOL_CHECKED);
+}
+/* Validate a handle for an operation: 0, or EINVAL (after a fatal report
+ * in checked mode). Never reads outside the table or unmapped memory. The
+ * inline part is the common "live handle of the right kind" case. */
+int hk__handle_check_slow(const void *h, uint32_t magic, const char *op, const char *kind) HK_HIDDEN HK_COLD;
+extern char *hk__handle_base HK_HIDDEN;
+extern size_t hk__handle_fresh HK_HIDDEN;
+HK_INLINE int hk__handle_check(const void *h, uint32_t magic, const char *op, const char *kind)
+{
+    _Static_assert((HK__HANDLE_SLOT & (HK__HANDLE_SLOT - 1)) == 0, "slot size is a power of two");
+    uintptr_t off = (uintptr_t)h - (uintptr_t)__atomic_load_n(&hk__handle_base, __ATOMIC_RELAXED);
+    if (hk_likely(off < __atomic_load_n(&hk__handle_fresh, __ATOMIC_ACQUIRE) * HK__HANDLE_SLOT &&
+                  (off & (HK__HANDLE_SLOT - 1)) == 0 && hk__handle_magic(h) == magic))
+        return 0;
+    return hk__handle_check_slow(h, magic, op, kind);
+}
+
+/* ---- per-thread cache registry ---- */
+#define HK__TLS_SLOTS 16
+typedef struct hk__tls_entry {
+    hk__handle_t *owner;
+    uint64_t id;
+    void *cache;
+} hk__tls_entry_t;
+extern __thread hk__tls_entry_t hk__tls_tab[HK__TLS_SLOTS] HK_HIDDEN;
+
+/* The fast path: the calling thread's cache for owner, or NULL. */
+HK_INLINE void *hk__tls_find(hk__handle_t *owner)
+{
+    for (int i = 0; i < HK__TLS_SLOTS; i++)
+        if (hk__tls_tab[i].owner == owner && hk__tls_tab[i].id == owner->id) return hk__tls_tab[i].cache;
+    return NULL;
+}
+/* Record cache for owner in this thread; 0, or ENOMEM when the table is
+ * full of live entries (the caller then works on its shared depot). */
+int  hk__tls_register(hk__handle_t *owner, void *cache) HK_HIDDEN;
+/* Forget owner's entry in this thread (returns the cache or NULL). */
+void *hk__tls_unregister(hk__handle_t *owner) HK_HIDDEN;
+/* Called at thread exit, with hk__handle_lock held and owner alive. */
+void hk__tpool_thread_exit(hk__handle_t *owner, void *cache) HK_HIDDEN;
+void hk__slab_thread_exit(hk__handle_t *owner, void *cache) HK_HIDDEN;
+
+/* ---- pool internals used by tpool and slab ---- */
+size_t hk__pool_alloc_batch(hk_pool_t *p, void **out, size_t n) HK_HIDDEN;
+void   hk__pool_free_batch(hk_pool_t *p, void *const *objs, size_t n) HK_HIDDEN;
+/* 0 if obj is on an object boundary inside p's reserved range, else 1 (foreign) or 2 (boundary). */
+int    hk__pool_locate(hk_pool_t *p, const void *obj) HK_HIDDEN;
+size_t hk__pool_stride(const hk_pool_t *p) HK_HIDDEN;
+char  *hk__pool_base(const hk_pool_t *p) HK_HIDDEN;
+size_t hk__pool_reserved_objs(const hk_pool_t *p) HK_HIDDEN;
+
+#endif

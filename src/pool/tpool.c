@@ -1,0 +1,182 @@
+/* Per-thread pools: a thread-safe fixed-size pool is the shared depot; each
+ * thread keeps a stack of up to 64 free objects found through the TLS
+ * registry, refilled and drained 32 at a time under the depot's lock. An
+ * object freed by another thread simply joins that thread's stack. */
+#include "pool_internal.h"
+#include <string.h>
+
+#define TC_CAP   64
+#define TC_BATCH 32
+
+typedef struct tcache {
+    size_t n;
+    void *obj[TC_CAP];
+} tcache_t;
+
+struct hk_tpool {
+    hk__handle_t h;
+    hk_pool_t *depot;
+    hk_pool_t *caches;               /* where the tcache_t structs come from */
+    uint64_t *live;                  /* checked mode: one bit per object held by a user */
+    size_t live_bytes;
+    size_t ncaches;                  /* atomics: touched only on slow paths */
+    uint64_t refills, flushes;
+};
+_Static_assert(sizeof(struct hk_tpool) <= HK__HANDLE_SLOT, "tpool descriptor fits a slot");
+
+hk_tpool_t *hk_tpool_create(size_t obj_size, size_t align, const hk_pool_options_t *opt)
+{
+    hk_pool_options_t o = {0};
+    if (opt) o = *opt;
+    o.flags |= HK_POOL_THREAD_SAFE;
+    if (!o.name) o.name = "tpool";
+    hk_tpool_t *tp = hk__handle_new(HK__MAGIC_TPOOL, o.flags, o.name);
+    if (!tp) return NULL;
+    hk_pool_options_t co = { .max_bytes = (size_t)64 << 20, .flags = HK_POOL_THREAD_SAFE, .name = "tpool-caches" };
+    tp->depot = hk_pool_create(obj_size, align, &o);
+    tp->caches = tp->depot ? hk_pool_create(sizeof(tcache_t), 64, &co) : NULL;
+    int e = tp->caches ? 0 : errno;
+    if (!e && hk__checked(&tp->h)) {
+        size_t n = hk__pool_reserved_objs(tp->depot);
+        tp->live_bytes = hk__align_up((n + 63) / 64 * 8, hk_vm_page_size());
+        void *m;
+        e = hk_vm_alloc(tp->live_bytes, 0, &m);
+        tp->live = m;
+    }
+    if (e) {
+        if (tp->caches) hk_pool_destroy(tp->caches);
+        if (tp->depot) hk_pool_destroy(tp->depot);
+        hk__spin_lock(&hk__handle_lock);
+        hk__handle_kill(tp);
+        hk__spin_unlock(&hk__handle_lock);
+        errno = e;
+        return NULL;
+    }
+    return tp;
+}
+
+static HK_COLD int tp_misuse(hk_tpool_t *tp, const void *obj, const char *what)
+{
+    if (hk__checked(&tp->h)) hk__fatal("heapkit: hk_tpool_free: tpool '%s': %p %s\n", tp->h.name, obj, what);
+    return EINVAL;
+}
+
+/* Checked mode: flip the object's "held by a user" bit atomically; the old
+ * value tells a double free from a fresh one, across threads. */
+static int live_flip(hk_tpool_t *tp, void *obj, bool to_user)
+{
+    size_t idx = (size_t)((char *)obj - hk__pool_base(tp->depot)) / hk__pool_stride(tp->depot);
+    uint64_t bit = (uint64_t)1 << (idx & 63);
+    if (to_user) {
+        uint64_t old = __atomic_fetch_or(&tp->live[idx >> 6], bit, __ATOMIC_RELAXED);
+        hk_assert(!(old & bit));
+        (void)old;
+        return 0;
+    }
+    uint64_t old = __atomic_fetch_and(&tp->live[idx >> 6], ~bit, __ATOMIC_RELAXED);
+    return (old & bit) ? 0 : tp_misuse(tp, obj, "double free");
+}
+
+static tcache_t *cache_get(hk_tpool_t *tp)
+{
+    tcache_t *c = hk_pool_alloc(tp->caches);
+    if (!c) return NULL;
+    c->n = 0;
+    if (hk__tls_register(&tp->h, c) != 0) { hk_pool_free(tp->caches, c); return NULL; }
+    __atomic_fetch_add(&tp->ncaches, 1, __ATOMIC_RELAXED);
+    return c;
+}
+
+static HK_NOINLINE void *tp_alloc_slow(hk_tpool_t *tp, tcache_t *c)
+{
+    if (!c) c = cache_get(tp);
+    void *o;
+    if (!c) {                          /* no TLS slot: straight from the depot */
+        if (hk__pool_alloc_batch(tp->depot, &o, 1) != 1) { errno = ENOMEM; return NULL; }
+        return o;
+    }
+    c->n = hk__pool_alloc_batch(tp->depot, c->obj, TC_BATCH);
+    __atomic_fetch_add(&tp->refills, 1, __ATOMIC_RELAXED);
+    if (!c->n) { errno = ENOMEM; return NULL; }
+    return c->obj[--c->n];
+}
+
+void *hk_tpool_alloc(hk_tpool_t *tp)
+{
+    if (hk_unlikely(hk__handle_check(tp, HK__MAGIC_TPOOL, "hk_tpool_alloc", "tpool") != 0)) { errno = EINVAL; return NULL; }
+    tcache_t *c = hk__tls_find(&tp->h);
+    void *o = (hk_likely(c && c->n)) ? c->obj[--c->n] : tp_alloc_slow(tp, c);
+    if (hk_unlikely(tp->live != NULL) && o) live_flip(tp, o, true);
+    return o;
+}
+
+static HK_NOINLINE int tp_free_slow(hk_tpool_t *tp, tcache_t *c, void *obj)
+{
+    if (!c) c = cache_get(tp);
+    if (!c) { hk__pool_free_batch(tp->depot, &obj, 1); return 0; }
+    if (c->n == TC_CAP) {
+        c->n -= TC_BATCH;
+        hk__pool_free_batch(tp->depot, c->obj + c->n, TC_BATCH);
+        __atomic_fetch_add(&tp->flushes, 1, __ATOMIC_RELAXED);
+    }
+    c->obj[c->n++] = obj;
+    return 0;
+}
+
+int hk_tpool_free(hk_tpool_t *tp, void *obj)
+{
+    if (hk_unlikely(hk__handle_check(tp, HK__MAGIC_TPOOL, "hk_tpool_free", "tpool") != 0)) return EINVAL;
+    if (!obj) return 0;
+    int where = hk__pool_locate(tp->depot, obj);
+    if (hk_unlikely(where)) return tp_misuse(tp, obj, where == 1 ? "is not from this pool" : "is not on an object boundary");
+    if (hk_unlikely(tp->live != NULL) && live_flip(tp, obj, false)) return EINVAL;
+    tcache_t *c = hk__tls_find(&tp->h);
+    if (hk_likely(c && c->n < TC_CAP)) { c->obj[c->n++] = obj; return 0; }
+    return tp_free_slow(tp, c, obj);
+}
+
+static void cache_drain(hk_tpool_t *tp, tcache_t *c)
+{
+    hk__pool_free_batch(tp->depot, c->obj, c->n);
+    c->n = 0;
+    hk_pool_free(tp->caches, c);
+    __atomic_fetch_sub(&tp->ncaches, 1, __ATOMIC_RELAXED);
+}
+
+void hk__tpool_thread_exit(hk__handle_t *owner, void *cache)
+{
+    cache_drain((hk_tpool_t *)owner, cache);
+}
+
+int hk_tpool_flush(hk_tpool_t *tp)
+{
+    if (hk__handle_check(tp, HK__MAGIC_TPOOL, "hk_tpool_flush", "tpool") != 0) return EINVAL;
+    tcache_t *c = hk__tls_unregister(&tp->h);
+    if (c) cache_drain(tp, c);
+    return 0;
+}
+
+int hk_tpool_destroy(hk_tpool_t *tp)
+{
+    if (hk__handle_check(tp, HK__MAGIC_TPOOL, "hk_tpool_destroy", "tpool") != 0) return EINVAL;
+    hk__spin_lock(&hk__handle_lock);
+    if (hk__handle_magic(tp) != HK__MAGIC_TPOOL) { hk__spin_unlock(&hk__handle_lock); return EINVAL; }
+    hk__handle_kill(tp);               /* from here no thread-exit flush will touch it */
+    hk__spin_unlock(&hk__handle_lock);
+    (void)hk__tls_unregister(&tp->h);
+    int e = hk_pool_destroy(tp->depot);
+    int e2 = hk_pool_destroy(tp->caches);
+    if (tp->live) hk_vm_release(tp->live, tp->live_bytes);
+    return e ? e : e2;
+}
+
+int hk_tpool_stats(hk_tpool_t *tp, hk_tpool_stats_t *out)
+{
+    if (hk__handle_check(tp, HK__MAGIC_TPOOL, "hk_tpool_stats", "tpool") != 0 || !out) return EINVAL;
+    memset(out, 0, sizeof *out);
+    hk_pool_stats(tp->depot, &out->depot);
+    out->caches = __atomic_load_n(&tp->ncaches, __ATOMIC_RELAXED);
+    out->refills = __atomic_load_n(&tp->refills, __ATOMIC_RELAXED);
+    out->flushes = __atomic_load_n(&tp->flushes, __ATOMIC_RELAXED);
+    return 0;
+}
