@@ -81,7 +81,7 @@ int hk_option_set(hk_option_t opt, long value)
 
 void hk__invalid_free(const void *p, const char *why)
 {
-    if (hk__opt[HK_OPTION_VERBOSE]) hk__report("heapkit: warning: free(%p): %s; ignored\n", p, why);
+    if (HK_OPT(HK_OPTION_VERBOSE)) hk__report("heapkit: warning: free(%p): %s; ignored\n", p, why);
 }
 
 /* ------------------------------------------------------------ statistics */
@@ -177,5 +177,5 @@ size_t hk_stats_json(char *buf, size_t cap)
 __attribute__((destructor)) static void hk__stats_at_exit(void)
 {
     hk__options_init();
-    if (hk__opt[HK_OPTION_SHOW_STATS]) stats_write(g_stats_fd);
+    if (HK_OPT(HK_OPTION_SHOW_STATS)) stats_write(g_stats_fd);
 }
