@@ -69,7 +69,7 @@ typedef struct hk_segment {
     size_t map_size;
     struct hk_heap *heap;
     struct hk_segment *next, *prev;
-    uint64_t cache_time;       /* ms when it entered the cache */
+    uint64_t cache_time;       /* ms when it entered the cache (or, in a heap, became empty) */
     uint32_t cache_purged;     /* whole segment purged while cached */
     uint32_t used_pages;
     /* small segments only */
@@ -192,7 +192,7 @@ void hk__heaps_foreach(void (*fn)(hk_heap_t *, void *), void *arg) HK_HIDDEN;
 uint64_t hk__now_ms(void) HK_HIDDEN;
 hk_segment_t *hk__segment_new(hk_heap_t *heap) HK_HIDDEN;
 hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n) HK_HIDDEN;
-void hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg) HK_HIDDEN;
+bool hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg) HK_HIDDEN;
 bool hk__segment_adopt(hk_heap_t *heap, hk_segment_t *seg) HK_HIDDEN;
 void hk__segment_abandon(hk_heap_t *heap, hk_segment_t *seg) HK_HIDDEN;
 void hk__segment_commit_all(hk_segment_t *seg) HK_HIDDEN;
@@ -206,7 +206,8 @@ void hk__segments_unlock_all(bool child) HK_HIDDEN;
 
 /* page.c */
 void hk__page_collect(hk_page_t *pg) HK_HIDDEN;
-void hk__page_retire(hk_heap_t *heap, hk_page_t *pg) HK_HIDDEN;
+bool hk__page_retire(hk_heap_t *heap, hk_page_t *pg) HK_HIDDEN;
+void hk__segment_release_empty(hk_heap_t *heap, hk_segment_t *seg, bool purge) HK_HIDDEN;
 void hk__queue_push_back(hk_page_queue_t *q, hk_page_t *pg) HK_HIDDEN;
 void hk__queue_remove(hk_page_queue_t *q, hk_page_t *pg) HK_HIDDEN;
 

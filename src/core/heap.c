@@ -166,6 +166,7 @@ void hk__heap_abandon(hk_heap_t *heap)
     queue_drain(heap, &heap->full);
     while (heap->segments) {
         hk_segment_t *seg = heap->segments;
+        if (seg->used_pages == 0) { hk__segment_release_empty(heap, seg, false); continue; }
         hk__segment_abandon(heap, seg);
         abandoned_push(seg);
     }

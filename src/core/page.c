@@ -122,11 +122,12 @@ static void page_init(hk_heap_t *heap, hk_page_t *pg, size_t cls)
     page_set_flags(pg, 0);
 }
 
-/* Give an unused page back to its segment. */
-void hk__page_retire(hk_heap_t *heap, hk_page_t *pg)
+/* Give an unused page back to its segment; true when that released the
+ * segment itself (it must not be touched afterwards). */
+bool hk__page_retire(hk_heap_t *heap, hk_page_t *pg)
 {
     HK_ATOMIC_SUB(&hk__gstats.pages, 1);
-    hk__segment_free_span(heap, pg);
+    return hk__segment_free_span(heap, pg);
 }
 
 /* ------------------------------------------------------------ full pages */
@@ -197,10 +198,8 @@ static hk_page_t *find_page(hk_heap_t *heap, size_t cls)
             }
             page_to_full(heap, pg);
         }
-        if (heap->purge_due) {
-            uint64_t now = hk__now_ms();
-            if (now >= heap->purge_due) hk__heap_purge(heap, now, false);
-        }
+        /* No purging here: while the heap grows its free pages are about
+         * to be reused. Purges run when pages are given back. */
         hk_page_t *pg = page_new(heap, cls);
         if (pg) {
             queue_push_front(q, pg);
