@@ -127,6 +127,7 @@ static void page_init(hk_heap_t *heap, hk_page_t *pg, size_t cls)
 bool hk__page_retire(hk_heap_t *heap, hk_page_t *pg)
 {
     HK_ATOMIC_SUB(&hk__gstats.pages, 1);
+    HK_ATOMIC_SUB(&hk__gstats.page_bytes, (uint64_t)pg->span * HK_PAGE_SIZE);
     return hk__segment_free_span(heap, pg);
 }
 
@@ -177,6 +178,7 @@ static hk_page_t *page_new(hk_heap_t *heap, size_t cls)
         if (s->free_mask) pg = hk__segment_alloc_span(s, n);
     if (!pg) return NULL;
     page_init(heap, pg, cls);
+    HK_ATOMIC_ADD(&hk__gstats.page_bytes, (uint64_t)n * HK_PAGE_SIZE);
     uint64_t np = __atomic_add_fetch(&hk__gstats.pages, 1, __ATOMIC_RELAXED);
     hk__stat_max(&hk__gstats.pages_peak, np);
     return pg;
@@ -262,7 +264,7 @@ void hk__free_generic(hk_segment_t *seg, void *p)
     uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
     if (flags & HK_PF_FREE) { hk__invalid_free(p, "page not in use (double free?)"); return; }
     hk_block_t *b = (flags & HK_PF_ALIGNED) ? block_start(pg, p) : (hk_block_t *)p;
-    hk_heap_t *me = hk__tls_heap;
+    HK_UNUSED hk_heap_t *me = hk__tls_heap;
     if (__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == hk__thread_id()) {
         b->next = pg->local_free;
         pg->local_free = b;
@@ -276,8 +278,10 @@ void hk__free_generic(hk_segment_t *seg, void *p)
     hk_block_t *head = __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED);
     do { b->next = head; }
     while (!__atomic_compare_exchange_n(&pg->thread_free, &head, b, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+#if HK_STATS_BLOCKS
     if (me != &hk__heap_empty) HK_STAT_ADD(&me->st.free_bytes, pg->block_size);
     else HK_ATOMIC_ADD(&hk__gstats.dead_free_bytes, pg->block_size);
+#endif
     if (__atomic_load_n(&pg->flags, __ATOMIC_SEQ_CST) & HK_PF_FULL) {
         hk_heap_t *owner = __atomic_load_n(&pg->heap, __ATOMIC_RELAXED);
         if (owner) __atomic_fetch_add(&owner->full_pending, 1, __ATOMIC_RELAXED);
