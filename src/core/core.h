@@ -154,12 +154,22 @@ HK_INLINE uintptr_t hk__thread_id(void)
 #endif
 }
 
-HK_INLINE size_t hk__size_class(size_t size)
+HK_INLINE size_t hk__size_class_calc(size_t size)
 {
     if (size <= 128) return (size + 15) >> 4;          /* class 0 (size 0) is a 16-byte class too */
     size_t s1 = size - 1;
     unsigned b = 63u - (unsigned)__builtin_clzl(s1);
     return 9 + (b - 7) * 4 + ((s1 >> (b - 2)) & 3);
+}
+
+/* Sizes up to 1 KiB map through a 65-byte table (filled at start-up; all
+ * zero before, which sends the first malloc to the slow path anyway). */
+extern uint8_t hk__class_small[65] HK_HIDDEN;
+
+HK_INLINE size_t hk__size_class(size_t size)
+{
+    if (hk_likely(size <= 1024)) return hk__class_small[(size + 15) >> 4];
+    return hk__size_class_calc(size);
 }
 
 HK_INLINE hk_segment_t *hk__segment_of(const void *p)

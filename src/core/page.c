@@ -15,6 +15,14 @@ uint32_t hk__class_size[HK_NCLASS] = {
 #undef HK_CLS4
 };
 
+uint8_t hk__class_small[65];
+
+void hk__classes_init(void) HK_HIDDEN;
+void hk__classes_init(void)
+{
+    for (size_t i = 0; i <= 64; i++) hk__class_small[i] = (uint8_t)hk__size_class_calc(i * 16);
+}
+
 /* Pages per span: about 8 blocks, between one page and 2 MiB. */
 static unsigned class_span(size_t cls)
 {
