@@ -230,7 +230,15 @@ void *hk__malloc_generic(hk_heap_t *heap, size_t size)
     }
     if (size > HK_SMALL_MAX) return hk__huge_alloc(size, 0, NULL);
     size_t cls = hk__size_class(size);
-    hk_page_t *pg = find_page(heap, cls);
+    hk_page_t *pg = heap->queues[cls].first;
+    if (hk_likely(pg->local_free != NULL && __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED) == NULL &&
+                  __atomic_load_n(&heap->full_pending, __ATOMIC_RELAXED) == 0)) {
+        /* The common refill: the owner's own frees become the free list. */
+        pg->free = pg->local_free;
+        pg->local_free = NULL;
+    } else {
+        pg = find_page(heap, cls);
+    }
     if (!pg) { errno = ENOMEM; return NULL; }
     hk_block_t *b = pg->free;
     pg->free = b->next;
