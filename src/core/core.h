@@ -162,9 +162,8 @@ HK_INLINE size_t hk__size_class_calc(size_t size)
     return 9 + (b - 7) * 4 + ((s1 >> (b - 2)) & 3);
 }
 
-/* Sizes up to 1 KiB map through a 65-byte table (filled at start-up; all
- * zero before, which sends the first malloc to the slow path anyway). */
-extern uint8_t hk__class_small[65] HK_HIDDEN;
+/* Sizes up to 1 KiB map through a 65-byte table. */
+extern const uint8_t hk__class_small[65] HK_HIDDEN;
 
 HK_INLINE size_t hk__size_class(size_t size)
 {

@@ -15,13 +15,12 @@ uint32_t hk__class_size[HK_NCLASS] = {
 #undef HK_CLS4
 };
 
-uint8_t hk__class_small[65];
-
-void hk__classes_init(void) HK_HIDDEN;
-void hk__classes_init(void)
-{
-    for (size_t i = 0; i <= 64; i++) hk__class_small[i] = (uint8_t)hk__size_class_calc(i * 16);
-}
+/* hk__size_class_calc(16 * i) for i = 0..64 (checked by tests/unit/core_alloc.c). */
+const uint8_t hk__class_small[65] = {
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14,
+    15, 15, 15, 15, 16, 16, 16, 16, 17, 17, 17, 17, 17, 17, 17, 17, 18, 18, 18, 18, 18, 18,
+    18, 18, 19, 19, 19, 19, 19, 19, 19, 19, 20, 20, 20, 20, 20, 20, 20, 20
+};
 
 /* Pages per span: about 8 blocks, between one page and 2 MiB. */
 static unsigned class_span(size_t cls)
