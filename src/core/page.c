@@ -252,7 +252,9 @@ void hk__page_now_empty(hk_page_t *pg)
 {
     hk_heap_t *heap = hk__segment_of(pg)->heap;
     hk_page_queue_t *q = &heap->queues[pg->cls];
-    if (q->first == pg && pg->next == NULL) return;   /* keep the class's only page */
+    /* Keep the class's only page: a malloc/free loop stays off the slow
+     * path. (Big empty spans kept this way are retired by the next purge.) */
+    if (q->first == pg && pg->next == NULL) return;
     hk__queue_remove(q, pg);
     hk__page_retire(heap, pg);
 }

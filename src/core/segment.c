@@ -17,7 +17,7 @@ static uint64_t g_purged_now;   /* bytes of mapped segments currently purged */
 uint64_t hk__now_ms(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);    /* a few ms of resolution is plenty, and it is cheap */
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
@@ -291,6 +291,16 @@ void hk__heap_purge(hk_heap_t *heap, uint64_t now, bool force)
 {
     long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
     uint64_t next_due = 0;
+    heap->purge_due = 0;      /* the retires below must not re-enter */
+    /* Empty big spans (blocks > 32 KiB) kept as their class's only page go back now. */
+    for (unsigned c = 41; c < HK_NCLASS; c++) {
+        hk_page_t *pg = heap->queues[c].last;
+        if (pg && pg == heap->queues[c].first && pg->used == 0 &&
+            __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED) == NULL) {
+            hk__queue_remove(&heap->queues[c], pg);
+            hk__page_retire(heap, pg);
+        }
+    }
     if (delay >= 0 || force) {
         hk_segment_t *next;
         for (hk_segment_t *seg = heap->segments; seg; seg = next) {
