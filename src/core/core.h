@@ -96,6 +96,7 @@ typedef struct hk_heap {
     size_t full_pending;              /* atomic: remote frees hit full pages */
     hk_segment_t *segments;           /* owned small segments */
     uint64_t purge_due;               /* ms; 0: nothing waits to be purged */
+    uint32_t no_purge;                /* >0 while a page walk is running: no purge from retires */
     uintptr_t key;                    /* reserved: heap key for the checking modes */
     struct hk_heap *next_heap, *prev_heap;
     hk_heap_stats_t st;

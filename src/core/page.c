@@ -161,6 +161,7 @@ static void page_unfull(hk_heap_t *heap, hk_page_t *pg)
 static void collect_full(hk_heap_t *heap)
 {
     __atomic_store_n(&heap->full_pending, 0, __ATOMIC_SEQ_CST);
+    heap->no_purge++;
     hk_page_t *next;
     for (hk_page_t *pg = heap->full.last ? heap->full.first : NULL; pg; pg = next) {
         next = pg->next;
@@ -172,6 +173,7 @@ static void collect_full(hk_heap_t *heap)
             hk__page_retire(heap, pg);
         }
     }
+    heap->no_purge--;
 }
 
 /* ------------------------------------------------------------ malloc */

@@ -276,8 +276,8 @@ bool hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg)
         if (delay > 0) {
             /* A series of frees pushes the purge back (up to one delay from
              * now): memory freed in a burst is often reused right after. */
-            if (heap->purge_due && now >= heap->purge_due) hk__heap_purge(heap, now, false);
-            else if (heap->purge_due) {
+            if (heap->purge_due && now >= heap->purge_due && !heap->no_purge) hk__heap_purge(heap, now, false);
+            else if (heap->purge_due && now < heap->purge_due) {
                 uint64_t ext = heap->purge_due + (uint64_t)delay / 4;
                 heap->purge_due = ext < due ? ext : due;
             }
@@ -291,7 +291,7 @@ void hk__heap_purge(hk_heap_t *heap, uint64_t now, bool force)
 {
     long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
     uint64_t next_due = 0;
-    heap->purge_due = 0;      /* the retires below must not re-enter */
+    heap->no_purge++;         /* the retires below must not re-enter */
     /* Empty big spans (blocks > 32 KiB) kept as their class's only page go back now. */
     for (unsigned c = 41; c < HK_NCLASS; c++) {
         hk_page_t *pg = heap->queues[c].last;
@@ -321,7 +321,9 @@ void hk__heap_purge(hk_heap_t *heap, uint64_t now, bool force)
             purge_mask(seg, todo);
         }
     }
-    heap->purge_due = next_due;
+    heap->no_purge--;
+    if (next_due && (!heap->purge_due || heap->purge_due > next_due || heap->purge_due <= now)) heap->purge_due = next_due;
+    else if (!next_due) heap->purge_due = 0;
     hk__cache_purge(now, force);
 }
 
@@ -333,6 +335,7 @@ bool hk__segment_adopt(hk_heap_t *heap, hk_segment_t *seg)
     seg->heap = heap;
     __atomic_store_n(&seg->thread_id, heap->thread_id, __ATOMIC_SEQ_CST);
     segment_link(heap, seg);
+    heap->no_purge++;
     for (unsigned i = 0; i < HK_SEG_PAGES; i++) {
         hk_page_t *pg = &seg->pages[i];
         if ((seg->free_mask >> i) & 1 || pg->back) continue;
@@ -340,11 +343,12 @@ bool hk__segment_adopt(hk_heap_t *heap, hk_segment_t *seg)
         __atomic_store_n(&pg->flags, pg->flags & ~(uint32_t)HK_PF_FULL, __ATOMIC_SEQ_CST);
         hk__page_collect(pg);
         if (pg->used == 0) {
-            if (hk__page_retire(heap, pg)) return false;   /* the segment went to the cache */
+            if (hk__page_retire(heap, pg)) { heap->no_purge--; return false; }   /* the segment went to the cache */
         } else {
             hk__queue_push_back(&heap->queues[pg->cls], pg);
         }
     }
+    heap->no_purge--;
     if (seg->free_mask & ~seg->purged_mask) heap->purge_due = 1;   /* purge its old free pages soon */
     return true;
 }
