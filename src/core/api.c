@@ -113,7 +113,7 @@ void hk_free_aligned_sized(void *p, size_t align, size_t size) { (void)align; (v
 
 void hk_collect(int force)
 {
-    hk_heap_t *heap = hk__tls_heap;
+    hk_theap_t *heap = hk__tls_heap;
     uint64_t now = hk__now_ms();
     if (heap != &hk__heap_empty) {
         /* Pages emptied but kept as their class's last page go back too. */

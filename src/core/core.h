@@ -27,7 +27,7 @@
 _Static_assert(HK_SEG_PAGES == 64, "the page bitmaps are one 64-bit word");
 
 typedef struct hk_block { struct hk_block *next; } hk_block_t;
-struct hk_heap;
+struct hk_theap;
 
 /* Page flags (read by any thread with __atomic, written by the owner):
  * any set flag sends a free to the slow path. */
@@ -54,7 +54,7 @@ typedef struct hk_page {
     hk_block_t *thread_free;   /* atomic: other threads' frees */
     char *start;               /* first block */
     struct hk_page *next, *prev;
-    struct hk_heap *heap;      /* atomic: owner heap (NULL when abandoned) */
+    struct hk_theap *heap;      /* atomic: owner heap (NULL when abandoned) */
     uint64_t free_time;        /* ms when the span was given back to the segment */
     uintptr_t key;             /* reserved: per-page key for encoded free lists */
 } hk_page_t;
@@ -67,7 +67,7 @@ typedef struct hk_segment {
     uint32_t kind;
     uintptr_t thread_id;       /* atomic: owner thread, 0 if none (abandoned, huge) */
     size_t map_size;
-    struct hk_heap *heap;
+    struct hk_theap *heap;
     struct hk_segment *next, *prev;
     uint64_t cache_time;       /* ms when it entered the cache (or, in a heap, became empty) */
     uint64_t purged_mask;      /* bit i: page i unused and given back to the OS (huge blocks too) */
@@ -85,11 +85,11 @@ typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
 
 typedef struct hk_heap_stats {
     uint64_t malloc_bytes, free_bytes;
-} hk_heap_stats_t;
+} hk_theap_stats_t;
 
 /* A thread heap. Private heaps (next issue) are the same structure owned
  * by a handle instead of a thread: segments never mix heaps. */
-typedef struct hk_heap {
+typedef struct hk_theap {
     hk_page_queue_t queues[HK_NCLASS];
     hk_page_queue_t full;
     uintptr_t thread_id;
@@ -98,13 +98,13 @@ typedef struct hk_heap {
     uint64_t purge_due;               /* ms; 0: nothing waits to be purged */
     uint32_t no_purge;                /* >0 while a page walk is running: no purge from retires */
     uintptr_t key;                    /* reserved: heap key for the checking modes */
-    struct hk_heap *next_heap, *prev_heap;
-    hk_heap_stats_t st;
-} __attribute__((aligned(64))) hk_heap_t;
+    struct hk_theap *next_heap, *prev_heap;
+    hk_theap_stats_t st;
+} __attribute__((aligned(64))) hk_theap_t;
 
 /* Globals (hidden). */
-extern __thread hk_heap_t *hk__tls_heap HK_HIDDEN;
-extern hk_heap_t hk__heap_empty HK_HIDDEN;
+extern __thread hk_theap_t *hk__tls_heap HK_HIDDEN;
+extern hk_theap_t hk__heap_empty HK_HIDDEN;
 extern hk_page_t hk__page_empty HK_HIDDEN;
 extern uint64_t hk__segmap[((size_t)1 << (HK_ADDR_BITS - HK_SEG_SHIFT)) / 64] HK_HIDDEN;
 extern long hk__opt[HK_OPTION_COUNT] HK_HIDDEN;
@@ -192,7 +192,7 @@ HK_INLINE hk_page_t *hk__page_of(hk_segment_t *seg, const void *p)
 }
 
 /* Slow paths. */
-void *hk__malloc_generic(hk_heap_t *heap, size_t size) HK_HIDDEN HK_NOINLINE;
+void *hk__malloc_generic(hk_theap_t *heap, size_t size) HK_HIDDEN HK_NOINLINE;
 void  hk__free_generic(hk_segment_t *seg, void *p) HK_HIDDEN HK_NOINLINE;
 void  hk__page_now_empty(hk_page_t *pg) HK_HIDDEN HK_NOINLINE;
 void *hk__malloc_aligned(size_t align, size_t size) HK_HIDDEN;
@@ -202,22 +202,22 @@ void *hk__realloc(void *p, size_t size) HK_HIDDEN;
 size_t hk__usable_size(const void *p) HK_HIDDEN;
 
 /* heap.c */
-hk_heap_t *hk__heap_init_thread(void) HK_HIDDEN;
+hk_theap_t *hk__heap_init_thread(void) HK_HIDDEN;
 void hk__process_init(void) HK_HIDDEN;
-void hk__heap_abandon(hk_heap_t *heap) HK_HIDDEN;
+void hk__heap_abandon(hk_theap_t *heap) HK_HIDDEN;
 hk_segment_t *hk__abandoned_pop(void) HK_HIDDEN;
-void hk__heaps_foreach(void (*fn)(hk_heap_t *, void *), void *arg) HK_HIDDEN;
+void hk__heaps_foreach(void (*fn)(hk_theap_t *, void *), void *arg) HK_HIDDEN;
 
 /* segment.c */
 uint64_t hk__now_ms(void) HK_HIDDEN;
-hk_segment_t *hk__segment_new(hk_heap_t *heap) HK_HIDDEN;
+hk_segment_t *hk__segment_new(hk_theap_t *heap) HK_HIDDEN;
 hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n) HK_HIDDEN;
-bool hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg) HK_HIDDEN;
-bool hk__segment_adopt(hk_heap_t *heap, hk_segment_t *seg) HK_HIDDEN;
-void hk__segment_abandon(hk_heap_t *heap, hk_segment_t *seg) HK_HIDDEN;
+bool hk__segment_free_span(hk_theap_t *heap, hk_page_t *pg) HK_HIDDEN;
+bool hk__segment_adopt(hk_theap_t *heap, hk_segment_t *seg) HK_HIDDEN;
+void hk__segment_abandon(hk_theap_t *heap, hk_segment_t *seg) HK_HIDDEN;
 void hk__segment_take_for_huge(hk_segment_t *seg, size_t bytes) HK_HIDDEN;
 uint64_t hk__purged_now(void) HK_HIDDEN;
-void hk__heap_purge(hk_heap_t *heap, uint64_t now, bool force) HK_HIDDEN;
+void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force) HK_HIDDEN;
 void *hk__segment_map(bool *fresh, unsigned want_pages) HK_HIDDEN;
 void hk__segment_unmap_or_cache(hk_segment_t *seg) HK_HIDDEN;
 void hk__cache_purge(uint64_t now, bool force) HK_HIDDEN;
@@ -226,8 +226,8 @@ void hk__segments_unlock_all(bool child) HK_HIDDEN;
 
 /* page.c */
 void hk__page_collect(hk_page_t *pg) HK_HIDDEN;
-bool hk__page_retire(hk_heap_t *heap, hk_page_t *pg) HK_HIDDEN;
-void hk__segment_release_empty(hk_heap_t *heap, hk_segment_t *seg, bool purge) HK_HIDDEN;
+bool hk__page_retire(hk_theap_t *heap, hk_page_t *pg) HK_HIDDEN;
+void hk__segment_release_empty(hk_theap_t *heap, hk_segment_t *seg, bool purge) HK_HIDDEN;
 void hk__queue_push_back(hk_page_queue_t *q, hk_page_t *pg) HK_HIDDEN;
 void hk__queue_remove(hk_page_queue_t *q, hk_page_t *pg) HK_HIDDEN;
 
@@ -245,7 +245,7 @@ void hk__invalid_free(const void *p, const char *why) HK_HIDDEN;
 
 HK_INLINE void *hk__malloc(size_t size)
 {
-    hk_heap_t *heap = hk__tls_heap;
+    hk_theap_t *heap = hk__tls_heap;
     if (hk_likely(size <= HK_SMALL_MAX)) {
         hk_page_t *pg = heap->queues[hk__size_class(size)].first;
         hk_block_t *b = pg->free;

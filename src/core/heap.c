@@ -12,20 +12,20 @@ hk_page_t hk__page_empty = { .flags = HK_PF_FREE };
 #define Q8 Q1, Q1, Q1, Q1, Q1, Q1, Q1, Q1
 _Static_assert(HK_NCLASS == 57, "the empty heap below lists 57 queues");
 /* Read-only: every queue head is the empty page, so the fast path misses. */
-hk_heap_t hk__heap_empty = { .queues = { Q8, Q8, Q8, Q8, Q8, Q8, Q8, Q1 }, .full = Q1 };
+hk_theap_t hk__heap_empty = { .queues = { Q8, Q8, Q8, Q8, Q8, Q8, Q8, Q1 }, .full = Q1 };
 #undef Q1
 #undef Q8
-__thread hk_heap_t *hk__tls_heap = &hk__heap_empty;
+__thread hk_theap_t *hk__tls_heap = &hk__heap_empty;
 hk_gstats_t hk__gstats;
 
-static hk_heap_t g_main_heap;
+static hk_theap_t g_main_heap;
 static int g_main_taken;
 static int g_init_state;      /* 0 none, 1 running, 2 done */
 static pthread_key_t g_key;
 static int g_key_ok;
 static hk_lock_t g_heaps_lock, g_abandoned_lock, g_pool_lock;
-static hk_heap_t *g_heaps;           /* live heaps */
-static hk_heap_t *g_heap_pool;       /* released heap structs */
+static hk_theap_t *g_heaps;           /* live heaps */
+static hk_theap_t *g_heap_pool;       /* released heap structs */
 static char *g_pool_cur, *g_pool_end;
 static hk_segment_t *g_abandoned;
 
@@ -41,7 +41,7 @@ void hk__stat_max(uint64_t *peak, uint64_t v)
     while (cur < v && !__atomic_compare_exchange_n(peak, &cur, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
 }
 
-static void heap_clear_queues(hk_heap_t *h)
+static void heap_clear_queues(hk_theap_t *h)
 {
     for (unsigned i = 0; i < HK_NCLASS; i++) { h->queues[i].first = &hk__page_empty; h->queues[i].last = NULL; }
     h->full.first = &hk__page_empty;
@@ -68,27 +68,27 @@ void hk__process_init(void)
     while (__atomic_load_n(&g_init_state, __ATOMIC_ACQUIRE) != 2) sched_yield();
 }
 
-static hk_heap_t *heap_pool_alloc(void)
+static hk_theap_t *heap_pool_alloc(void)
 {
     hk__lock(&g_pool_lock);
-    hk_heap_t *h = g_heap_pool;
+    hk_theap_t *h = g_heap_pool;
     if (h) g_heap_pool = h->next_heap;
     else {
-        if (g_pool_cur + sizeof(hk_heap_t) > g_pool_end) {
+        if (g_pool_cur + sizeof(hk_theap_t) > g_pool_end) {
             void *p;
             size_t sz = (size_t)64 << 10;
             if (hk_vm_alloc(sz, 0, &p) != 0) { hk__unlock(&g_pool_lock); return NULL; }
             g_pool_cur = p;
             g_pool_end = g_pool_cur + sz;
         }
-        h = (hk_heap_t *)g_pool_cur;
-        g_pool_cur += sizeof(hk_heap_t);
+        h = (hk_theap_t *)g_pool_cur;
+        g_pool_cur += sizeof(hk_theap_t);
     }
     hk__unlock(&g_pool_lock);
     return h;
 }
 
-static void heap_pool_free(hk_heap_t *h)
+static void heap_pool_free(hk_theap_t *h)
 {
     hk__lock(&g_pool_lock);
     h->next_heap = g_heap_pool;
@@ -96,11 +96,11 @@ static void heap_pool_free(hk_heap_t *h)
     hk__unlock(&g_pool_lock);
 }
 
-hk_heap_t *hk__heap_init_thread(void)
+hk_theap_t *hk__heap_init_thread(void)
 {
     hk__process_init();
     if (hk__tls_heap != &hk__heap_empty) return hk__tls_heap;   /* set up by a nested call */
-    hk_heap_t *h;
+    hk_theap_t *h;
     int expect = 0;
     if (__atomic_compare_exchange_n(&g_main_taken, &expect, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) h = &g_main_heap;
     else if (!(h = heap_pool_alloc())) return NULL;
@@ -120,10 +120,10 @@ hk_heap_t *hk__heap_init_thread(void)
     return h;
 }
 
-void hk__heaps_foreach(void (*fn)(hk_heap_t *, void *), void *arg)
+void hk__heaps_foreach(void (*fn)(hk_theap_t *, void *), void *arg)
 {
     hk__lock(&g_heaps_lock);
-    for (hk_heap_t *h = g_heaps; h; h = h->next_heap) fn(h, arg);
+    for (hk_theap_t *h = g_heaps; h; h = h->next_heap) fn(h, arg);
     hk__unlock(&g_heaps_lock);
 }
 
@@ -148,7 +148,7 @@ hk_segment_t *hk__abandoned_pop(void)
     return seg;
 }
 
-static void queue_drain(hk_heap_t *heap, hk_page_queue_t *q)
+static void queue_drain(hk_theap_t *heap, hk_page_queue_t *q)
 {
     hk_page_t *next;
     for (hk_page_t *pg = q->last ? q->first : NULL; pg; pg = next) {
@@ -160,7 +160,7 @@ static void queue_drain(hk_heap_t *heap, hk_page_queue_t *q)
     }
 }
 
-void hk__heap_abandon(hk_heap_t *heap)
+void hk__heap_abandon(hk_theap_t *heap)
 {
     heap->no_purge++;     /* never reset: the heap struct is re-initialised on reuse */
     for (unsigned i = 0; i < HK_NCLASS; i++) queue_drain(heap, &heap->queues[i]);
@@ -186,7 +186,7 @@ void hk__heap_abandon(hk_heap_t *heap)
 
 static void heap_thread_done(void *arg)
 {
-    hk_heap_t *heap = arg;
+    hk_theap_t *heap = arg;
     if (!heap || heap == &hk__heap_empty) return;
     if (hk__tls_heap == heap) hk__tls_heap = &hk__heap_empty;
     hk__heap_abandon(heap);

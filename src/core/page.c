@@ -109,7 +109,7 @@ static void page_extend(hk_page_t *pg)
     pg->capacity = (uint16_t)(pg->capacity + n);
 }
 
-static void page_init(hk_heap_t *heap, hk_page_t *pg, size_t cls)
+static void page_init(hk_theap_t *heap, hk_page_t *pg, size_t cls)
 {
     hk_segment_t *seg = hk__segment_of(pg);
     size_t idx = (size_t)(pg - seg->pages);
@@ -131,7 +131,7 @@ static void page_init(hk_heap_t *heap, hk_page_t *pg, size_t cls)
 
 /* Give an unused page back to its segment; true when that released the
  * segment itself (it must not be touched afterwards). */
-bool hk__page_retire(hk_heap_t *heap, hk_page_t *pg)
+bool hk__page_retire(hk_theap_t *heap, hk_page_t *pg)
 {
     HK_ATOMIC_SUB(&hk__gstats.pages, 1);
     HK_ATOMIC_SUB(&hk__gstats.page_bytes, (uint64_t)pg->span * HK_PAGE_SIZE);
@@ -140,7 +140,7 @@ bool hk__page_retire(hk_heap_t *heap, hk_page_t *pg)
 
 /* ------------------------------------------------------------ full pages */
 
-static void page_to_full(hk_heap_t *heap, hk_page_t *pg)
+static void page_to_full(hk_theap_t *heap, hk_page_t *pg)
 {
     hk__queue_remove(&heap->queues[pg->cls], pg);
     hk__queue_push_back(&heap->full, pg);
@@ -151,14 +151,14 @@ static void page_to_full(hk_heap_t *heap, hk_page_t *pg)
         __atomic_fetch_add(&heap->full_pending, 1, __ATOMIC_RELAXED);
 }
 
-static void page_unfull(hk_heap_t *heap, hk_page_t *pg)
+static void page_unfull(hk_theap_t *heap, hk_page_t *pg)
 {
     hk__queue_remove(&heap->full, pg);
     page_set_flags(pg, pg->flags & ~(uint32_t)HK_PF_FULL);
     hk__queue_push_back(&heap->queues[pg->cls], pg);
 }
 
-static void collect_full(hk_heap_t *heap)
+static void collect_full(hk_theap_t *heap)
 {
     __atomic_store_n(&heap->full_pending, 0, __ATOMIC_SEQ_CST);
     heap->no_purge++;
@@ -179,7 +179,7 @@ static void collect_full(hk_heap_t *heap)
 /* ------------------------------------------------------------ malloc */
 
 /* A fresh span from the heap's own segments, or NULL. */
-static hk_page_t *page_new(hk_heap_t *heap, size_t cls)
+static hk_page_t *page_new(hk_theap_t *heap, size_t cls)
 {
     unsigned n = class_span(cls);
     hk_page_t *pg = NULL;
@@ -193,7 +193,7 @@ static hk_page_t *page_new(hk_heap_t *heap, size_t cls)
     return pg;
 }
 
-static hk_page_t *find_page(hk_heap_t *heap, size_t cls)
+static hk_page_t *find_page(hk_theap_t *heap, size_t cls)
 {
     if (hk_unlikely(__atomic_load_n(&heap->full_pending, __ATOMIC_RELAXED) != 0)) collect_full(heap);
     hk_page_queue_t *q = &heap->queues[cls];
@@ -222,7 +222,7 @@ static hk_page_t *find_page(hk_heap_t *heap, size_t cls)
     }
 }
 
-void *hk__malloc_generic(hk_heap_t *heap, size_t size)
+void *hk__malloc_generic(hk_theap_t *heap, size_t size)
 {
     if (hk_unlikely(heap == &hk__heap_empty)) {
         heap = hk__heap_init_thread();
@@ -252,7 +252,7 @@ void *hk__malloc_generic(hk_heap_t *heap, size_t size)
 
 void hk__page_now_empty(hk_page_t *pg)
 {
-    hk_heap_t *heap = hk__segment_of(pg)->heap;
+    hk_theap_t *heap = hk__segment_of(pg)->heap;
     hk_page_queue_t *q = &heap->queues[pg->cls];
     /* Keep the class's only page: a malloc/free loop stays off the slow
      * path. (Big empty spans kept this way are retired by the next purge.) */
@@ -283,11 +283,11 @@ void hk__free_generic(hk_segment_t *seg, void *p)
     uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
     if (flags & HK_PF_FREE) { hk__invalid_free(p, "page not in use (double free?)"); return; }
     hk_block_t *b = (flags & HK_PF_ALIGNED) ? block_start(pg, p) : (hk_block_t *)p;
-    HK_UNUSED hk_heap_t *me = hk__tls_heap;
+    HK_UNUSED hk_theap_t *me = hk__tls_heap;
     if (__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == hk__thread_id()) {
         b->next = pg->local_free;
         pg->local_free = b;
-        hk_heap_t *heap = seg->heap;
+        hk_theap_t *heap = seg->heap;
         HK_STAT_ADD(&heap->st.free_bytes, pg->block_size);
         if (flags & HK_PF_FULL) page_unfull(heap, pg);
         if (--pg->used == 0) hk__page_now_empty(pg);
@@ -302,7 +302,7 @@ void hk__free_generic(hk_segment_t *seg, void *p)
     else HK_ATOMIC_ADD(&hk__gstats.dead_free_bytes, pg->block_size);
 #endif
     if (__atomic_load_n(&pg->flags, __ATOMIC_SEQ_CST) & HK_PF_FULL) {
-        hk_heap_t *owner = __atomic_load_n(&pg->heap, __ATOMIC_RELAXED);
+        hk_theap_t *owner = __atomic_load_n(&pg->heap, __ATOMIC_RELAXED);
         if (owner) __atomic_fetch_add(&owner->full_pending, 1, __ATOMIC_RELAXED);
     }
 }

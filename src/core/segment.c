@@ -142,7 +142,7 @@ void hk__segment_unmap_or_cache(hk_segment_t *seg)
         g_cache[g_cache_n++] = seg;
         hk__unlock(&g_cache_lock);
         HK_ATOMIC_ADD(&hk__gstats.segments_cached, 1);
-        hk_heap_t *me = hk__tls_heap;
+        hk_theap_t *me = hk__tls_heap;
         if (due && me != &hk__heap_empty && (!me->purge_due || due < me->purge_due)) me->purge_due = due;
         return;
     }
@@ -178,7 +178,7 @@ void hk__segments_unlock_all(bool child)
 
 /* ------------------------------------------------------------ small segments */
 
-static void segment_link(hk_heap_t *heap, hk_segment_t *seg)
+static void segment_link(hk_theap_t *heap, hk_segment_t *seg)
 {
     seg->prev = NULL;
     seg->next = heap->segments;
@@ -186,7 +186,7 @@ static void segment_link(hk_heap_t *heap, hk_segment_t *seg)
     heap->segments = seg;
 }
 
-static void segment_unlink(hk_heap_t *heap, hk_segment_t *seg)
+static void segment_unlink(hk_theap_t *heap, hk_segment_t *seg)
 {
     if (seg->prev) seg->prev->next = seg->next;
     else heap->segments = seg->next;
@@ -194,7 +194,7 @@ static void segment_unlink(hk_heap_t *heap, hk_segment_t *seg)
     seg->next = seg->prev = NULL;
 }
 
-hk_segment_t *hk__segment_new(hk_heap_t *heap)
+hk_segment_t *hk__segment_new(hk_theap_t *heap)
 {
     hk_segment_t *seg;
     while ((seg = hk__abandoned_pop()) != NULL)
@@ -240,14 +240,14 @@ hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n)
 }
 
 /* An empty segment leaves its heap for the cache (or the OS). */
-void hk__segment_release_empty(hk_heap_t *heap, hk_segment_t *seg, bool purge)
+void hk__segment_release_empty(hk_theap_t *heap, hk_segment_t *seg, bool purge)
 {
     segment_unlink(heap, seg);
     if (purge) purge_mask(seg, ~(uint64_t)0);
     hk__segment_unmap_or_cache(seg);
 }
 
-bool hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg)
+bool hk__segment_free_span(hk_theap_t *heap, hk_page_t *pg)
 {
     hk_segment_t *seg = hk__segment_of(pg);
     unsigned i = (unsigned)(pg - seg->pages), n = pg->span;
@@ -287,7 +287,7 @@ bool hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg)
     return false;
 }
 
-void hk__heap_purge(hk_heap_t *heap, uint64_t now, bool force)
+void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force)
 {
     long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
     uint64_t next_due = 0;
@@ -329,7 +329,7 @@ void hk__heap_purge(hk_heap_t *heap, uint64_t now, bool force)
 
 /* Take over an abandoned segment: its pages join this heap's queues, frees
  * that other threads made meanwhile are collected, empty pages go back. */
-bool hk__segment_adopt(hk_heap_t *heap, hk_segment_t *seg)
+bool hk__segment_adopt(hk_theap_t *heap, hk_segment_t *seg)
 {
     HK_ATOMIC_SUB(&hk__gstats.segments_abandoned, 1);
     seg->heap = heap;
@@ -355,8 +355,8 @@ bool hk__segment_adopt(hk_heap_t *heap, hk_segment_t *seg)
 
 /* Thread exit: every page is collected; empty ones go back; segments with
  * live blocks are handed to the abandoned list. */
-void hk__segment_abandon(hk_heap_t *heap, hk_segment_t *seg) HK_HIDDEN;
-void hk__segment_abandon(hk_heap_t *heap, hk_segment_t *seg)
+void hk__segment_abandon(hk_theap_t *heap, hk_segment_t *seg) HK_HIDDEN;
+void hk__segment_abandon(hk_theap_t *heap, hk_segment_t *seg)
 {
     segment_unlink(heap, seg);
     for (unsigned i = 0; i < HK_SEG_PAGES; i++) {

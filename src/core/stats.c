@@ -71,7 +71,7 @@ int hk_option_set(hk_option_t opt, long value)
     __atomic_store_n(&hk__opt[opt], value, __ATOMIC_RELAXED);
     if (opt == HK_OPTION_PURGE_DELAY || opt == HK_OPTION_SEGMENT_CACHE) {
         /* Act on the new setting now for this thread's heap and the cache. */
-        hk_heap_t *h = hk__tls_heap;
+        hk_theap_t *h = hk__tls_heap;
         uint64_t now = hk__now_ms();
         if (h != &hk__heap_empty && value >= 0) hk__heap_purge(h, now, false);
         else hk__cache_purge(now, false);
@@ -86,7 +86,7 @@ void hk__invalid_free(const void *p, const char *why)
 
 /* ------------------------------------------------------------ statistics */
 
-static void add_heap(hk_heap_t *h, void *arg)
+static void add_heap(hk_theap_t *h, void *arg)
 {
     uint64_t *sum = arg;
     sum[0] += __atomic_load_n(&h->st.malloc_bytes, __ATOMIC_RELAXED);
