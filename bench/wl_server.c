@@ -38,7 +38,9 @@ static void *run(void *arg)
         size_t k = bench_rand(&r) % SESSIONS;
         pthread_mutex_t *m = &stripe[k % STRIPES];
         pthread_mutex_lock(m);
-        w->sum += sess[k].attr_len + (unsigned char)sess[k].name[0] + sess[k].state[k % 512];
+        /* only fields no thread changes go into the checksum, so it does not
+         * depend on the interleaving */
+        w->sum += (unsigned char)sess[k].name[0] + sess[k].state[k % 512];
         if (strlen(sess[k].attr) != sess[k].attr_len) bench_fail("server: attribute");
         if (bench_rand(&r) % 4 == 0) {
             free(sess[k].attr);
