@@ -150,13 +150,14 @@ def main():
     ap.add_argument("build", nargs="?", default="build")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--quick", action="store_true", help="smaller workloads, 2 repetitions")
+    ap.add_argument("--scale", type=float, help="work multiplier (default 1, 0.25 with --quick)")
     ap.add_argument("--svg")
     ap.add_argument("--json")
     ap.add_argument("--only", help="comma-separated workload names")
     ap.add_argument("--allocators", help="comma-separated allocator names")
     a = ap.parse_args()
     reps = a.reps or (2 if a.quick else 5)
-    scale = 0.25 if a.quick else 1.0
+    scale = a.scale or (0.25 if a.quick else 1.0)
     bindir = os.path.join(a.build, "bench")
     if not os.path.isdir(bindir):
         sys.exit(f"run.py: no {bindir}: build first (make build)")
