@@ -1,0 +1,120 @@
+/* The public hk_ malloc family: thin wrappers over the inline fast paths
+ * in core.h, plus calloc/realloc/aligned allocation with their C/POSIX
+ * error rules. The override layer wraps the same inline paths. */
+#include "core.h"
+#include <errno.h>
+#include <string.h>
+
+void *hk__page_mark_aligned(void *block, void *p) HK_HIDDEN;
+
+void *hk__calloc(size_t n, size_t size)
+{
+    size_t total;
+    if (__builtin_mul_overflow(n, size, &total)) { errno = ENOMEM; return NULL; }
+    if (total > HK_SMALL_MAX) {
+        bool zeroed = false;
+        void *p = hk__huge_alloc(total, 0, &zeroed);
+        if (p && !zeroed) memset(p, 0, total);
+        return p;
+    }
+    void *p = hk__malloc(total);
+    if (p) memset(p, 0, total);
+    return p;
+}
+
+void *hk__realloc(void *p, size_t size)
+{
+    if (!p) return hk__malloc(size);
+    if (size == 0) { hk__free(p); return NULL; }
+    size_t usable = hk__usable_size(p);
+    if (hk_unlikely(usable == 0)) {
+        hk__invalid_free(p, "realloc of a pointer heapkit does not own");
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (size <= usable) {
+        hk_segment_t *seg = hk__segment_of(p);
+        if (seg->kind == HK_SEG_HUGE) {
+            if (size > HK_SMALL_MAX) { hk__huge_shrink(seg, p, size); return p; }
+        } else if (size >= usable / 2) {
+            return p;
+        }
+    }
+    void *q = hk__malloc(size);
+    if (!q) return NULL;
+    memcpy(q, p, size < usable ? size : usable);
+    hk__free(p);
+    return q;
+}
+
+void *hk__malloc_aligned(size_t align, size_t size)
+{
+    if (align <= 16) return hk__malloc(size);
+    if (size > (size_t)PTRDIFF_MAX) { errno = ENOMEM; return NULL; }
+    if (align <= HK_PAGE_SIZE && size + align - 16 <= HK_SMALL_MAX) {
+        void *p = hk__malloc(size);
+        if (!p || hk__is_aligned(p, align)) return p;
+        hk__free(p);
+        void *b = hk__malloc(size + align - 16);
+        if (!b) return NULL;
+        return hk__page_mark_aligned(b, (void *)hk__align_up((uintptr_t)b, align));
+    }
+    if (align > HK_SEG_SIZE / 2) { errno = ENOMEM; return NULL; }
+    return hk__huge_alloc(size, align, NULL);
+}
+
+void *hk_malloc(size_t size) { return hk__malloc(size); }
+void  hk_free(void *p) { hk__free(p); }
+void *hk_calloc(size_t n, size_t size) { return hk__calloc(n, size); }
+void *hk_realloc(void *p, size_t size) { return hk__realloc(p, size); }
+
+void *hk_reallocarray(void *p, size_t n, size_t size)
+{
+    size_t total;
+    if (__builtin_mul_overflow(n, size, &total)) { errno = ENOMEM; return NULL; }
+    return hk__realloc(p, total);
+}
+
+int hk_posix_memalign(void **out, size_t align, size_t size)
+{
+    if (!hk__is_pow2(align) || align % sizeof(void *)) return EINVAL;
+    int saved = errno;
+    void *p = hk__malloc_aligned(align, size);
+    if (!p) { errno = saved; return ENOMEM; }
+    *out = p;
+    return 0;
+}
+
+void *hk_aligned_alloc(size_t align, size_t size)
+{
+    if (!hk__is_pow2(align)) { errno = EINVAL; return NULL; }
+    return hk__malloc_aligned(align, size);
+}
+
+void *hk_memalign(size_t align, size_t size)
+{
+    if (!hk__is_pow2(align)) { errno = EINVAL; return NULL; }
+    return hk__malloc_aligned(align, size);
+}
+
+void *hk_valloc(size_t size) { return hk__malloc_aligned(hk_vm_page_size(), size); }
+
+void *hk_pvalloc(size_t size)
+{
+    size_t ps = hk_vm_page_size();
+    if (size > SIZE_MAX - ps) { errno = ENOMEM; return NULL; }
+    size_t r = size ? hk__align_up(size, ps) : ps;
+    return hk__malloc_aligned(ps, r);
+}
+
+size_t hk_malloc_usable_size(const void *p) { return hk__usable_size(p); }
+void hk_free_sized(void *p, size_t size) { (void)size; hk__free(p); }
+void hk_free_aligned_sized(void *p, size_t align, size_t size) { (void)align; (void)size; hk__free(p); }
+
+/* Hidden entry points, so the C++ operators reach the allocator without a PLT hop. */
+void *hk__api_malloc(size_t size) HK_HIDDEN;
+void  hk__api_free(void *p) HK_HIDDEN;
+void *hk__api_aligned_alloc(size_t align, size_t size) HK_HIDDEN;
+void *hk__api_malloc(size_t size) { return hk__malloc(size); }
+void  hk__api_free(void *p) { hk__free(p); }
+void *hk__api_aligned_alloc(size_t align, size_t size) { return hk_aligned_alloc(align, size); }

@@ -1,0 +1,261 @@
+/* The general allocator's internal picture and its inline fast paths.
+ * Memory comes in 4 MiB segments aligned to their size, so a pointer masks
+ * to its segment header; a segment is cut into 64 KiB pages (or runs of
+ * pages, "spans"), each serving one size class for one thread heap. Every
+ * page keeps three free lists: `free` (malloc pops), `local_free` (owner's
+ * frees) and the atomic `thread_free` (other threads' frees, CAS-pushed). */
+#ifndef HK_CORE_H
+#define HK_CORE_H
+
+#include "../util/internal.h"
+#include "heapkit/alloc.h"
+#include "heapkit/vm.h"
+#include <pthread.h>
+
+#define HK_SEG_SHIFT   22
+#define HK_SEG_SIZE    ((size_t)1 << HK_SEG_SHIFT)
+#define HK_SEG_MASK    (HK_SEG_SIZE - 1)
+#define HK_PAGE_SHIFT  16
+#define HK_PAGE_SIZE   ((size_t)1 << HK_PAGE_SHIFT)
+#define HK_SEG_PAGES   (HK_SEG_SIZE / HK_PAGE_SIZE)
+#define HK_NCLASS      57
+#define HK_SMALL_MAX   ((size_t)512 * 1024)     /* largest size class */
+#define HK_HUGE_OFF    64                        /* huge block offset in its mapping */
+#define HK_SEG_MAGIC   0x68656170u              /* "heap" */
+#define HK_ADDR_BITS   47
+
+_Static_assert(HK_SEG_PAGES == 64, "the page bitmaps are one 64-bit word");
+
+typedef struct hk_block { struct hk_block *next; } hk_block_t;
+struct hk_heap;
+
+/* Page flags (read by any thread with __atomic, written by the owner):
+ * any set flag sends a free to the slow path. */
+enum {
+    HK_PF_ALIGNED = 1,   /* some pointers handed out are inside blocks (memalign) */
+    HK_PF_FULL    = 2,   /* page sits in the heap's full list */
+    HK_PF_FREE    = 4,   /* page not in use: a free into it is misuse */
+    /* room for the checking modes: canaries, quarantine, encoded lists */
+    HK_PF_CHECKED = 8,
+};
+
+typedef struct hk_page {
+    hk_block_t *free;          /* malloc pops here */
+    hk_block_t *local_free;    /* owner frees push here */
+    uint32_t used;             /* blocks out (remote frees count once collected) */
+    uint32_t flags;
+    uint32_t block_size;
+    uint16_t capacity;         /* blocks carved out so far */
+    uint16_t reserved;         /* blocks that fit in the span */
+    uint8_t  cls;
+    uint8_t  span;             /* pages in this span (head only) */
+    uint8_t  back;             /* distance back to the span head */
+    uint8_t  pad_;
+    hk_block_t *thread_free;   /* atomic: other threads' frees */
+    char *start;               /* first block */
+    struct hk_page *next, *prev;
+    struct hk_heap *heap;      /* atomic: owner heap (NULL when abandoned) */
+    uint64_t free_time;        /* ms when the span was given back to the segment */
+    uintptr_t key;             /* reserved: per-page key for encoded free lists */
+} hk_page_t;
+
+enum { HK_SEG_SMALL = 1, HK_SEG_HUGE = 2, HK_SEG_CACHED = 3 };
+
+typedef struct hk_segment {
+    /* The first 64 bytes are shared with huge blocks' headers. */
+    uint32_t magic;
+    uint32_t kind;
+    uintptr_t thread_id;       /* atomic: owner thread, 0 if none (abandoned, huge) */
+    size_t map_size;
+    struct hk_heap *heap;
+    struct hk_segment *next, *prev;
+    uint64_t cache_time;       /* ms when it entered the cache */
+    uint32_t cache_purged;     /* whole segment purged while cached */
+    uint32_t used_pages;
+    /* small segments only */
+    uint64_t free_mask;        /* bit i: page i free */
+    uint64_t purged_mask;      /* bit i: page i free and given back to the OS */
+    hk_page_t pages[HK_SEG_PAGES];
+} hk_segment_t;
+
+#define HK_SEG_HDR  (((sizeof(hk_segment_t)) + 4095) & ~(size_t)4095)
+_Static_assert(__builtin_offsetof(hk_segment_t, free_mask) <= HK_HUGE_OFF, "huge header fits");
+
+typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
+
+typedef struct hk_heap_stats {
+    uint64_t malloc_bytes, free_bytes;
+} hk_heap_stats_t;
+
+/* A thread heap. Private heaps (next issue) are the same structure owned
+ * by a handle instead of a thread: segments never mix heaps. */
+typedef struct hk_heap {
+    hk_page_queue_t queues[HK_NCLASS];
+    hk_page_queue_t full;
+    uintptr_t thread_id;
+    size_t full_pending;              /* atomic: remote frees hit full pages */
+    hk_segment_t *segments;           /* owned small segments */
+    uint64_t purge_due;               /* ms; 0: nothing waits to be purged */
+    uintptr_t key;                    /* reserved: heap key for the checking modes */
+    struct hk_heap *next_heap, *prev_heap;
+    hk_heap_stats_t st;
+} __attribute__((aligned(64))) hk_heap_t;
+
+/* Globals (hidden). */
+extern __thread hk_heap_t *hk__tls_heap HK_HIDDEN;
+extern hk_heap_t hk__heap_empty HK_HIDDEN;
+extern hk_page_t hk__page_empty HK_HIDDEN;
+extern uint64_t hk__segmap[((size_t)1 << (HK_ADDR_BITS - HK_SEG_SHIFT)) / 64] HK_HIDDEN;
+extern long hk__opt[HK_OPTION_COUNT] HK_HIDDEN;
+extern uint32_t hk__class_size[HK_NCLASS] HK_HIDDEN;
+
+/* Global statistics kept with atomics on slow paths. */
+typedef struct hk_gstats {
+    uint64_t reserved, committed, committed_peak;
+    uint64_t segments, segments_peak, segments_cached, segments_abandoned;
+    uint64_t pages, pages_peak;
+    uint64_t huge_blocks, huge_bytes;
+    uint64_t purges, purged_bytes;
+    uint64_t heaps;
+    uint64_t dead_malloc_bytes, dead_free_bytes;   /* from exited heaps */
+} hk_gstats_t;
+extern hk_gstats_t hk__gstats HK_HIDDEN;
+
+#define HK_ATOMIC_ADD(p, n) ((void)__atomic_fetch_add((p), (n), __ATOMIC_RELAXED))
+#define HK_ATOMIC_SUB(p, n) ((void)__atomic_fetch_sub((p), (n), __ATOMIC_RELAXED))
+/* Owner-only counters read by others: plain add, but atomic for TSan. */
+#define HK_STAT_ADD(p, n) __atomic_store_n((p), __atomic_load_n((p), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
+void hk__stat_max(uint64_t *peak, uint64_t v) HK_HIDDEN;
+
+/* A spin lock that yields; only slow paths take locks. */
+typedef struct { int v; } hk_lock_t;
+void hk__lock(hk_lock_t *l) HK_HIDDEN;
+HK_INLINE void hk__unlock(hk_lock_t *l) { __atomic_store_n(&l->v, 0, __ATOMIC_RELEASE); }
+
+HK_INLINE uintptr_t hk__thread_id(void)
+{
+#if defined(__x86_64__)
+    uintptr_t t;
+    __asm__("mov %%fs:0, %0" : "=r"(t));
+    return t;
+#else
+    return (uintptr_t)pthread_self();
+#endif
+}
+
+HK_INLINE size_t hk__size_class(size_t size)
+{
+    if (size <= 128) return (size + 15) >> 4;          /* class 0 (size 0) is a 16-byte class too */
+    size_t s1 = size - 1;
+    unsigned b = 63u - (unsigned)__builtin_clzl(s1);
+    return 9 + (b - 7) * 4 + ((s1 >> (b - 2)) & 3);
+}
+
+HK_INLINE hk_segment_t *hk__segment_of(const void *p)
+{
+    return (hk_segment_t *)((uintptr_t)p & ~(uintptr_t)HK_SEG_MASK);
+}
+
+/* Is `seg` a segment heapkit mapped? One bit per 4 MiB of address space. */
+HK_INLINE bool hk__segmap_has(const void *seg)
+{
+    uintptr_t i = (uintptr_t)seg >> HK_SEG_SHIFT;
+    if (hk_unlikely(i >> (HK_ADDR_BITS - HK_SEG_SHIFT))) return false;
+    return (__atomic_load_n(&hk__segmap[i >> 6], __ATOMIC_RELAXED) >> (i & 63)) & 1;
+}
+
+HK_INLINE hk_page_t *hk__page_of(hk_segment_t *seg, const void *p)
+{
+    hk_page_t *pg = &seg->pages[((uintptr_t)p & HK_SEG_MASK) >> HK_PAGE_SHIFT];
+    return pg - pg->back;
+}
+
+/* Slow paths. */
+void *hk__malloc_generic(hk_heap_t *heap, size_t size) HK_HIDDEN HK_NOINLINE;
+void  hk__free_generic(hk_segment_t *seg, void *p) HK_HIDDEN HK_NOINLINE;
+void  hk__page_now_empty(hk_page_t *pg) HK_HIDDEN HK_NOINLINE;
+void *hk__malloc_aligned(size_t align, size_t size) HK_HIDDEN;
+void *hk__page_mark_aligned(void *block, void *p) HK_HIDDEN;
+void *hk__calloc(size_t n, size_t size) HK_HIDDEN;
+void *hk__realloc(void *p, size_t size) HK_HIDDEN;
+size_t hk__usable_size(const void *p) HK_HIDDEN;
+
+/* heap.c */
+hk_heap_t *hk__heap_init_thread(void) HK_HIDDEN;
+void hk__process_init(void) HK_HIDDEN;
+void hk__heap_abandon(hk_heap_t *heap) HK_HIDDEN;
+hk_segment_t *hk__abandoned_pop(void) HK_HIDDEN;
+void hk__heaps_foreach(void (*fn)(hk_heap_t *, void *), void *arg) HK_HIDDEN;
+
+/* segment.c */
+uint64_t hk__now_ms(void) HK_HIDDEN;
+hk_segment_t *hk__segment_new(hk_heap_t *heap) HK_HIDDEN;
+hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n) HK_HIDDEN;
+void hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg) HK_HIDDEN;
+bool hk__segment_adopt(hk_heap_t *heap, hk_segment_t *seg) HK_HIDDEN;
+void hk__segment_abandon(hk_heap_t *heap, hk_segment_t *seg) HK_HIDDEN;
+void hk__segment_commit_all(hk_segment_t *seg) HK_HIDDEN;
+uint64_t hk__purged_now(void) HK_HIDDEN;
+void hk__heap_purge(hk_heap_t *heap, uint64_t now, bool force) HK_HIDDEN;
+void *hk__segment_map(bool *fresh) HK_HIDDEN;
+void hk__segment_unmap_or_cache(hk_segment_t *seg) HK_HIDDEN;
+void hk__cache_purge(uint64_t now, bool force) HK_HIDDEN;
+void hk__segments_lock_all(void) HK_HIDDEN;
+void hk__segments_unlock_all(bool child) HK_HIDDEN;
+
+/* page.c */
+void hk__page_collect(hk_page_t *pg) HK_HIDDEN;
+void hk__page_retire(hk_heap_t *heap, hk_page_t *pg) HK_HIDDEN;
+void hk__queue_push_back(hk_page_queue_t *q, hk_page_t *pg) HK_HIDDEN;
+void hk__queue_remove(hk_page_queue_t *q, hk_page_t *pg) HK_HIDDEN;
+
+/* huge.c */
+void *hk__huge_alloc(size_t size, size_t align, bool *zeroed) HK_HIDDEN;
+void  hk__huge_free(hk_segment_t *seg) HK_HIDDEN;
+size_t hk__huge_usable(hk_segment_t *seg, const void *p) HK_HIDDEN;
+bool  hk__huge_shrink(hk_segment_t *seg, const void *p, size_t size) HK_HIDDEN;
+
+/* stats.c */
+void hk__options_init(void) HK_HIDDEN;
+void hk__invalid_free(const void *p, const char *why) HK_HIDDEN;
+
+/* ---------------------------------------------------------------- fast paths */
+
+HK_INLINE void *hk__malloc(size_t size)
+{
+    hk_heap_t *heap = hk__tls_heap;
+    if (hk_likely(size <= HK_SMALL_MAX)) {
+        hk_page_t *pg = heap->queues[hk__size_class(size)].first;
+        hk_block_t *b = pg->free;
+        if (hk_likely(b != NULL)) {
+            pg->free = b->next;
+            pg->used++;
+            HK_STAT_ADD(&heap->st.malloc_bytes, pg->block_size);
+            return b;
+        }
+    }
+    return hk__malloc_generic(heap, size);
+}
+
+HK_INLINE void hk__free(void *p)
+{
+    hk_segment_t *seg = hk__segment_of(p);
+    if (hk_unlikely(!hk__segmap_has(seg))) {
+        if (p) hk__invalid_free(p, "not allocated by heapkit");
+        return;
+    }
+    if (hk_likely(__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == hk__thread_id())) {
+        hk_page_t *pg = hk__page_of(seg, p);
+        if (hk_likely(__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) == 0)) {
+            hk_block_t *b = (hk_block_t *)p;
+            b->next = pg->local_free;
+            pg->local_free = b;
+            HK_STAT_ADD(&seg->heap->st.free_bytes, pg->block_size);
+            if (hk_unlikely(--pg->used == 0)) hk__page_now_empty(pg);
+            return;
+        }
+    }
+    hk__free_generic(seg, p);
+}
+
+#endif

@@ -1,0 +1,219 @@
+/* Thread heaps: the TLS heap pointer (starting at a static empty heap whose
+ * fast path always misses, so the first malloc of a thread lands in the
+ * slow path that sets the heap up), process start-up without recursion,
+ * thread exit (abandonment), the abandoned-segment list, and fork. */
+#define _GNU_SOURCE
+#include "core.h"
+#include <string.h>
+#include <sched.h>
+
+hk_page_t hk__page_empty = { .flags = HK_PF_FREE };
+#define Q1 { &hk__page_empty, NULL }
+#define Q8 Q1, Q1, Q1, Q1, Q1, Q1, Q1, Q1
+_Static_assert(HK_NCLASS == 57, "the empty heap below lists 57 queues");
+/* Read-only: every queue head is the empty page, so the fast path misses. */
+hk_heap_t hk__heap_empty = { .queues = { Q8, Q8, Q8, Q8, Q8, Q8, Q8, Q1 }, .full = Q1 };
+#undef Q1
+#undef Q8
+__thread hk_heap_t *hk__tls_heap = &hk__heap_empty;
+hk_gstats_t hk__gstats;
+
+static hk_heap_t g_main_heap;
+static int g_main_taken;
+static int g_init_state;      /* 0 none, 1 running, 2 done */
+static pthread_key_t g_key;
+static int g_key_ok;
+static hk_lock_t g_heaps_lock, g_abandoned_lock, g_pool_lock;
+static hk_heap_t *g_heaps;           /* live heaps */
+static hk_heap_t *g_heap_pool;       /* released heap structs */
+static char *g_pool_cur, *g_pool_end;
+static hk_segment_t *g_abandoned;
+
+void hk__lock(hk_lock_t *l)
+{
+    while (__atomic_exchange_n(&l->v, 1, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(&l->v, __ATOMIC_RELAXED)) sched_yield();
+}
+
+void hk__stat_max(uint64_t *peak, uint64_t v)
+{
+    uint64_t cur = __atomic_load_n(peak, __ATOMIC_RELAXED);
+    while (cur < v && !__atomic_compare_exchange_n(peak, &cur, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+}
+
+static void heap_clear_queues(hk_heap_t *h)
+{
+    for (unsigned i = 0; i < HK_NCLASS; i++) { h->queues[i].first = &hk__page_empty; h->queues[i].last = NULL; }
+    h->full.first = &hk__page_empty;
+    h->full.last = NULL;
+}
+
+static void heap_thread_done(void *arg);
+static void fork_prepare(void);
+static void fork_parent(void);
+static void fork_child(void);
+
+void hk__process_init(void)
+{
+    if (hk_likely(__atomic_load_n(&g_init_state, __ATOMIC_ACQUIRE) == 2)) return;
+    int expect = 0;
+    if (__atomic_compare_exchange_n(&g_init_state, &expect, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        hk__options_init();
+        g_key_ok = pthread_key_create(&g_key, heap_thread_done) == 0;
+        __atomic_store_n(&g_init_state, 2, __ATOMIC_RELEASE);
+        /* May allocate (glibc's handler list); everything it needs is ready. */
+        pthread_atfork(fork_prepare, fork_parent, fork_child);
+        return;
+    }
+    while (__atomic_load_n(&g_init_state, __ATOMIC_ACQUIRE) != 2) sched_yield();
+}
+
+static hk_heap_t *heap_pool_alloc(void)
+{
+    hk__lock(&g_pool_lock);
+    hk_heap_t *h = g_heap_pool;
+    if (h) g_heap_pool = h->next_heap;
+    else {
+        if (g_pool_cur + sizeof(hk_heap_t) > g_pool_end) {
+            void *p;
+            size_t sz = (size_t)64 << 10;
+            if (hk_vm_alloc(sz, 0, &p) != 0) { hk__unlock(&g_pool_lock); return NULL; }
+            g_pool_cur = p;
+            g_pool_end = g_pool_cur + sz;
+        }
+        h = (hk_heap_t *)g_pool_cur;
+        g_pool_cur += sizeof(hk_heap_t);
+    }
+    hk__unlock(&g_pool_lock);
+    return h;
+}
+
+static void heap_pool_free(hk_heap_t *h)
+{
+    hk__lock(&g_pool_lock);
+    h->next_heap = g_heap_pool;
+    g_heap_pool = h;
+    hk__unlock(&g_pool_lock);
+}
+
+hk_heap_t *hk__heap_init_thread(void)
+{
+    hk__process_init();
+    if (hk__tls_heap != &hk__heap_empty) return hk__tls_heap;   /* set up by a nested call */
+    hk_heap_t *h;
+    int expect = 0;
+    if (__atomic_compare_exchange_n(&g_main_taken, &expect, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) h = &g_main_heap;
+    else if (!(h = heap_pool_alloc())) return NULL;
+    memset(h, 0, sizeof *h);
+    heap_clear_queues(h);
+    h->thread_id = hk__thread_id();
+    hk__lock(&g_heaps_lock);
+    h->next_heap = g_heaps;
+    if (g_heaps) g_heaps->prev_heap = h;
+    g_heaps = h;
+    hk__unlock(&g_heaps_lock);
+    HK_ATOMIC_ADD(&hk__gstats.heaps, 1);
+    hk__tls_heap = h;
+    /* glibc keeps the first 32 keys' values in the thread descriptor: no
+     * allocation; past that it callocs, which finds this heap ready. */
+    if (g_key_ok) pthread_setspecific(g_key, h);
+    return h;
+}
+
+void hk__heaps_foreach(void (*fn)(hk_heap_t *, void *), void *arg)
+{
+    hk__lock(&g_heaps_lock);
+    for (hk_heap_t *h = g_heaps; h; h = h->next_heap) fn(h, arg);
+    hk__unlock(&g_heaps_lock);
+}
+
+/* ------------------------------------------------------------ abandonment */
+
+static void abandoned_push(hk_segment_t *seg)
+{
+    hk__lock(&g_abandoned_lock);
+    seg->next = g_abandoned;
+    g_abandoned = seg;
+    hk__unlock(&g_abandoned_lock);
+}
+
+hk_segment_t *hk__abandoned_pop(void)
+{
+    if (__atomic_load_n(&g_abandoned, __ATOMIC_RELAXED) == NULL) return NULL;
+    hk__lock(&g_abandoned_lock);
+    hk_segment_t *seg = g_abandoned;
+    if (seg) g_abandoned = seg->next;
+    hk__unlock(&g_abandoned_lock);
+    if (seg) seg->next = seg->prev = NULL;
+    return seg;
+}
+
+static void queue_drain(hk_heap_t *heap, hk_page_queue_t *q)
+{
+    hk_page_t *next;
+    for (hk_page_t *pg = q->last ? q->first : NULL; pg; pg = next) {
+        next = pg->next;
+        hk__page_collect(pg);
+        __atomic_store_n(&pg->flags, pg->flags & ~(uint32_t)HK_PF_FULL, __ATOMIC_SEQ_CST);
+        hk__queue_remove(q, pg);
+        if (pg->used == 0) hk__page_retire(heap, pg);
+    }
+}
+
+void hk__heap_abandon(hk_heap_t *heap)
+{
+    for (unsigned i = 0; i < HK_NCLASS; i++) queue_drain(heap, &heap->queues[i]);
+    queue_drain(heap, &heap->full);
+    while (heap->segments) {
+        hk_segment_t *seg = heap->segments;
+        hk__segment_abandon(heap, seg);
+        abandoned_push(seg);
+    }
+    hk__lock(&g_heaps_lock);
+    if (heap->prev_heap) heap->prev_heap->next_heap = heap->next_heap;
+    else g_heaps = heap->next_heap;
+    if (heap->next_heap) heap->next_heap->prev_heap = heap->prev_heap;
+    HK_ATOMIC_ADD(&hk__gstats.dead_malloc_bytes, __atomic_load_n(&heap->st.malloc_bytes, __ATOMIC_RELAXED));
+    HK_ATOMIC_ADD(&hk__gstats.dead_free_bytes, __atomic_load_n(&heap->st.free_bytes, __ATOMIC_RELAXED));
+    hk__unlock(&g_heaps_lock);
+    HK_ATOMIC_SUB(&hk__gstats.heaps, 1);
+    heap_clear_queues(heap);
+    heap->thread_id = 0;
+    heap_pool_free(heap);
+}
+
+static void heap_thread_done(void *arg)
+{
+    hk_heap_t *heap = arg;
+    if (!heap || heap == &hk__heap_empty) return;
+    if (hk__tls_heap == heap) hk__tls_heap = &hk__heap_empty;
+    hk__heap_abandon(heap);
+}
+
+/* ------------------------------------------------------------ fork */
+
+static void fork_prepare(void)
+{
+    hk__lock(&g_heaps_lock);
+    hk__lock(&g_abandoned_lock);
+    hk__lock(&g_pool_lock);
+    hk__segments_lock_all();
+}
+
+static void fork_parent(void)
+{
+    hk__segments_unlock_all(false);
+    hk__unlock(&g_pool_lock);
+    hk__unlock(&g_abandoned_lock);
+    hk__unlock(&g_heaps_lock);
+}
+
+/* Only the forking thread lives on: the locks its siblings may have held
+ * were taken by prepare, so resetting them is safe. */
+static void fork_child(void)
+{
+    hk__segments_unlock_all(true);
+    g_pool_lock.v = 0;
+    g_abandoned_lock.v = 0;
+    g_heaps_lock.v = 0;
+}

@@ -1,0 +1,316 @@
+/* Pages of one size class: carving blocks lazily, collecting the local and
+ * thread free lists, the per-class page queues and the "full" list, and
+ * the malloc/free slow paths that the inline fast paths fall back to.
+ * A page whose last block comes back returns to its segment, unless it is
+ * the only page of its class (that keeps a malloc/free loop off the OS). */
+#include "core.h"
+#include <errno.h>
+
+uint32_t hk__class_size[HK_NCLASS] = {
+    16, 16, 32, 48, 64, 80, 96, 112, 128,
+#define HK_CLS4(b) (1u << (b)) + (1u << ((b) - 2)), (1u << (b)) + (2u << ((b) - 2)), \
+                   (1u << (b)) + (3u << ((b) - 2)), (1u << ((b) + 1))
+    HK_CLS4(7), HK_CLS4(8), HK_CLS4(9), HK_CLS4(10), HK_CLS4(11), HK_CLS4(12),
+    HK_CLS4(13), HK_CLS4(14), HK_CLS4(15), HK_CLS4(16), HK_CLS4(17), HK_CLS4(18),
+#undef HK_CLS4
+};
+
+/* Pages per span: about 8 blocks, between one page and 2 MiB. */
+static unsigned class_span(size_t cls)
+{
+    size_t bytes = (size_t)hk__class_size[cls] * 8;
+    if (bytes < HK_PAGE_SIZE) bytes = HK_PAGE_SIZE;
+    if (bytes > ((size_t)2 << 20)) bytes = (size_t)2 << 20;
+    return (unsigned)((bytes + HK_PAGE_SIZE - 1) >> HK_PAGE_SHIFT);
+}
+
+/* ------------------------------------------------------------ queues */
+
+static inline bool queue_is_empty(const hk_page_queue_t *q) { return q->last == NULL; }
+
+static void queue_push_front(hk_page_queue_t *q, hk_page_t *pg)
+{
+    pg->prev = NULL;
+    if (queue_is_empty(q)) { pg->next = NULL; q->last = pg; }
+    else { pg->next = q->first; q->first->prev = pg; }
+    q->first = pg;
+}
+
+void hk__queue_push_back(hk_page_queue_t *q, hk_page_t *pg)
+{
+    pg->next = NULL;
+    pg->prev = q->last;
+    if (q->last) q->last->next = pg;
+    else q->first = pg;
+    q->last = pg;
+}
+
+void hk__queue_remove(hk_page_queue_t *q, hk_page_t *pg)
+{
+    if (pg->prev) pg->prev->next = pg->next;
+    else q->first = pg->next ? pg->next : &hk__page_empty;
+    if (pg->next) pg->next->prev = pg->prev;
+    else q->last = pg->prev;
+    pg->next = pg->prev = NULL;
+}
+
+static inline void page_set_flags(hk_page_t *pg, uint32_t f)
+{
+    __atomic_store_n(&pg->flags, f, __ATOMIC_SEQ_CST);
+}
+
+/* ------------------------------------------------------------ blocks */
+
+/* Move local frees and (atomically taken) remote frees into `free`. */
+void hk__page_collect(hk_page_t *pg)
+{
+    if (pg->local_free) {
+        if (!pg->free) { pg->free = pg->local_free; pg->local_free = NULL; }
+        else {
+            hk_block_t *t = pg->local_free;
+            while (t->next) t = t->next;
+            t->next = pg->free;
+            pg->free = pg->local_free;
+            pg->local_free = NULL;
+        }
+    }
+    if (__atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED) != NULL) {
+        hk_block_t *list = __atomic_exchange_n(&pg->thread_free, NULL, __ATOMIC_ACQUIRE);
+        if (list) {
+            uint32_t n = 1;
+            hk_block_t *t = list;
+            while (t->next) { t = t->next; n++; }
+            t->next = pg->free;
+            pg->free = list;
+            pg->used -= n;
+        }
+    }
+}
+
+/* Link the next few uncarved blocks onto `free`; touching memory lazily
+ * keeps the resident size close to what is really used. */
+static void page_extend(hk_page_t *pg)
+{
+    uint32_t bs = pg->block_size;
+    uint32_t n = pg->reserved - pg->capacity;
+    uint32_t want = bs >= 16384 ? 1 : 16384 / bs;
+    if (n > want) n = want;
+    char *b = pg->start + (size_t)pg->capacity * bs;
+    for (uint32_t i = 0; i + 1 < n; i++) ((hk_block_t *)(b + (size_t)i * bs))->next = (hk_block_t *)(b + (size_t)(i + 1) * bs);
+    ((hk_block_t *)(b + (size_t)(n - 1) * bs))->next = pg->free;
+    pg->free = (hk_block_t *)b;
+    pg->capacity = (uint16_t)(pg->capacity + n);
+}
+
+static void page_init(hk_heap_t *heap, hk_page_t *pg, size_t cls)
+{
+    hk_segment_t *seg = hk__segment_of(pg);
+    size_t idx = (size_t)(pg - seg->pages);
+    char *base = (char *)seg + idx * HK_PAGE_SIZE;
+    char *start = idx == 0 ? (char *)seg + HK_SEG_HDR : base;
+    size_t area = (size_t)pg->span * HK_PAGE_SIZE - (size_t)(start - base);
+    pg->free = pg->local_free = NULL;
+    pg->used = 0;
+    pg->block_size = hk__class_size[cls];
+    pg->cls = (uint8_t)cls;
+    pg->capacity = 0;
+    pg->reserved = (uint16_t)(area / pg->block_size);
+    __atomic_store_n(&pg->thread_free, NULL, __ATOMIC_RELAXED);
+    pg->start = start;
+    pg->key = 0;
+    __atomic_store_n(&pg->heap, heap, __ATOMIC_RELAXED);
+    page_set_flags(pg, 0);
+}
+
+/* Give an unused page back to its segment. */
+void hk__page_retire(hk_heap_t *heap, hk_page_t *pg)
+{
+    HK_ATOMIC_SUB(&hk__gstats.pages, 1);
+    hk__segment_free_span(heap, pg);
+}
+
+/* ------------------------------------------------------------ full pages */
+
+static void page_to_full(hk_heap_t *heap, hk_page_t *pg)
+{
+    hk__queue_remove(&heap->queues[pg->cls], pg);
+    hk__queue_push_back(&heap->full, pg);
+    /* Pairs with the remote free's push-then-read-flags: either we see
+     * its block here or it sees the flag and raises full_pending. */
+    page_set_flags(pg, pg->flags | HK_PF_FULL);
+    if (__atomic_load_n(&pg->thread_free, __ATOMIC_SEQ_CST) != NULL)
+        __atomic_fetch_add(&heap->full_pending, 1, __ATOMIC_RELAXED);
+}
+
+static void page_unfull(hk_heap_t *heap, hk_page_t *pg)
+{
+    hk__queue_remove(&heap->full, pg);
+    page_set_flags(pg, pg->flags & ~(uint32_t)HK_PF_FULL);
+    hk__queue_push_back(&heap->queues[pg->cls], pg);
+}
+
+static void collect_full(hk_heap_t *heap)
+{
+    __atomic_store_n(&heap->full_pending, 0, __ATOMIC_SEQ_CST);
+    hk_page_t *next;
+    for (hk_page_t *pg = heap->full.last ? heap->full.first : NULL; pg; pg = next) {
+        next = pg->next;
+        if (__atomic_load_n(&pg->thread_free, __ATOMIC_SEQ_CST) == NULL) continue;
+        hk__page_collect(pg);
+        page_unfull(heap, pg);
+        if (pg->used == 0) {
+            hk__queue_remove(&heap->queues[pg->cls], pg);
+            hk__page_retire(heap, pg);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ malloc */
+
+/* A fresh span from the heap's own segments, or NULL. */
+static hk_page_t *page_new(hk_heap_t *heap, size_t cls)
+{
+    unsigned n = class_span(cls);
+    hk_page_t *pg = NULL;
+    for (hk_segment_t *s = heap->segments; s && !pg; s = s->next)
+        if (s->free_mask) pg = hk__segment_alloc_span(s, n);
+    if (!pg) return NULL;
+    page_init(heap, pg, cls);
+    uint64_t np = __atomic_add_fetch(&hk__gstats.pages, 1, __ATOMIC_RELAXED);
+    hk__stat_max(&hk__gstats.pages_peak, np);
+    return pg;
+}
+
+static hk_page_t *find_page(hk_heap_t *heap, size_t cls)
+{
+    if (hk_unlikely(__atomic_load_n(&heap->full_pending, __ATOMIC_RELAXED) != 0)) collect_full(heap);
+    hk_page_queue_t *q = &heap->queues[cls];
+    for (;;) {
+        hk_page_t *next;
+        for (hk_page_t *pg = queue_is_empty(q) ? NULL : q->first; pg; pg = next) {
+            next = pg->next;
+            if (!pg->free) hk__page_collect(pg);
+            if (!pg->free && pg->capacity < pg->reserved) page_extend(pg);
+            if (pg->free) {
+                if (q->first != pg) { hk__queue_remove(q, pg); queue_push_front(q, pg); }
+                return pg;
+            }
+            page_to_full(heap, pg);
+        }
+        if (heap->purge_due) {
+            uint64_t now = hk__now_ms();
+            if (now >= heap->purge_due) hk__heap_purge(heap, now, false);
+        }
+        hk_page_t *pg = page_new(heap, cls);
+        if (pg) {
+            queue_push_front(q, pg);
+            page_extend(pg);
+            return pg;
+        }
+        /* A new segment: adopted ones bring pages into the queues, so look again. */
+        if (!hk__segment_new(heap)) return NULL;
+    }
+}
+
+void *hk__malloc_generic(hk_heap_t *heap, size_t size)
+{
+    if (hk_unlikely(heap == &hk__heap_empty)) {
+        heap = hk__heap_init_thread();
+        if (!heap) { errno = ENOMEM; return NULL; }
+        return hk__malloc(size);
+    }
+    if (size > HK_SMALL_MAX) return hk__huge_alloc(size, 0, NULL);
+    size_t cls = hk__size_class(size);
+    hk_page_t *pg = find_page(heap, cls);
+    if (!pg) { errno = ENOMEM; return NULL; }
+    hk_block_t *b = pg->free;
+    pg->free = b->next;
+    pg->used++;
+    HK_STAT_ADD(&heap->st.malloc_bytes, pg->block_size);
+    return b;
+}
+
+/* ------------------------------------------------------------ free */
+
+void hk__page_now_empty(hk_page_t *pg)
+{
+    hk_heap_t *heap = hk__segment_of(pg)->heap;
+    hk_page_queue_t *q = &heap->queues[pg->cls];
+    if (q->first == pg && pg->next == NULL) return;   /* keep the class's only page */
+    hk__queue_remove(q, pg);
+    hk__page_retire(heap, pg);
+}
+
+static inline hk_block_t *block_start(const hk_page_t *pg, void *p)
+{
+    size_t off = (size_t)((char *)p - pg->start);
+    return (hk_block_t *)(pg->start + off - off % pg->block_size);
+}
+
+void hk__free_generic(hk_segment_t *seg, void *p)
+{
+    if (hk_unlikely(seg->magic != HK_SEG_MAGIC)) { hk__invalid_free(p, "bad segment"); return; }
+    if (seg->kind == HK_SEG_HUGE) {
+        if ((char *)p < (char *)seg + HK_HUGE_OFF) { hk__invalid_free(p, "inside a huge block header"); return; }
+        hk__huge_free(seg);
+        return;
+    }
+    if (seg->kind != HK_SEG_SMALL || (size_t)((char *)p - (char *)seg) < HK_SEG_HDR) {
+        hk__invalid_free(p, "not a live block");
+        return;
+    }
+    hk_page_t *pg = hk__page_of(seg, p);
+    uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
+    if (flags & HK_PF_FREE) { hk__invalid_free(p, "page not in use (double free?)"); return; }
+    hk_block_t *b = (flags & HK_PF_ALIGNED) ? block_start(pg, p) : (hk_block_t *)p;
+    hk_heap_t *me = hk__tls_heap;
+    if (__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == hk__thread_id()) {
+        b->next = pg->local_free;
+        pg->local_free = b;
+        hk_heap_t *heap = seg->heap;
+        HK_STAT_ADD(&heap->st.free_bytes, pg->block_size);
+        if (flags & HK_PF_FULL) page_unfull(heap, pg);
+        if (--pg->used == 0) hk__page_now_empty(pg);
+        return;
+    }
+    /* Another thread's page (or an abandoned one): push on thread_free. */
+    hk_block_t *head = __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED);
+    do { b->next = head; }
+    while (!__atomic_compare_exchange_n(&pg->thread_free, &head, b, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+    if (me != &hk__heap_empty) HK_STAT_ADD(&me->st.free_bytes, pg->block_size);
+    else HK_ATOMIC_ADD(&hk__gstats.dead_free_bytes, pg->block_size);
+    if (__atomic_load_n(&pg->flags, __ATOMIC_SEQ_CST) & HK_PF_FULL) {
+        hk_heap_t *owner = __atomic_load_n(&pg->heap, __ATOMIC_RELAXED);
+        if (owner) __atomic_fetch_add(&owner->full_pending, 1, __ATOMIC_RELAXED);
+    }
+}
+
+/* Mark the page of a block handed out at an inner (aligned) address. */
+void *hk__page_mark_aligned(void *block, void *p) HK_HIDDEN;
+void *hk__page_mark_aligned(void *block, void *p)
+{
+    if (p != block) {
+        hk_segment_t *seg = hk__segment_of(block);
+        if (seg->kind == HK_SEG_SMALL) {
+            hk_page_t *pg = hk__page_of(seg, block);
+            if (!(pg->flags & HK_PF_ALIGNED)) page_set_flags(pg, pg->flags | HK_PF_ALIGNED);
+        }
+    }
+    return p;
+}
+
+size_t hk__usable_size(const void *p)
+{
+    hk_segment_t *seg = hk__segment_of(p);
+    if (!p || !hk__segmap_has(seg) || seg->magic != HK_SEG_MAGIC) return 0;
+    if (seg->kind == HK_SEG_HUGE) return hk__huge_usable(seg, p);
+    if (seg->kind != HK_SEG_SMALL) return 0;
+    hk_page_t *pg = hk__page_of(seg, p);
+    uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
+    if (flags & HK_PF_FREE) return 0;
+    if (flags & HK_PF_ALIGNED) {
+        char *b = (char *)block_start(pg, (void *)(uintptr_t)p);
+        return pg->block_size - (size_t)((const char *)p - b);
+    }
+    return pg->block_size;
+}

@@ -1,0 +1,323 @@
+/* Segments: 4 MiB mappings aligned to their size, their page bitmaps, the
+ * segment-address bitmap that tells heapkit's pointers from others, the
+ * small cache of free segments, adoption of abandoned segments, and
+ * purging (MADV_DONTNEED) of pages that stayed free past the purge delay. */
+#define _GNU_SOURCE
+#include "core.h"
+#include <string.h>
+#include <time.h>
+
+uint64_t hk__segmap[((size_t)1 << (HK_ADDR_BITS - HK_SEG_SHIFT)) / 64];
+
+static hk_lock_t g_cache_lock;
+static hk_segment_t *g_cache[64];
+static unsigned g_cache_n;
+static uint64_t g_purged_now;   /* bytes of mapped segments currently purged */
+
+uint64_t hk__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void hk__segmap_set(void *seg, bool on) HK_HIDDEN;
+void hk__segmap_set(void *seg, bool on)
+{
+    uintptr_t i = (uintptr_t)seg >> HK_SEG_SHIFT;
+    uint64_t bit = (uint64_t)1 << (i & 63);
+    if (on) __atomic_fetch_or(&hk__segmap[i >> 6], bit, __ATOMIC_RELEASE);
+    else __atomic_fetch_and(&hk__segmap[i >> 6], ~bit, __ATOMIC_RELEASE);
+}
+
+static void update_committed_peak(void)
+{
+    uint64_t c = __atomic_load_n(&hk__gstats.reserved, __ATOMIC_RELAXED) -
+                 __atomic_load_n(&g_purged_now, __ATOMIC_RELAXED);
+    hk__stat_max(&hk__gstats.committed_peak, c);
+}
+
+uint64_t hk__purged_now(void) HK_HIDDEN;
+uint64_t hk__purged_now(void) { return __atomic_load_n(&g_purged_now, __ATOMIC_RELAXED); }
+
+static inline uint64_t span_bits(unsigned i, unsigned n)
+{
+    return (n >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << i;
+}
+
+/* Give pages in `mask` (free, not yet purged) back to the OS, run by run. */
+static void purge_mask(hk_segment_t *seg, uint64_t mask)
+{
+    mask &= ~seg->purged_mask;
+    if (!mask) return;
+    seg->purged_mask |= mask;
+    HK_ATOMIC_ADD(&g_purged_now, (uint64_t)__builtin_popcountll(mask) * HK_PAGE_SIZE);
+    while (mask) {
+        unsigned i = (unsigned)__builtin_ctzll(mask);
+        uint64_t rest = ~(mask >> i);
+        unsigned n = rest ? (unsigned)__builtin_ctzll(rest) : 64 - i;
+        char *start = (char *)seg + (size_t)i * HK_PAGE_SIZE;
+        char *end = (char *)seg + (size_t)(i + n) * HK_PAGE_SIZE;
+        if (i == 0) start = (char *)seg + HK_SEG_HDR;
+        if (end > start && hk_vm_purge(start, (size_t)(end - start)) == 0) {
+            HK_ATOMIC_ADD(&hk__gstats.purges, 1);
+            HK_ATOMIC_ADD(&hk__gstats.purged_bytes, (uint64_t)(end - start));
+        }
+        mask &= ~span_bits(i, n);
+    }
+}
+
+/* ------------------------------------------------------------ mapping and cache */
+
+void *hk__segment_map(bool *fresh)
+{
+    hk__lock(&g_cache_lock);
+    if (g_cache_n) {
+        hk_segment_t *seg = g_cache[--g_cache_n];
+        hk__unlock(&g_cache_lock);
+        HK_ATOMIC_SUB(&hk__gstats.segments_cached, 1);
+        *fresh = false;
+        return seg;
+    }
+    hk__unlock(&g_cache_lock);
+    void *p;
+    if (hk_vm_alloc(HK_SEG_SIZE, HK_SEG_SIZE, &p) != 0) return NULL;
+    hk_segment_t *seg = p;
+    seg->purged_mask = ~(uint64_t)0;         /* untouched pages cost nothing yet */
+    HK_ATOMIC_ADD(&g_purged_now, HK_SEG_SIZE);
+    HK_ATOMIC_ADD(&hk__gstats.reserved, HK_SEG_SIZE);
+    uint64_t n = __atomic_add_fetch(&hk__gstats.segments, 1, __ATOMIC_RELAXED);
+    hk__stat_max(&hk__gstats.segments_peak, n);
+    hk__segmap_set(seg, true);
+    *fresh = true;
+    return seg;
+}
+
+/* Count a segment's remaining purged pages as committed (used whole, e.g. huge). */
+void hk__segment_commit_all(hk_segment_t *seg) HK_HIDDEN;
+void hk__segment_commit_all(hk_segment_t *seg)
+{
+    uint64_t pur = (uint64_t)__builtin_popcountll(seg->purged_mask) * HK_PAGE_SIZE;
+    if (pur) HK_ATOMIC_SUB(&g_purged_now, pur);
+    update_committed_peak();
+}
+
+static void segment_release(hk_segment_t *seg)
+{
+    HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(seg->purged_mask) * HK_PAGE_SIZE);
+    hk__segmap_set(seg, false);
+    HK_ATOMIC_SUB(&hk__gstats.reserved, HK_SEG_SIZE);
+    HK_ATOMIC_SUB(&hk__gstats.segments, 1);
+    hk_vm_release(seg, HK_SEG_SIZE);
+}
+
+/* A free segment (all pages unused, or a segment-sized huge block):
+ * keep a few mapped for reuse, purged after the delay; unmap the rest. */
+void hk__segment_unmap_or_cache(hk_segment_t *seg)
+{
+    if (seg->kind == HK_SEG_HUGE) {
+        /* every page counts as committed while huge; nothing known purged */
+        seg->purged_mask = 0;
+    }
+    __atomic_store_n(&seg->thread_id, 0, __ATOMIC_RELAXED);
+    seg->kind = HK_SEG_CACHED;
+    seg->heap = NULL;
+    long delay = hk__opt[HK_OPTION_PURGE_DELAY];
+    if (delay == 0) purge_mask(seg, ~(uint64_t)0);
+    seg->cache_time = hk__now_ms();
+    hk__lock(&g_cache_lock);
+    if (g_cache_n < (unsigned)hk__opt[HK_OPTION_SEGMENT_CACHE] && g_cache_n < 64) {
+        g_cache[g_cache_n++] = seg;
+        hk__unlock(&g_cache_lock);
+        HK_ATOMIC_ADD(&hk__gstats.segments_cached, 1);
+        hk_heap_t *me = hk__tls_heap;
+        if (delay > 0 && me != &hk__heap_empty && seg->purged_mask != ~(uint64_t)0) {
+            uint64_t due = seg->cache_time + (uint64_t)delay;
+            if (!me->purge_due || due < me->purge_due) me->purge_due = due;
+        }
+        return;
+    }
+    hk__unlock(&g_cache_lock);
+    segment_release(seg);
+}
+
+void hk__cache_purge(uint64_t now, bool force)
+{
+    long delay = hk__opt[HK_OPTION_PURGE_DELAY];
+    if (delay < 0 && !force) return;
+    hk__lock(&g_cache_lock);
+    for (unsigned i = 0; i < g_cache_n; i++) {
+        hk_segment_t *seg = g_cache[i];
+        if (seg->purged_mask != ~(uint64_t)0 && (force || now >= seg->cache_time + (uint64_t)delay))
+            purge_mask(seg, ~(uint64_t)0);
+    }
+    /* Trim to the option's size (it may have been lowered). */
+    while (g_cache_n > (unsigned)hk__opt[HK_OPTION_SEGMENT_CACHE]) {
+        hk_segment_t *seg = g_cache[--g_cache_n];
+        HK_ATOMIC_SUB(&hk__gstats.segments_cached, 1);
+        segment_release(seg);
+    }
+    hk__unlock(&g_cache_lock);
+}
+
+void hk__segments_lock_all(void) { hk__lock(&g_cache_lock); }
+void hk__segments_unlock_all(bool child)
+{
+    if (child) g_cache_lock.v = 0;
+    else hk__unlock(&g_cache_lock);
+}
+
+/* ------------------------------------------------------------ small segments */
+
+static void segment_link(hk_heap_t *heap, hk_segment_t *seg)
+{
+    seg->prev = NULL;
+    seg->next = heap->segments;
+    if (heap->segments) heap->segments->prev = seg;
+    heap->segments = seg;
+}
+
+static void segment_unlink(hk_heap_t *heap, hk_segment_t *seg)
+{
+    if (seg->prev) seg->prev->next = seg->next;
+    else heap->segments = seg->next;
+    if (seg->next) seg->next->prev = seg->prev;
+    seg->next = seg->prev = NULL;
+}
+
+hk_segment_t *hk__segment_new(hk_heap_t *heap)
+{
+    hk_segment_t *seg;
+    while ((seg = hk__abandoned_pop()) != NULL)
+        if (hk__segment_adopt(heap, seg)) return seg;
+    bool fresh;
+    seg = hk__segment_map(&fresh);
+    if (!seg) return NULL;
+    uint64_t purged = seg->purged_mask;
+    memset(seg->pages, 0, sizeof seg->pages);
+    for (unsigned i = 0; i < HK_SEG_PAGES; i++) seg->pages[i].flags = HK_PF_FREE;
+    seg->magic = HK_SEG_MAGIC;
+    seg->kind = HK_SEG_SMALL;
+    seg->map_size = HK_SEG_SIZE;
+    seg->heap = heap;
+    seg->used_pages = 0;
+    seg->free_mask = ~(uint64_t)0;
+    seg->purged_mask = purged;
+    seg->cache_purged = 0;
+    __atomic_store_n(&seg->thread_id, heap->thread_id, __ATOMIC_RELEASE);
+    segment_link(heap, seg);
+    return seg;
+}
+
+hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n)
+{
+    uint64_t m = seg->free_mask;
+    for (unsigned k = 1; k < n && m; k++) m &= seg->free_mask >> k;
+    if (!m) return NULL;
+    unsigned i = (unsigned)__builtin_ctzll(m);
+    uint64_t bits = span_bits(i, n);
+    seg->free_mask &= ~bits;
+    uint64_t pur = seg->purged_mask & bits;
+    if (pur) {
+        seg->purged_mask &= ~bits;
+        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(pur) * HK_PAGE_SIZE);
+        update_committed_peak();
+    }
+    seg->used_pages += n;
+    hk_page_t *head = &seg->pages[i];
+    head->span = (uint8_t)n;
+    head->back = 0;
+    for (unsigned j = 1; j < n; j++) seg->pages[i + j].back = (uint8_t)j;
+    return head;
+}
+
+void hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg)
+{
+    hk_segment_t *seg = hk__segment_of(pg);
+    unsigned i = (unsigned)(pg - seg->pages), n = pg->span;
+    uint64_t bits = span_bits(i, n);
+    for (unsigned j = 0; j < n; j++) {
+        hk_page_t *p = &seg->pages[i + j];
+        __atomic_store_n(&p->flags, HK_PF_FREE, __ATOMIC_RELAXED);
+        p->back = 0;
+        p->next = p->prev = NULL;
+    }
+    seg->free_mask |= bits;
+    seg->used_pages -= n;
+    if (seg->used_pages == 0) {
+        segment_unlink(heap, seg);
+        hk__segment_unmap_or_cache(seg);
+        return;
+    }
+    long delay = hk__opt[HK_OPTION_PURGE_DELAY];
+    if (delay == 0) purge_mask(seg, bits);
+    else if (delay > 0) {
+        uint64_t now = hk__now_ms();
+        for (unsigned j = 0; j < n; j++) seg->pages[i + j].free_time = now;
+        uint64_t due = now + (uint64_t)delay;
+        if (!heap->purge_due || due < heap->purge_due) heap->purge_due = due;
+    }
+}
+
+void hk__heap_purge(hk_heap_t *heap, uint64_t now, bool force)
+{
+    long delay = hk__opt[HK_OPTION_PURGE_DELAY];
+    uint64_t next_due = 0;
+    if (delay >= 0 || force) {
+        for (hk_segment_t *seg = heap->segments; seg; seg = seg->next) {
+            uint64_t cand = seg->free_mask & ~seg->purged_mask, todo = 0;
+            while (cand) {
+                unsigned i = (unsigned)__builtin_ctzll(cand);
+                cand &= cand - 1;
+                uint64_t due = seg->pages[i].free_time + (uint64_t)(delay > 0 ? delay : 0);
+                if (force || now >= due) todo |= (uint64_t)1 << i;
+                else if (!next_due || due < next_due) next_due = due;
+            }
+            purge_mask(seg, todo);
+        }
+    }
+    heap->purge_due = next_due;
+    hk__cache_purge(now, force);
+}
+
+/* Take over an abandoned segment: its pages join this heap's queues, frees
+ * that other threads made meanwhile are collected, empty pages go back. */
+bool hk__segment_adopt(hk_heap_t *heap, hk_segment_t *seg)
+{
+    HK_ATOMIC_SUB(&hk__gstats.segments_abandoned, 1);
+    seg->heap = heap;
+    __atomic_store_n(&seg->thread_id, heap->thread_id, __ATOMIC_SEQ_CST);
+    segment_link(heap, seg);
+    for (unsigned i = 0; i < HK_SEG_PAGES; i++) {
+        hk_page_t *pg = &seg->pages[i];
+        if ((seg->free_mask >> i) & 1 || pg->back) continue;
+        __atomic_store_n(&pg->heap, heap, __ATOMIC_RELAXED);
+        __atomic_store_n(&pg->flags, pg->flags & ~(uint32_t)HK_PF_FULL, __ATOMIC_SEQ_CST);
+        hk__page_collect(pg);
+        if (pg->used == 0) {
+            bool last = seg->used_pages == pg->span;
+            hk__page_retire(heap, pg);
+            if (last) return false;         /* the segment went to the cache */
+        } else {
+            hk__queue_push_back(&heap->queues[pg->cls], pg);
+        }
+    }
+    if (seg->free_mask & ~seg->purged_mask) heap->purge_due = 1;   /* purge its old free pages soon */
+    return true;
+}
+
+/* Thread exit: every page is collected; empty ones go back; segments with
+ * live blocks are handed to the abandoned list. */
+void hk__segment_abandon(hk_heap_t *heap, hk_segment_t *seg) HK_HIDDEN;
+void hk__segment_abandon(hk_heap_t *heap, hk_segment_t *seg)
+{
+    segment_unlink(heap, seg);
+    for (unsigned i = 0; i < HK_SEG_PAGES; i++) {
+        hk_page_t *pg = &seg->pages[i];
+        if ((seg->free_mask >> i) & 1 || pg->back) continue;
+        __atomic_store_n(&pg->heap, NULL, __ATOMIC_RELAXED);
+    }
+    seg->heap = NULL;
+    __atomic_store_n(&seg->thread_id, 0, __ATOMIC_SEQ_CST);
+    HK_ATOMIC_ADD(&hk__gstats.segments_abandoned, 1);
+}
