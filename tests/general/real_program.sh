@@ -9,7 +9,7 @@ set -u
 what=$1
 lib=$(readlink -f "$2")
 # the text heapkit's stats printer starts with; override if it changes
-marker=${HK_STATS_MARKER:-heapkit}
+marker=${HK_STATS_MARKER:-heapkit statistics}
 [ -f "$lib" ] || { echo "no library $lib"; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
