@@ -58,16 +58,17 @@ int main()
     EXPECT(from_heapkit(s, 77));
     ::operator delete(s, 77);             // sized delete
 
-    char *nt = new (std::nothrow) char[static_cast<std::size_t>(huge_count)];
+    // Called as functions, not new-expressions: the compiler may elide a
+    // new-expression whose result is unused, and with it the failure.
+    void *volatile nt = ::operator new[](static_cast<std::size_t>(huge_count), std::nothrow);
     EXPECT(nt == nullptr);
     void *nta = ::operator new(static_cast<std::size_t>(huge_count), std::align_val_t(64), std::nothrow);
     EXPECT(nta == nullptr);
 
     bool threw = false;
     try {
-        char *p = new char[static_cast<std::size_t>(huge_count)];
-        p[0] = 1;
-        delete[] p;
+        void *volatile p = ::operator new[](static_cast<std::size_t>(huge_count));
+        ::operator delete[](p);
     } catch (const std::bad_alloc &) {
         threw = true;
     }

@@ -71,7 +71,7 @@ PY
             export HOME=$w GIT_CONFIG_NOSYSTEM=1 GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@x GIT_COMMITTER_NAME=t \
                    GIT_COMMITTER_EMAIL=t@x GIT_AUTHOR_DATE='2020-01-01T00:00:00Z' GIT_COMMITTER_DATE='2020-01-01T00:00:00Z'
             git init -q -b main . && git config gc.auto 0
-            for i in $(seq 1 300); do printf 'file %d\n%s\n' "$i" "$(seq 1 $((i % 50)))" >"f$i.txt"; done
+            for i in $(seq 1 150); do printf 'file %d\n%s\n' "$i" "$(seq 1 $((i % 50)))" >"f$i.txt"; done
             git add . && git commit -q -m first
             sed -i 's/file/FILE/' f1*.txt && git commit -q -am second
             git log --format='%H %s'

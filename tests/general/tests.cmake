@@ -40,6 +40,8 @@ if(TARGET heapkit)
     # standard names with libheapkit.a linked in
     hk_general_test(conformance_static ${HK_GEN_DIR}/conformance.c LIBS heapkit_static DEFS HK_LINKED=1)
     hk_general_test(new_delete ${HK_GEN_DIR}/new_delete.cpp LIBS heapkit_static)
+    # clang declares the sized operator delete only when asked
+    target_compile_options(general_new_delete PRIVATE -fsized-deallocation)
     foreach(t stress fork thread_exit)
       hk_general_test(${t}_static ${HK_GEN_DIR}/${t}.c LIBS heapkit_static LABELS threads)
     endforeach()
