@@ -40,6 +40,10 @@ HK_API size_t hk_malloc_usable_size(const void *p);
 HK_API void   hk_free_sized(void *p, size_t size);
 HK_API void   hk_free_aligned_sized(void *p, size_t align, size_t size);
 
+/* Give free memory back to the OS now: pages of this thread's heap and the
+ * segment cache that passed the purge delay, or all of them with force. */
+HK_API void   hk_collect(int force);
+
 /* Statistics, merged over all thread heaps on demand. */
 #define HK_STATS_VERSION 1
 typedef struct hk_stats {

@@ -111,6 +111,27 @@ size_t hk_malloc_usable_size(const void *p) { return hk__usable_size(p); }
 void hk_free_sized(void *p, size_t size) { (void)size; hk__free(p); }
 void hk_free_aligned_sized(void *p, size_t align, size_t size) { (void)align; (void)size; hk__free(p); }
 
+void hk_collect(int force)
+{
+    hk_heap_t *heap = hk__tls_heap;
+    uint64_t now = hk__now_ms();
+    if (heap != &hk__heap_empty) {
+        /* Pages emptied but kept as their class's last page go back too. */
+        for (unsigned c = 0; c < HK_NCLASS; c++) {
+            hk_page_t *pg = heap->queues[c].last ? heap->queues[c].first : NULL;
+            while (pg) {
+                hk_page_t *next = pg->next;
+                hk__page_collect(pg);
+                if (pg->used == 0) { hk__queue_remove(&heap->queues[c], pg); hk__page_retire(heap, pg); }
+                pg = next;
+            }
+        }
+        hk__heap_purge(heap, now, force != 0);
+    } else {
+        hk__cache_purge(now, force != 0);
+    }
+}
+
 /* Hidden entry points, so the C++ operators reach the allocator without a PLT hop. */
 void *hk__api_malloc(size_t size) HK_HIDDEN;
 void  hk__api_free(void *p) HK_HIDDEN;

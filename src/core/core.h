@@ -108,6 +108,7 @@ extern hk_page_t hk__page_empty HK_HIDDEN;
 extern uint64_t hk__segmap[((size_t)1 << (HK_ADDR_BITS - HK_SEG_SHIFT)) / 64] HK_HIDDEN;
 extern long hk__opt[HK_OPTION_COUNT] HK_HIDDEN;
 extern uint32_t hk__class_size[HK_NCLASS] HK_HIDDEN;
+#define HK_OPT(o) __atomic_load_n(&hk__opt[o], __ATOMIC_RELAXED)
 
 /* Global statistics kept with atomics on slow paths. */
 typedef struct hk_gstats {

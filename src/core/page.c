@@ -93,7 +93,7 @@ static void page_extend(hk_page_t *pg)
 {
     uint32_t bs = pg->block_size;
     uint32_t n = pg->reserved - pg->capacity;
-    uint32_t want = bs >= 16384 ? 1 : 16384 / bs;
+    uint32_t want = bs >= 4096 ? 1 : 4096 / bs;
     if (n > want) n = want;
     char *b = pg->start + (size_t)pg->capacity * bs;
     for (uint32_t i = 0; i + 1 < n; i++) ((hk_block_t *)(b + (size_t)i * bs))->next = (hk_block_t *)(b + (size_t)(i + 1) * bs);

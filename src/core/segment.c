@@ -122,19 +122,18 @@ void hk__segment_unmap_or_cache(hk_segment_t *seg)
     __atomic_store_n(&seg->thread_id, 0, __ATOMIC_RELAXED);
     seg->kind = HK_SEG_CACHED;
     seg->heap = NULL;
-    long delay = hk__opt[HK_OPTION_PURGE_DELAY];
+    long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
     if (delay == 0) purge_mask(seg, ~(uint64_t)0);
     seg->cache_time = hk__now_ms();
+    /* Read before publishing: once in the cache another thread may take it. */
+    uint64_t due = (delay > 0 && seg->purged_mask != ~(uint64_t)0) ? seg->cache_time + (uint64_t)delay : 0;
     hk__lock(&g_cache_lock);
-    if (g_cache_n < (unsigned)hk__opt[HK_OPTION_SEGMENT_CACHE] && g_cache_n < 64) {
+    if (g_cache_n < (unsigned)HK_OPT(HK_OPTION_SEGMENT_CACHE) && g_cache_n < 64) {
         g_cache[g_cache_n++] = seg;
         hk__unlock(&g_cache_lock);
         HK_ATOMIC_ADD(&hk__gstats.segments_cached, 1);
         hk_heap_t *me = hk__tls_heap;
-        if (delay > 0 && me != &hk__heap_empty && seg->purged_mask != ~(uint64_t)0) {
-            uint64_t due = seg->cache_time + (uint64_t)delay;
-            if (!me->purge_due || due < me->purge_due) me->purge_due = due;
-        }
+        if (due && me != &hk__heap_empty && (!me->purge_due || due < me->purge_due)) me->purge_due = due;
         return;
     }
     hk__unlock(&g_cache_lock);
@@ -143,7 +142,7 @@ void hk__segment_unmap_or_cache(hk_segment_t *seg)
 
 void hk__cache_purge(uint64_t now, bool force)
 {
-    long delay = hk__opt[HK_OPTION_PURGE_DELAY];
+    long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
     if (delay < 0 && !force) return;
     hk__lock(&g_cache_lock);
     for (unsigned i = 0; i < g_cache_n; i++) {
@@ -152,7 +151,7 @@ void hk__cache_purge(uint64_t now, bool force)
             purge_mask(seg, ~(uint64_t)0);
     }
     /* Trim to the option's size (it may have been lowered). */
-    while (g_cache_n > (unsigned)hk__opt[HK_OPTION_SEGMENT_CACHE]) {
+    while (g_cache_n > (unsigned)HK_OPT(HK_OPTION_SEGMENT_CACHE)) {
         hk_segment_t *seg = g_cache[--g_cache_n];
         HK_ATOMIC_SUB(&hk__gstats.segments_cached, 1);
         segment_release(seg);
@@ -249,7 +248,7 @@ void hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg)
         hk__segment_unmap_or_cache(seg);
         return;
     }
-    long delay = hk__opt[HK_OPTION_PURGE_DELAY];
+    long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
     if (delay == 0) purge_mask(seg, bits);
     else if (delay > 0) {
         uint64_t now = hk__now_ms();
@@ -261,7 +260,7 @@ void hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg)
 
 void hk__heap_purge(hk_heap_t *heap, uint64_t now, bool force)
 {
-    long delay = hk__opt[HK_OPTION_PURGE_DELAY];
+    long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
     uint64_t next_due = 0;
     if (delay >= 0 || force) {
         for (hk_segment_t *seg = heap->segments; seg; seg = seg->next) {

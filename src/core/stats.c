@@ -4,6 +4,8 @@
 #include "core.h"
 #include <stdlib.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 long hk__opt[HK_OPTION_COUNT] = { 0, 10, 0, 8 };
 static const long opt_min[HK_OPTION_COUNT] = { 0, -1, 0, 0 };
@@ -13,6 +15,7 @@ static const char *const opt_env[HK_OPTION_COUNT] = {
 };
 static int g_opt_state;             /* 0 unread, 1 reading, 2 read */
 static unsigned g_opt_explicit;     /* bit per option set by hk_option_set */
+static int g_stats_fd = 2;          /* a private copy of stderr when stats print at exit */
 
 static bool parse_long(const char *s, long *out)
 {
@@ -44,6 +47,12 @@ void hk__options_init(void)
         else hk__report("heapkit: warning: ignoring %s=%s (expected a number in %d..%d)\n", opt_env[i], s,
                         (int)opt_min[i], (int)opt_max[i]);
     }
+    /* Programs such as coreutils close stderr in an atexit handler, before
+     * library destructors run: keep our own descriptor for the exit report. */
+    if (hk__opt[HK_OPTION_SHOW_STATS]) {
+        int fd = fcntl(2, F_DUPFD_CLOEXEC, 64);
+        if (fd >= 0) g_stats_fd = fd;
+    }
     __atomic_store_n(&g_opt_state, 2, __ATOMIC_RELEASE);
 }
 
@@ -72,7 +81,7 @@ int hk_option_set(hk_option_t opt, long value)
 
 void hk__invalid_free(const void *p, const char *why)
 {
-    if (hk__opt[HK_OPTION_VERBOSE]) hk__report("heapkit: warning: free(%p): %s; ignored\n", p, why);
+    if (HK_OPT(HK_OPTION_VERBOSE)) hk__report("heapkit: warning: free(%p): %s; ignored\n", p, why);
 }
 
 /* ------------------------------------------------------------ statistics */
@@ -122,14 +131,28 @@ void hk_stats_get(hk_stats_t *out)
     X(segments) X(segments_peak) X(segments_cached) X(segments_abandoned) X(pages) X(pages_peak) \
     X(huge_blocks) X(huge_bytes) X(purges) X(purged_bytes) X(heaps)
 
-void hk_stats_print(void)
+static void stats_write(int fd)
 {
     hk_stats_t s;
     hk_stats_get(&s);
-    hk__report("heapkit statistics (version %u)\n", s.version);
-#define X(f) hk__report("  %s: %zu\n", #f, (size_t)s.f);
+    char buf[2048];
+    size_t n = hk__snprintf(buf, sizeof buf, "heapkit statistics (version %u)\n", s.version);
+#define X(f) if (n < sizeof buf) n += hk__snprintf(buf + n, sizeof buf - n, "  %s: %zu\n", #f, (size_t)s.f);
     HK_STAT_FIELDS(X)
 #undef X
+    if (n >= sizeof buf) n = sizeof buf - 1;
+    for (size_t o = 0; o < n;) {
+        ssize_t w = write(fd, buf + o, n - o);
+        if (w < 0) { if (errno == EINTR) continue; break; }
+        o += (size_t)w;
+    }
+}
+
+void hk_stats_print(void)
+{
+    int saved = errno;
+    stats_write(2);
+    errno = saved;
 }
 
 size_t hk_stats_json(char *buf, size_t cap)
@@ -154,5 +177,5 @@ size_t hk_stats_json(char *buf, size_t cap)
 __attribute__((destructor)) static void hk__stats_at_exit(void)
 {
     hk__options_init();
-    if (hk__opt[HK_OPTION_SHOW_STATS]) hk_stats_print();
+    if (HK_OPT(HK_OPTION_SHOW_STATS)) stats_write(g_stats_fd);
 }

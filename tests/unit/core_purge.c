@@ -1,0 +1,81 @@
+/* Memory goes back to the OS: after allocating ~200 MB of small blocks and
+ * freeing them, with the purge delay at 0, the resident size must shrink;
+ * with a delay, hk_collect / later slow paths purge once it has passed. */
+#include "test.h"
+#include "heapkit.h"
+#include <time.h>
+
+static size_t rss_mb(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, res = 0;
+    if (f) { if (fscanf(f, "%lu %lu", &size, &res) != 2) res = 0; fclose(f); }
+    return (size_t)res * (size_t)sysconf(_SC_PAGESIZE) >> 20;
+}
+
+enum { TOTAL_MB = 200 };
+
+static void **alloc_many(size_t *count)
+{
+    size_t cap = (size_t)TOTAL_MB << 20 >> 6, n = 0, bytes = 0;
+    void **v = malloc(cap * sizeof *v);   /* the system allocator: not measured against us */
+    while (bytes < ((size_t)TOTAL_MB << 20) && n < cap) {
+        size_t sz = 64 + (n * 97) % 900;
+        unsigned char *p = hk_malloc(sz);
+        if (!p) break;
+        memset(p, 1, sz);                 /* really touch it */
+        v[n++] = p;
+        bytes += sz;
+    }
+    *count = n;
+    return v;
+}
+
+static void test_rss_shrinks_after_free(void)
+{
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 0) == 0);
+    size_t base = rss_mb();
+    size_t n;
+    void **v = alloc_many(&n);
+    size_t full = rss_mb();
+    CHECK(full >= base + TOTAL_MB * 3 / 4);
+    for (size_t i = 0; i < n; i++) hk_free(v[i]);
+    size_t after = rss_mb();
+    fprintf(stderr, "  rss: base %zu MB, full %zu MB, after free %zu MB\n", base, full, after);
+    CHECK(after < base + 24);
+    hk_stats_t st;
+    hk_stats_get(&st);
+    CHECK(st.purges > 0);
+    CHECK(st.committed < ((size_t)48 << 20));
+    free(v);
+}
+
+static void test_rss_shrinks_after_delay(void)
+{
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 30) == 0);
+    size_t base = rss_mb();
+    size_t n;
+    void **v = alloc_many(&n);
+    for (size_t i = 0; i < n; i++) hk_free(v[i]);
+    free(v);
+    struct timespec ts = { 0, 60 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+    hk_collect(0);                         /* the delay has passed: purge now */
+    size_t after = rss_mb();
+    fprintf(stderr, "  rss: base %zu MB, after delay %zu MB\n", base, after);
+    CHECK(after < base + 24);
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, -1) == 0);   /* never */
+    v = alloc_many(&n);
+    for (size_t i = 0; i < n; i++) hk_free(v[i]);
+    free(v);
+    hk_collect(1);                         /* force */
+    CHECK(rss_mb() < base + 24);
+    hk_option_set(HK_OPTION_PURGE_DELAY, 10);
+}
+
+int main(void)
+{
+    RUN(test_rss_shrinks_after_free);
+    RUN(test_rss_shrinks_after_delay);
+    return t_finish();
+}
