@@ -49,9 +49,10 @@ HK_API void   hk_collect(int force);
 typedef struct hk_stats {
     uint32_t version;          /* HK_STATS_VERSION */
     uint32_t size;             /* sizeof(hk_stats_t) */
-    uint64_t allocated;        /* bytes in live blocks (block sizes, huge mappings included) */
-    uint64_t allocated_total;  /* bytes ever handed out by small/medium allocations */
-    uint64_t freed_total;      /* bytes ever given back by small/medium frees */
+    uint64_t allocated;        /* bytes in use: pages serving blocks + huge mappings (exact
+                                  block bytes when built with HK_STATS_BLOCKS=1) */
+    uint64_t allocated_total;  /* bytes ever handed out (only with HK_STATS_BLOCKS=1, else 0) */
+    uint64_t freed_total;      /* bytes ever given back (only with HK_STATS_BLOCKS=1, else 0) */
     uint64_t reserved;         /* address space mapped for segments and huge blocks */
     uint64_t committed;        /* of that, memory not purged (upper bound of resident) */
     uint64_t committed_peak;

@@ -131,11 +131,3 @@ void hk_collect(int force)
         hk__cache_purge(now, force != 0);
     }
 }
-
-/* Hidden entry points, so the C++ operators reach the allocator without a PLT hop. */
-void *hk__api_malloc(size_t size) HK_HIDDEN;
-void  hk__api_free(void *p) HK_HIDDEN;
-void *hk__api_aligned_alloc(size_t align, size_t size) HK_HIDDEN;
-void *hk__api_malloc(size_t size) { return hk__malloc(size); }
-void  hk__api_free(void *p) { hk__free(p); }
-void *hk__api_aligned_alloc(size_t align, size_t size) { return hk_aligned_alloc(align, size); }

@@ -69,7 +69,7 @@ typedef struct hk_segment {
     size_t map_size;
     struct hk_heap *heap;
     struct hk_segment *next, *prev;
-    uint64_t cache_time;       /* ms when it entered the cache */
+    uint64_t cache_time;       /* ms when it entered the cache (or, in a heap, became empty) */
     uint32_t cache_purged;     /* whole segment purged while cached */
     uint32_t used_pages;
     /* small segments only */
@@ -114,7 +114,7 @@ extern uint32_t hk__class_size[HK_NCLASS] HK_HIDDEN;
 typedef struct hk_gstats {
     uint64_t reserved, committed, committed_peak;
     uint64_t segments, segments_peak, segments_cached, segments_abandoned;
-    uint64_t pages, pages_peak;
+    uint64_t pages, pages_peak, page_bytes;
     uint64_t huge_blocks, huge_bytes;
     uint64_t purges, purged_bytes;
     uint64_t heaps;
@@ -124,8 +124,18 @@ extern hk_gstats_t hk__gstats HK_HIDDEN;
 
 #define HK_ATOMIC_ADD(p, n) ((void)__atomic_fetch_add((p), (n), __ATOMIC_RELAXED))
 #define HK_ATOMIC_SUB(p, n) ((void)__atomic_fetch_sub((p), (n), __ATOMIC_RELAXED))
-/* Owner-only counters read by others: plain add, but atomic for TSan. */
+/* Per-block byte counters cost ~7% of a malloc/free pair, so they are
+ * compiled in only with -DHK_STATS_BLOCKS=1; by default "allocated" is kept
+ * at page granularity on slow paths. Owner-only counters read by others:
+ * plain add, but atomic for TSan. */
+#ifndef HK_STATS_BLOCKS
+#define HK_STATS_BLOCKS 0
+#endif
+#if HK_STATS_BLOCKS
 #define HK_STAT_ADD(p, n) __atomic_store_n((p), __atomic_load_n((p), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
+#else
+#define HK_STAT_ADD(p, n) ((void)0)
+#endif
 void hk__stat_max(uint64_t *peak, uint64_t v) HK_HIDDEN;
 
 /* A spin lock that yields; only slow paths take locks. */
@@ -144,12 +154,22 @@ HK_INLINE uintptr_t hk__thread_id(void)
 #endif
 }
 
-HK_INLINE size_t hk__size_class(size_t size)
+HK_INLINE size_t hk__size_class_calc(size_t size)
 {
     if (size <= 128) return (size + 15) >> 4;          /* class 0 (size 0) is a 16-byte class too */
     size_t s1 = size - 1;
     unsigned b = 63u - (unsigned)__builtin_clzl(s1);
     return 9 + (b - 7) * 4 + ((s1 >> (b - 2)) & 3);
+}
+
+/* Sizes up to 1 KiB map through a 65-byte table (filled at start-up; all
+ * zero before, which sends the first malloc to the slow path anyway). */
+extern uint8_t hk__class_small[65] HK_HIDDEN;
+
+HK_INLINE size_t hk__size_class(size_t size)
+{
+    if (hk_likely(size <= 1024)) return hk__class_small[(size + 15) >> 4];
+    return hk__size_class_calc(size);
 }
 
 HK_INLINE hk_segment_t *hk__segment_of(const void *p)
@@ -192,7 +212,7 @@ void hk__heaps_foreach(void (*fn)(hk_heap_t *, void *), void *arg) HK_HIDDEN;
 uint64_t hk__now_ms(void) HK_HIDDEN;
 hk_segment_t *hk__segment_new(hk_heap_t *heap) HK_HIDDEN;
 hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n) HK_HIDDEN;
-void hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg) HK_HIDDEN;
+bool hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg) HK_HIDDEN;
 bool hk__segment_adopt(hk_heap_t *heap, hk_segment_t *seg) HK_HIDDEN;
 void hk__segment_abandon(hk_heap_t *heap, hk_segment_t *seg) HK_HIDDEN;
 void hk__segment_commit_all(hk_segment_t *seg) HK_HIDDEN;
@@ -206,7 +226,8 @@ void hk__segments_unlock_all(bool child) HK_HIDDEN;
 
 /* page.c */
 void hk__page_collect(hk_page_t *pg) HK_HIDDEN;
-void hk__page_retire(hk_heap_t *heap, hk_page_t *pg) HK_HIDDEN;
+bool hk__page_retire(hk_heap_t *heap, hk_page_t *pg) HK_HIDDEN;
+void hk__segment_release_empty(hk_heap_t *heap, hk_segment_t *seg, bool purge) HK_HIDDEN;
 void hk__queue_push_back(hk_page_queue_t *q, hk_page_t *pg) HK_HIDDEN;
 void hk__queue_remove(hk_page_queue_t *q, hk_page_t *pg) HK_HIDDEN;
 

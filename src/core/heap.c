@@ -18,6 +18,7 @@ hk_heap_t hk__heap_empty = { .queues = { Q8, Q8, Q8, Q8, Q8, Q8, Q8, Q1 }, .full
 __thread hk_heap_t *hk__tls_heap = &hk__heap_empty;
 hk_gstats_t hk__gstats;
 
+void hk__classes_init(void) HK_HIDDEN;
 static hk_heap_t g_main_heap;
 static int g_main_taken;
 static int g_init_state;      /* 0 none, 1 running, 2 done */
@@ -59,6 +60,7 @@ void hk__process_init(void)
     int expect = 0;
     if (__atomic_compare_exchange_n(&g_init_state, &expect, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
         hk__options_init();
+        hk__classes_init();
         g_key_ok = pthread_key_create(&g_key, heap_thread_done) == 0;
         __atomic_store_n(&g_init_state, 2, __ATOMIC_RELEASE);
         /* May allocate (glibc's handler list); everything it needs is ready. */
@@ -166,6 +168,7 @@ void hk__heap_abandon(hk_heap_t *heap)
     queue_drain(heap, &heap->full);
     while (heap->segments) {
         hk_segment_t *seg = heap->segments;
+        if (seg->used_pages == 0) { hk__segment_release_empty(heap, seg, false); continue; }
         hk__segment_abandon(heap, seg);
         abandoned_push(seg);
     }

@@ -15,6 +15,14 @@ uint32_t hk__class_size[HK_NCLASS] = {
 #undef HK_CLS4
 };
 
+uint8_t hk__class_small[65];
+
+void hk__classes_init(void) HK_HIDDEN;
+void hk__classes_init(void)
+{
+    for (size_t i = 0; i <= 64; i++) hk__class_small[i] = (uint8_t)hk__size_class_calc(i * 16);
+}
+
 /* Pages per span: about 8 blocks, between one page and 2 MiB. */
 static unsigned class_span(size_t cls)
 {
@@ -122,11 +130,13 @@ static void page_init(hk_heap_t *heap, hk_page_t *pg, size_t cls)
     page_set_flags(pg, 0);
 }
 
-/* Give an unused page back to its segment. */
-void hk__page_retire(hk_heap_t *heap, hk_page_t *pg)
+/* Give an unused page back to its segment; true when that released the
+ * segment itself (it must not be touched afterwards). */
+bool hk__page_retire(hk_heap_t *heap, hk_page_t *pg)
 {
     HK_ATOMIC_SUB(&hk__gstats.pages, 1);
-    hk__segment_free_span(heap, pg);
+    HK_ATOMIC_SUB(&hk__gstats.page_bytes, (uint64_t)pg->span * HK_PAGE_SIZE);
+    return hk__segment_free_span(heap, pg);
 }
 
 /* ------------------------------------------------------------ full pages */
@@ -176,6 +186,7 @@ static hk_page_t *page_new(hk_heap_t *heap, size_t cls)
         if (s->free_mask) pg = hk__segment_alloc_span(s, n);
     if (!pg) return NULL;
     page_init(heap, pg, cls);
+    HK_ATOMIC_ADD(&hk__gstats.page_bytes, (uint64_t)n * HK_PAGE_SIZE);
     uint64_t np = __atomic_add_fetch(&hk__gstats.pages, 1, __ATOMIC_RELAXED);
     hk__stat_max(&hk__gstats.pages_peak, np);
     return pg;
@@ -197,10 +208,8 @@ static hk_page_t *find_page(hk_heap_t *heap, size_t cls)
             }
             page_to_full(heap, pg);
         }
-        if (heap->purge_due) {
-            uint64_t now = hk__now_ms();
-            if (now >= heap->purge_due) hk__heap_purge(heap, now, false);
-        }
+        /* No purging here: while the heap grows its free pages are about
+         * to be reused. Purges run when pages are given back. */
         hk_page_t *pg = page_new(heap, cls);
         if (pg) {
             queue_push_front(q, pg);
@@ -221,7 +230,15 @@ void *hk__malloc_generic(hk_heap_t *heap, size_t size)
     }
     if (size > HK_SMALL_MAX) return hk__huge_alloc(size, 0, NULL);
     size_t cls = hk__size_class(size);
-    hk_page_t *pg = find_page(heap, cls);
+    hk_page_t *pg = heap->queues[cls].first;
+    if (hk_likely(pg->local_free != NULL && __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED) == NULL &&
+                  __atomic_load_n(&heap->full_pending, __ATOMIC_RELAXED) == 0)) {
+        /* The common refill: the owner's own frees become the free list. */
+        pg->free = pg->local_free;
+        pg->local_free = NULL;
+    } else {
+        pg = find_page(heap, cls);
+    }
     if (!pg) { errno = ENOMEM; return NULL; }
     hk_block_t *b = pg->free;
     pg->free = b->next;
@@ -263,7 +280,7 @@ void hk__free_generic(hk_segment_t *seg, void *p)
     uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
     if (flags & HK_PF_FREE) { hk__invalid_free(p, "page not in use (double free?)"); return; }
     hk_block_t *b = (flags & HK_PF_ALIGNED) ? block_start(pg, p) : (hk_block_t *)p;
-    hk_heap_t *me = hk__tls_heap;
+    HK_UNUSED hk_heap_t *me = hk__tls_heap;
     if (__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == hk__thread_id()) {
         b->next = pg->local_free;
         pg->local_free = b;
@@ -277,8 +294,10 @@ void hk__free_generic(hk_segment_t *seg, void *p)
     hk_block_t *head = __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED);
     do { b->next = head; }
     while (!__atomic_compare_exchange_n(&pg->thread_free, &head, b, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+#if HK_STATS_BLOCKS
     if (me != &hk__heap_empty) HK_STAT_ADD(&me->st.free_bytes, pg->block_size);
     else HK_ATOMIC_ADD(&hk__gstats.dead_free_bytes, pg->block_size);
+#endif
     if (__atomic_load_n(&pg->flags, __ATOMIC_SEQ_CST) & HK_PF_FULL) {
         hk_heap_t *owner = __atomic_load_n(&pg->heap, __ATOMIC_RELAXED);
         if (owner) __atomic_fetch_add(&owner->full_pending, 1, __ATOMIC_RELAXED);

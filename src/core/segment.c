@@ -230,7 +230,15 @@ hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n)
     return head;
 }
 
-void hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg)
+/* An empty segment leaves its heap for the cache (or the OS). */
+void hk__segment_release_empty(hk_heap_t *heap, hk_segment_t *seg, bool purge)
+{
+    segment_unlink(heap, seg);
+    if (purge) purge_mask(seg, ~(uint64_t)0);
+    hk__segment_unmap_or_cache(seg);
+}
+
+bool hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg)
 {
     hk_segment_t *seg = hk__segment_of(pg);
     unsigned i = (unsigned)(pg - seg->pages), n = pg->span;
@@ -243,19 +251,31 @@ void hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg)
     }
     seg->free_mask |= bits;
     seg->used_pages -= n;
-    if (seg->used_pages == 0) {
-        segment_unlink(heap, seg);
-        hk__segment_unmap_or_cache(seg);
-        return;
-    }
     long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
+    if (seg->used_pages == 0 && delay == 0) {
+        hk__segment_release_empty(heap, seg, false);
+        return true;
+    }
     if (delay == 0) purge_mask(seg, bits);
-    else if (delay > 0) {
+    else {
+        /* Empty segments stay with the heap until the delay passes, so a
+         * working set that shrinks and grows again does not refault. */
         uint64_t now = hk__now_ms();
         for (unsigned j = 0; j < n; j++) seg->pages[i + j].free_time = now;
-        uint64_t due = now + (uint64_t)delay;
-        if (!heap->purge_due || due < heap->purge_due) heap->purge_due = due;
+        if (seg->used_pages == 0) seg->cache_time = now;
+        uint64_t due = now + (uint64_t)(delay > 0 ? delay : 0);
+        if (delay > 0) {
+            /* A series of frees pushes the purge back (up to one delay from
+             * now): memory freed in a burst is often reused right after. */
+            if (heap->purge_due && now >= heap->purge_due) hk__heap_purge(heap, now, false);
+            else if (heap->purge_due) {
+                uint64_t ext = heap->purge_due + (uint64_t)delay / 4;
+                heap->purge_due = ext < due ? ext : due;
+            }
+            if (!heap->purge_due) heap->purge_due = due;
+        }
     }
+    return false;
 }
 
 void hk__heap_purge(hk_heap_t *heap, uint64_t now, bool force)
@@ -263,7 +283,14 @@ void hk__heap_purge(hk_heap_t *heap, uint64_t now, bool force)
     long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
     uint64_t next_due = 0;
     if (delay >= 0 || force) {
-        for (hk_segment_t *seg = heap->segments; seg; seg = seg->next) {
+        hk_segment_t *next;
+        for (hk_segment_t *seg = heap->segments; seg; seg = next) {
+            next = seg->next;
+            if (seg->used_pages == 0) {
+                uint64_t due = seg->cache_time + (uint64_t)(delay > 0 ? delay : 0);
+                if (force || now >= due) { hk__segment_release_empty(heap, seg, true); continue; }
+                if (!next_due || due < next_due) next_due = due;
+            }
             uint64_t cand = seg->free_mask & ~seg->purged_mask, todo = 0;
             while (cand) {
                 unsigned i = (unsigned)__builtin_ctzll(cand);
@@ -294,9 +321,7 @@ bool hk__segment_adopt(hk_heap_t *heap, hk_segment_t *seg)
         __atomic_store_n(&pg->flags, pg->flags & ~(uint32_t)HK_PF_FULL, __ATOMIC_SEQ_CST);
         hk__page_collect(pg);
         if (pg->used == 0) {
-            bool last = seg->used_pages == pg->span;
-            hk__page_retire(heap, pg);
-            if (last) return false;         /* the segment went to the cache */
+            if (hk__page_retire(heap, pg)) return false;   /* the segment went to the cache */
         } else {
             hk__queue_push_back(&heap->queues[pg->cls], pg);
         }

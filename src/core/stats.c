@@ -108,7 +108,11 @@ void hk_stats_get(hk_stats_t *out)
     s.huge_bytes = LD(huge_bytes);
     s.allocated_total = sum[0];
     s.freed_total = sum[1];
+#if HK_STATS_BLOCKS
     s.allocated = (sum[0] > sum[1] ? sum[0] - sum[1] : 0) + s.huge_bytes;
+#else
+    s.allocated = LD(page_bytes) + s.huge_bytes;   /* pages in use: an upper bound */
+#endif
     s.reserved = LD(reserved);
     uint64_t purged = hk__purged_now();
     s.committed = s.reserved > purged ? s.reserved - purged : 0;
