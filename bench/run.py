@@ -103,7 +103,21 @@ def fmt_table(title, rows, allocs, med, unit_fmt, ref_names):
     return "\n".join(lines), ratios
 
 
+def with_geomean(rows, allocs, med):
+    """The rows plus a 'geomean' row whose values are the geometric mean of
+    each allocator's ratios to glibc (glibc's own value is then 1)."""
+    out = dict(med)
+    for a in allocs:
+        qs = [med[(w, a)] / med[(w, "glibc")] for w in rows if med.get((w, a)) and med.get((w, "glibc"))]
+        if qs:
+            out[("geomean", a)] = geomean(qs)
+    return rows + ["geomean"], out
+
+
 def svg_chart(path, rows, allocs, tmed, rmed):
+    if "glibc" in allocs:
+        _, tmed = with_geomean(rows, allocs, tmed)
+        rows, rmed = with_geomean(rows, allocs, rmed)
     colors = ["#777777", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
     bar = 9
     group = bar * len(allocs) + 14
@@ -124,7 +138,7 @@ def svg_chart(path, rows, allocs, tmed, rmed):
         vmax = min(vmax, 4.0)
         scale = panel_h / vmax
         base = y0 + panel_h
-        out.append(f'<text x="5" y="{y0 - 5}" font-size="12">{name} / glibc</text>')
+        out.append(f'<text x="5" y="{y0 - 14}" font-size="12">{name} / glibc (bars above {vmax:.1f} are cut)</text>')
         for tick in [x * 0.5 for x in range(int(vmax / 0.5) + 1)]:
             y = base - tick * scale
             out.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{width - 20}" y2="{y:.1f}" stroke="{"#000" if tick == 1.0 else "#ddd"}"/>'
