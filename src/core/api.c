@@ -117,6 +117,7 @@ void hk_collect(int force)
     uint64_t now = hk__now_ms();
     if (heap != &hk__heap_empty) {
         /* Pages emptied but kept as their class's last page go back too. */
+        heap->no_purge++;
         for (unsigned c = 0; c < HK_NCLASS; c++) {
             hk_page_t *pg = heap->queues[c].last ? heap->queues[c].first : NULL;
             while (pg) {
@@ -126,6 +127,7 @@ void hk_collect(int force)
                 pg = next;
             }
         }
+        heap->no_purge--;
         hk__heap_purge(heap, now, force != 0);
     } else {
         hk__cache_purge(now, force != 0);

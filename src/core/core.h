@@ -70,16 +70,16 @@ typedef struct hk_segment {
     struct hk_heap *heap;
     struct hk_segment *next, *prev;
     uint64_t cache_time;       /* ms when it entered the cache (or, in a heap, became empty) */
-    uint32_t cache_purged;     /* whole segment purged while cached */
-    uint32_t used_pages;
+    uint64_t purged_mask;      /* bit i: page i unused and given back to the OS (huge blocks too) */
     /* small segments only */
     uint64_t free_mask;        /* bit i: page i free */
-    uint64_t purged_mask;      /* bit i: page i free and given back to the OS */
+    uint32_t used_pages;
     hk_page_t pages[HK_SEG_PAGES];
 } hk_segment_t;
 
 #define HK_SEG_HDR  (((sizeof(hk_segment_t)) + 4095) & ~(size_t)4095)
 _Static_assert(__builtin_offsetof(hk_segment_t, free_mask) <= HK_HUGE_OFF, "huge header fits");
+_Static_assert(__builtin_offsetof(hk_segment_t, purged_mask) + 8 <= HK_HUGE_OFF, "huge blocks keep the purge bitmap");
 
 typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
 
@@ -96,6 +96,7 @@ typedef struct hk_heap {
     size_t full_pending;              /* atomic: remote frees hit full pages */
     hk_segment_t *segments;           /* owned small segments */
     uint64_t purge_due;               /* ms; 0: nothing waits to be purged */
+    uint32_t no_purge;                /* >0 while a page walk is running: no purge from retires */
     uintptr_t key;                    /* reserved: heap key for the checking modes */
     struct hk_heap *next_heap, *prev_heap;
     hk_heap_stats_t st;
@@ -162,9 +163,8 @@ HK_INLINE size_t hk__size_class_calc(size_t size)
     return 9 + (b - 7) * 4 + ((s1 >> (b - 2)) & 3);
 }
 
-/* Sizes up to 1 KiB map through a 65-byte table (filled at start-up; all
- * zero before, which sends the first malloc to the slow path anyway). */
-extern uint8_t hk__class_small[65] HK_HIDDEN;
+/* Sizes up to 1 KiB map through a 65-byte table. */
+extern const uint8_t hk__class_small[65] HK_HIDDEN;
 
 HK_INLINE size_t hk__size_class(size_t size)
 {
@@ -215,10 +215,10 @@ hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n) HK_HIDDEN;
 bool hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg) HK_HIDDEN;
 bool hk__segment_adopt(hk_heap_t *heap, hk_segment_t *seg) HK_HIDDEN;
 void hk__segment_abandon(hk_heap_t *heap, hk_segment_t *seg) HK_HIDDEN;
-void hk__segment_commit_all(hk_segment_t *seg) HK_HIDDEN;
+void hk__segment_take_for_huge(hk_segment_t *seg, size_t bytes) HK_HIDDEN;
 uint64_t hk__purged_now(void) HK_HIDDEN;
 void hk__heap_purge(hk_heap_t *heap, uint64_t now, bool force) HK_HIDDEN;
-void *hk__segment_map(bool *fresh) HK_HIDDEN;
+void *hk__segment_map(bool *fresh, unsigned want_pages) HK_HIDDEN;
 void hk__segment_unmap_or_cache(hk_segment_t *seg) HK_HIDDEN;
 void hk__cache_purge(uint64_t now, bool force) HK_HIDDEN;
 void hk__segments_lock_all(void) HK_HIDDEN;

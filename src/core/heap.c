@@ -18,7 +18,6 @@ hk_heap_t hk__heap_empty = { .queues = { Q8, Q8, Q8, Q8, Q8, Q8, Q8, Q1 }, .full
 __thread hk_heap_t *hk__tls_heap = &hk__heap_empty;
 hk_gstats_t hk__gstats;
 
-void hk__classes_init(void) HK_HIDDEN;
 static hk_heap_t g_main_heap;
 static int g_main_taken;
 static int g_init_state;      /* 0 none, 1 running, 2 done */
@@ -60,7 +59,6 @@ void hk__process_init(void)
     int expect = 0;
     if (__atomic_compare_exchange_n(&g_init_state, &expect, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
         hk__options_init();
-        hk__classes_init();
         g_key_ok = pthread_key_create(&g_key, heap_thread_done) == 0;
         __atomic_store_n(&g_init_state, 2, __ATOMIC_RELEASE);
         /* May allocate (glibc's handler list); everything it needs is ready. */
@@ -164,6 +162,7 @@ static void queue_drain(hk_heap_t *heap, hk_page_queue_t *q)
 
 void hk__heap_abandon(hk_heap_t *heap)
 {
+    heap->no_purge++;     /* never reset: the heap struct is re-initialised on reuse */
     for (unsigned i = 0; i < HK_NCLASS; i++) queue_drain(heap, &heap->queues[i]);
     queue_drain(heap, &heap->full);
     while (heap->segments) {

@@ -16,9 +16,9 @@ void *hk__huge_alloc(size_t size, size_t align, bool *zeroed)
     hk_segment_t *seg;
     bool fresh = true;
     if (need <= HK_SEG_SIZE) {
-        seg = hk__segment_map(&fresh);
+        seg = hk__segment_map(&fresh, (unsigned)((need + HK_PAGE_SIZE - 1) >> HK_PAGE_SHIFT));
         if (!seg) { errno = ENOMEM; return NULL; }
-        hk__segment_commit_all(seg);
+        hk__segment_take_for_huge(seg, need);
         need = HK_SEG_SIZE;
     } else {
         void *p;

@@ -15,13 +15,12 @@ uint32_t hk__class_size[HK_NCLASS] = {
 #undef HK_CLS4
 };
 
-uint8_t hk__class_small[65];
-
-void hk__classes_init(void) HK_HIDDEN;
-void hk__classes_init(void)
-{
-    for (size_t i = 0; i <= 64; i++) hk__class_small[i] = (uint8_t)hk__size_class_calc(i * 16);
-}
+/* hk__size_class_calc(16 * i) for i = 0..64 (checked by tests/unit/core_alloc.c). */
+const uint8_t hk__class_small[65] = {
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14,
+    15, 15, 15, 15, 16, 16, 16, 16, 17, 17, 17, 17, 17, 17, 17, 17, 18, 18, 18, 18, 18, 18,
+    18, 18, 19, 19, 19, 19, 19, 19, 19, 19, 20, 20, 20, 20, 20, 20, 20, 20
+};
 
 /* Pages per span: about 8 blocks, between one page and 2 MiB. */
 static unsigned class_span(size_t cls)
@@ -162,6 +161,7 @@ static void page_unfull(hk_heap_t *heap, hk_page_t *pg)
 static void collect_full(hk_heap_t *heap)
 {
     __atomic_store_n(&heap->full_pending, 0, __ATOMIC_SEQ_CST);
+    heap->no_purge++;
     hk_page_t *next;
     for (hk_page_t *pg = heap->full.last ? heap->full.first : NULL; pg; pg = next) {
         next = pg->next;
@@ -173,6 +173,7 @@ static void collect_full(hk_heap_t *heap)
             hk__page_retire(heap, pg);
         }
     }
+    heap->no_purge--;
 }
 
 /* ------------------------------------------------------------ malloc */
@@ -253,7 +254,9 @@ void hk__page_now_empty(hk_page_t *pg)
 {
     hk_heap_t *heap = hk__segment_of(pg)->heap;
     hk_page_queue_t *q = &heap->queues[pg->cls];
-    if (q->first == pg && pg->next == NULL) return;   /* keep the class's only page */
+    /* Keep the class's only page: a malloc/free loop stays off the slow
+     * path. (Big empty spans kept this way are retired by the next purge.) */
+    if (q->first == pg && pg->next == NULL) return;
     hk__queue_remove(q, pg);
     hk__page_retire(heap, pg);
 }

@@ -17,7 +17,7 @@ static uint64_t g_purged_now;   /* bytes of mapped segments currently purged */
 uint64_t hk__now_ms(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);    /* a few ms of resolution is plenty, and it is cheap */
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
@@ -69,11 +69,20 @@ static void purge_mask(hk_segment_t *seg, uint64_t mask)
 
 /* ------------------------------------------------------------ mapping and cache */
 
-void *hk__segment_map(bool *fresh)
+void *hk__segment_map(bool *fresh, unsigned want_pages)
 {
     hk__lock(&g_cache_lock);
     if (g_cache_n) {
-        hk_segment_t *seg = g_cache[--g_cache_n];
+        /* Best fit on resident pages: a segment whose touched pages match
+         * the need is reused without purging or refaulting. */
+        unsigned best = g_cache_n - 1, best_cost = ~0u;
+        for (unsigned i = g_cache_n; i-- > 0;) {
+            unsigned res = 64u - (unsigned)__builtin_popcountll(g_cache[i]->purged_mask);
+            unsigned cost = res > want_pages ? res - want_pages : want_pages - res;
+            if (cost < best_cost) { best_cost = cost; best = i; }
+        }
+        hk_segment_t *seg = g_cache[best];
+        g_cache[best] = g_cache[--g_cache_n];
         hk__unlock(&g_cache_lock);
         HK_ATOMIC_SUB(&hk__gstats.segments_cached, 1);
         *fresh = false;
@@ -93,12 +102,17 @@ void *hk__segment_map(bool *fresh)
     return seg;
 }
 
-/* Count a segment's remaining purged pages as committed (used whole, e.g. huge). */
-void hk__segment_commit_all(hk_segment_t *seg) HK_HIDDEN;
-void hk__segment_commit_all(hk_segment_t *seg)
+/* A segment taken whole by a huge block of `bytes`: its first pages become
+ * committed; pages past the block that a previous user touched are purged
+ * so the block does not carry their resident memory along. */
+void hk__segment_take_for_huge(hk_segment_t *seg, size_t bytes)
 {
-    uint64_t pur = (uint64_t)__builtin_popcountll(seg->purged_mask) * HK_PAGE_SIZE;
-    if (pur) HK_ATOMIC_SUB(&g_purged_now, pur);
+    unsigned n = (unsigned)((bytes + HK_PAGE_SIZE - 1) >> HK_PAGE_SHIFT);
+    uint64_t used = span_bits(0, n);
+    uint64_t pur = seg->purged_mask & used;
+    if (pur) HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(pur) * HK_PAGE_SIZE);
+    seg->purged_mask &= ~used;
+    if (n < 64) purge_mask(seg, ~used);
     update_committed_peak();
 }
 
@@ -115,10 +129,6 @@ static void segment_release(hk_segment_t *seg)
  * keep a few mapped for reuse, purged after the delay; unmap the rest. */
 void hk__segment_unmap_or_cache(hk_segment_t *seg)
 {
-    if (seg->kind == HK_SEG_HUGE) {
-        /* every page counts as committed while huge; nothing known purged */
-        seg->purged_mask = 0;
-    }
     __atomic_store_n(&seg->thread_id, 0, __ATOMIC_RELAXED);
     seg->kind = HK_SEG_CACHED;
     seg->heap = NULL;
@@ -190,7 +200,7 @@ hk_segment_t *hk__segment_new(hk_heap_t *heap)
     while ((seg = hk__abandoned_pop()) != NULL)
         if (hk__segment_adopt(heap, seg)) return seg;
     bool fresh;
-    seg = hk__segment_map(&fresh);
+    seg = hk__segment_map(&fresh, 64);
     if (!seg) return NULL;
     uint64_t purged = seg->purged_mask;
     memset(seg->pages, 0, sizeof seg->pages);
@@ -202,7 +212,6 @@ hk_segment_t *hk__segment_new(hk_heap_t *heap)
     seg->used_pages = 0;
     seg->free_mask = ~(uint64_t)0;
     seg->purged_mask = purged;
-    seg->cache_purged = 0;
     __atomic_store_n(&seg->thread_id, heap->thread_id, __ATOMIC_RELEASE);
     segment_link(heap, seg);
     return seg;
@@ -267,8 +276,8 @@ bool hk__segment_free_span(hk_heap_t *heap, hk_page_t *pg)
         if (delay > 0) {
             /* A series of frees pushes the purge back (up to one delay from
              * now): memory freed in a burst is often reused right after. */
-            if (heap->purge_due && now >= heap->purge_due) hk__heap_purge(heap, now, false);
-            else if (heap->purge_due) {
+            if (heap->purge_due && now >= heap->purge_due && !heap->no_purge) hk__heap_purge(heap, now, false);
+            else if (heap->purge_due && now < heap->purge_due) {
                 uint64_t ext = heap->purge_due + (uint64_t)delay / 4;
                 heap->purge_due = ext < due ? ext : due;
             }
@@ -282,6 +291,16 @@ void hk__heap_purge(hk_heap_t *heap, uint64_t now, bool force)
 {
     long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
     uint64_t next_due = 0;
+    heap->no_purge++;         /* the retires below must not re-enter */
+    /* Empty big spans (blocks > 32 KiB) kept as their class's only page go back now. */
+    for (unsigned c = 41; c < HK_NCLASS; c++) {
+        hk_page_t *pg = heap->queues[c].last;
+        if (pg && pg == heap->queues[c].first && pg->used == 0 &&
+            __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED) == NULL) {
+            hk__queue_remove(&heap->queues[c], pg);
+            hk__page_retire(heap, pg);
+        }
+    }
     if (delay >= 0 || force) {
         hk_segment_t *next;
         for (hk_segment_t *seg = heap->segments; seg; seg = next) {
@@ -302,7 +321,9 @@ void hk__heap_purge(hk_heap_t *heap, uint64_t now, bool force)
             purge_mask(seg, todo);
         }
     }
-    heap->purge_due = next_due;
+    heap->no_purge--;
+    if (next_due && (!heap->purge_due || heap->purge_due > next_due || heap->purge_due <= now)) heap->purge_due = next_due;
+    else if (!next_due) heap->purge_due = 0;
     hk__cache_purge(now, force);
 }
 
@@ -314,6 +335,7 @@ bool hk__segment_adopt(hk_heap_t *heap, hk_segment_t *seg)
     seg->heap = heap;
     __atomic_store_n(&seg->thread_id, heap->thread_id, __ATOMIC_SEQ_CST);
     segment_link(heap, seg);
+    heap->no_purge++;
     for (unsigned i = 0; i < HK_SEG_PAGES; i++) {
         hk_page_t *pg = &seg->pages[i];
         if ((seg->free_mask >> i) & 1 || pg->back) continue;
@@ -321,11 +343,12 @@ bool hk__segment_adopt(hk_heap_t *heap, hk_segment_t *seg)
         __atomic_store_n(&pg->flags, pg->flags & ~(uint32_t)HK_PF_FULL, __ATOMIC_SEQ_CST);
         hk__page_collect(pg);
         if (pg->used == 0) {
-            if (hk__page_retire(heap, pg)) return false;   /* the segment went to the cache */
+            if (hk__page_retire(heap, pg)) { heap->no_purge--; return false; }   /* the segment went to the cache */
         } else {
             hk__queue_push_back(&heap->queues[pg->cls], pg);
         }
     }
+    heap->no_purge--;
     if (seg->free_mask & ~seg->purged_mask) heap->purge_due = 1;   /* purge its old free pages soon */
     return true;
 }

@@ -24,6 +24,15 @@ static int same(const unsigned char *p, size_t n, unsigned seed)
 
 static void test_every_size_class(void)
 {
+    /* Usable sizes grow with the request: the lookup table and the bit
+     * arithmetic above 1 KiB agree on class boundaries. */
+    for (size_t s = 1; s <= 2048; s++) {
+        void *a = hk_malloc(s), *b = hk_malloc(s - 1);
+        CHECK(hk_malloc_usable_size(a) >= hk_malloc_usable_size(b));
+        CHECK(hk_malloc_usable_size(a) >= s);
+        hk_free(a);
+        hk_free(b);
+    }
     size_t prev_usable = 0;
     for (size_t s = 0; s <= 600 * 1024; s += (s < 4096 ? 1 : s < 65536 ? 61 : 997)) {
         unsigned char *p = hk_malloc(s);
