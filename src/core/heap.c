@@ -133,7 +133,8 @@ static void abandoned_push(hk_segment_t *seg)
 {
     hk__lock(&g_abandoned_lock);
     seg->next = g_abandoned;
-    g_abandoned = seg;
+    /* Atomic because hk__abandoned_pop peeks at the head without the lock. */
+    __atomic_store_n(&g_abandoned, seg, __ATOMIC_RELAXED);
     hk__unlock(&g_abandoned_lock);
 }
 
@@ -142,7 +143,7 @@ hk_segment_t *hk__abandoned_pop(void)
     if (__atomic_load_n(&g_abandoned, __ATOMIC_RELAXED) == NULL) return NULL;
     hk__lock(&g_abandoned_lock);
     hk_segment_t *seg = g_abandoned;
-    if (seg) g_abandoned = seg->next;
+    if (seg) __atomic_store_n(&g_abandoned, seg->next, __ATOMIC_RELAXED);
     hk__unlock(&g_abandoned_lock);
     if (seg) seg->next = seg->prev = NULL;
     return seg;
