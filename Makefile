@@ -4,7 +4,9 @@ BUILD ?= build
 JOBS  ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all build run test bench clean
+SHARED_TRACES ?= ../shared/traces
+
+.PHONY: all build run test bench bench-general bench-pools bench-lab clean
 
 all: build
 
@@ -20,8 +22,21 @@ run: build
 test: build
 	scripts/run-tests.sh $(BUILD)
 
-bench: build
-	bench/run.sh $(BUILD)
+# Every benchmark: the general allocator against glibc, mimalloc, jemalloc
+# and tcmalloc; pools, slabs and arenas against malloc; the classic engines
+# on the shared malloc-lab traces (when that folder exists).
+bench: bench-general bench-pools bench-lab
+
+bench-general: build
+	bench/run.sh --svg $(BUILD)/bench-general.svg $(BUILD)
+
+bench-pools: build
+	bench/pools/run.sh $(BUILD)
+
+bench-lab: build
+	@if [ -d "$(SHARED_TRACES)" ]; then \
+	  ./$(BUILD)/heapkit replay --svg $(BUILD)/lab-shared $(SHARED_TRACES)/*.rep; \
+	else echo "bench-lab: $(SHARED_TRACES) not found; skipped"; fi
 
 clean:
 	rm -rf $(BUILD)
