@@ -6,7 +6,7 @@ CMAKE_FLAGS ?=
 
 SHARED_TRACES ?= ../shared/traces
 
-.PHONY: all build run test bench bench-general bench-pools bench-lab clean
+.PHONY: all build run test bench bench-general bench-pools bench-lab bench-engines clean
 
 all: build
 
@@ -25,7 +25,7 @@ test: build
 # Every benchmark: the general allocator against glibc, mimalloc, jemalloc
 # and tcmalloc; pools, slabs and arenas against malloc; the classic engines
 # on the shared malloc-lab traces (when that folder exists).
-bench: bench-general bench-pools bench-lab
+bench: bench-general bench-pools bench-lab bench-engines
 
 bench-general: build
 	bench/run.sh --svg $(BUILD)/bench-general.svg $(BUILD)
@@ -40,3 +40,6 @@ bench-lab: build
 
 clean:
 	rm -rf $(BUILD)
+
+bench-engines: build
+	./$(BUILD)/bench_engine_latency
