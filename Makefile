@@ -6,7 +6,7 @@ CMAKE_FLAGS ?=
 
 SHARED_TRACES ?= ../shared/traces
 
-.PHONY: all build run test bench bench-general bench-pools bench-lab bench-engines clean
+.PHONY: all build run test bench bench-general bench-pools bench-heaps bench-lab bench-engines clean
 
 all: build
 
@@ -25,13 +25,16 @@ test: build
 # Every benchmark: the general allocator against glibc, mimalloc, jemalloc
 # and tcmalloc; pools, slabs and arenas against malloc; the classic engines
 # on the shared malloc-lab traces (when that folder exists).
-bench: bench-general bench-pools bench-lab bench-engines
+bench: bench-general bench-pools bench-heaps bench-lab bench-engines
 
 bench-general: build
 	bench/run.sh --svg $(BUILD)/bench-general.svg $(BUILD)
 
 bench-pools: build
 	bench/pools/run.sh $(BUILD)
+
+bench-heaps: build
+	bench/heapdestroy/run.sh $(BUILD)
 
 bench-lab: build
 	@if [ -d "$(SHARED_TRACES)" ]; then \
