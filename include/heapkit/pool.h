@@ -23,6 +23,46 @@
 extern "C" {
 #endif
 
+/* ---- private: read by the inline fast paths below, nothing else ----
+ * Every pool-family handle begins with this block. The library sets the
+ * fields so that the fast path is taken only when it is safe: a locked or
+ * checked pool, a destroyed handle or a handle of another kind has
+ * limit == 0, free_head == NULL and tls_idx == 0, so every call on it goes
+ * to the out-of-line path, which validates the handle and reports. The
+ * handle memory is never unmapped, so reading this block through a
+ * destroyed handle is safe. Do not touch these fields. */
+typedef struct hk__hot {
+    void *free_head;          /* hk_pool_t fast mode: LIFO list through free objects */
+    char *base;               /* hk_pool_t: first object */
+    size_t limit;             /* hk_pool_t: committed object bytes when fast, else 0 */
+    uint64_t allocs, frees;   /* hk_pool_t: counts (in_use is derived) */
+    char *tbase;              /* hk_tpool_t: the depot's object range, for the free check */
+    size_t tlimit;
+    uint64_t tls_id;          /* hk_tpool_t / hk_slab_cache_t: owner of hk__tls_slots[tls_idx] */
+    uint32_t tls_idx;         /* 0: no per-thread fast path */
+    uint32_t hot_pad_;
+} hk__hot_t;
+
+/* A stack of free objects: a tpool's per-thread cache or a slab magazine. */
+typedef struct hk__objstack {
+    size_t n;
+    void *link;
+    void *obj[];
+} hk__objstack_t;
+#define HK__TPOOL_CAP 64      /* objects in a tpool's per-thread cache */
+#define HK__MAG_ROUNDS 32     /* objects in a slab magazine */
+
+/* Per thread, per tpool / slab cache (by the handle's small index): the
+ * stack the fast path pops and pushes. Slot 0 never matches a handle. */
+typedef struct hk__tls_slot {
+    uint64_t id;
+    hk__objstack_t *top;      /* tpool: the cache; slab: the loaded magazine */
+    void *ext;                /* slab: the thread's magazine pair */
+    uint64_t allocs, frees;   /* slab: this thread's counts (read by stats) */
+} hk__tls_slot_t;
+#define HK__TLS_SLOTS 128
+extern __thread hk__tls_slot_t hk__tls_slots[HK__TLS_SLOTS];
+
 /* Option flags shared by the allocators here. */
 enum {
     HK_POOL_THREAD_SAFE = 1u << 0,  /* hk_pool_t: a spinlock guards alloc/free */
@@ -66,8 +106,37 @@ typedef struct hk_pool_stats {
 /* align: 0 (natural: 16 when obj_size is a multiple of 16, else 8) or a
  * power of two up to 4096. opt may be NULL. NULL+errno on error. */
 hk_pool_t *hk_pool_create(size_t obj_size, size_t align, const hk_pool_options_t *opt);
-void *hk_pool_alloc(hk_pool_t *p);
-int   hk_pool_free(hk_pool_t *p, void *obj);      /* NULL is a no-op (0) */
+void *hk__pool_alloc_slow(hk_pool_t *p);
+int   hk__pool_free_slow(hk_pool_t *p, void *obj);
+
+/* Release-mode pools (neither THREAD_SAFE nor CHECKED, HK_DEBUG == 0) pop
+ * and push inline. hk_pool_free then checks only that obj lies in the
+ * pool's committed range: a foreign pointer gives EINVAL, but a double
+ * free or a pointer inside the range off an object boundary is NOT
+ * detected and corrupts the free list. Checked pools detect all of them. */
+static inline void *hk_pool_alloc(hk_pool_t *p)
+{
+    hk__hot_t *h = (hk__hot_t *)(void *)p;
+    void *o = h->free_head;
+    if (__builtin_expect(o != NULL, 1)) {
+        h->free_head = *(void **)o;
+        h->allocs++;
+        return o;
+    }
+    return hk__pool_alloc_slow(p);
+}
+/* NULL is a no-op (0). */
+static inline int hk_pool_free(hk_pool_t *p, void *obj)
+{
+    hk__hot_t *h = (hk__hot_t *)(void *)p;
+    if (__builtin_expect((uintptr_t)obj - (uintptr_t)h->base < h->limit, 1)) {
+        *(void **)obj = h->free_head;
+        h->free_head = obj;
+        h->frees++;
+        return 0;
+    }
+    return hk__pool_free_slow(p, obj);
+}
 /* Every object becomes free; memory past the first chunk goes back to the OS. */
 int   hk_pool_reset(hk_pool_t *p);
 int   hk_pool_destroy(hk_pool_t *p);
@@ -146,8 +215,32 @@ typedef struct hk_tpool_stats {
 
 /* opt as for hk_pool_create (THREAD_SAFE is implied). */
 hk_tpool_t *hk_tpool_create(size_t obj_size, size_t align, const hk_pool_options_t *opt);
-void *hk_tpool_alloc(hk_tpool_t *tp);
-int   hk_tpool_free(hk_tpool_t *tp, void *obj);
+void *hk__tpool_alloc_slow(hk_tpool_t *tp);
+int   hk__tpool_free_slow(hk_tpool_t *tp, void *obj);
+/* Release mode: the thread's cache is found by the handle's index into a
+ * thread-local array; free checks that obj lies in the depot's reserved
+ * range (foreign pointers: EINVAL), not object boundaries or double frees.
+ * Checked tpools take the out-of-line path and detect all of them. */
+static inline void *hk_tpool_alloc(hk_tpool_t *tp)
+{
+    hk__hot_t *h = (hk__hot_t *)(void *)tp;
+    hk__tls_slot_t *s = &hk__tls_slots[h->tls_idx];
+    if (__builtin_expect(s->id == h->tls_id, 1)) {
+        hk__objstack_t *c = s->top;
+        if (__builtin_expect(c->n != 0, 1)) return c->obj[--c->n];
+    }
+    return hk__tpool_alloc_slow(tp);
+}
+static inline int hk_tpool_free(hk_tpool_t *tp, void *obj)
+{
+    hk__hot_t *h = (hk__hot_t *)(void *)tp;
+    hk__tls_slot_t *s = &hk__tls_slots[h->tls_idx];
+    if (__builtin_expect((uintptr_t)obj - (uintptr_t)h->tbase < h->tlimit && s->id == h->tls_id, 1)) {
+        hk__objstack_t *c = s->top;
+        if (__builtin_expect(c->n < HK__TPOOL_CAP, 1)) { c->obj[c->n++] = obj; return 0; }
+    }
+    return hk__tpool_free_slow(tp, obj);
+}
 /* Return the calling thread's cache to the depot now. */
 int   hk_tpool_flush(hk_tpool_t *tp);
 int   hk_tpool_destroy(hk_tpool_t *tp);
@@ -193,8 +286,43 @@ hk_slab_cache_t *hk_slab_cache_create_ex(const char *name, size_t size, size_t a
 static inline hk_slab_cache_t *hk_slab_cache_create(const char *name, size_t size, size_t align,
                                                     hk_slab_fn ctor, hk_slab_fn dtor, void *arg)
 { return hk_slab_cache_create_ex(name, size, align, ctor, dtor, arg, 0); }
-void *hk_slab_alloc(hk_slab_cache_t *c);
-int   hk_slab_free(hk_slab_cache_t *c, void *obj);
+void *hk__slab_alloc_slow(hk_slab_cache_t *c);
+int   hk__slab_free_slow(hk_slab_cache_t *c, void *obj);
+/* Release mode: pop/push the thread's loaded magazine, found by the cache's
+ * index into a thread-local array. free checks only that obj lies within
+ * the span of addresses the cache's slabs have ever covered (a pointer from
+ * the stack or malloc gives EINVAL; a pointer into another cache's slab in
+ * between, an off-boundary pointer or a double free is NOT detected).
+ * Checked caches take the out-of-line path: the slab map, the object
+ * boundary and a per-object bit catch all of them. */
+static inline void *hk_slab_alloc(hk_slab_cache_t *c)
+{
+    hk__hot_t *h = (hk__hot_t *)(void *)c;
+    hk__tls_slot_t *s = &hk__tls_slots[h->tls_idx];
+    if (__builtin_expect(s->id == h->tls_id, 1)) {
+        hk__objstack_t *m = s->top;
+        if (__builtin_expect(m->n != 0, 1)) {
+            __atomic_store_n(&s->allocs, s->allocs + 1, __ATOMIC_RELAXED);
+            return m->obj[--m->n];
+        }
+    }
+    return hk__slab_alloc_slow(c);
+}
+static inline int hk_slab_free(hk_slab_cache_t *c, void *obj)
+{
+    hk__hot_t *h = (hk__hot_t *)(void *)c;
+    hk__tls_slot_t *s = &hk__tls_slots[h->tls_idx];
+    uintptr_t off = (uintptr_t)obj - (uintptr_t)__atomic_load_n(&h->tbase, __ATOMIC_RELAXED);
+    if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) && s->id == h->tls_id, 1)) {
+        hk__objstack_t *m = s->top;
+        if (__builtin_expect(m->n < HK__MAG_ROUNDS, 1)) {
+            m->obj[m->n++] = obj;
+            __atomic_store_n(&s->frees, s->frees + 1, __ATOMIC_RELAXED);
+            return 0;
+        }
+    }
+    return hk__slab_free_slow(c, obj);
+}
 /* Empty the depot's magazines into the slabs, then destroy every empty
  * slab (dtor on each object) and give it back. Returns slabs released,
  * or -1 with errno = EINVAL for a bad handle. Other threads' magazines stay. */
