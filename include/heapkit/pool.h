@@ -27,7 +27,7 @@ extern "C" {
  * Every pool-family handle begins with this block. The library sets the
  * fields so that the fast path is taken only when it is safe: a locked or
  * checked pool, a destroyed handle or a handle of another kind has
- * limit == 0, free_head == NULL and tls_idx == 0, so every call on it goes
+ * limit == 0, free_head == NULL and tls_key == 0, so every call on it goes
  * to the out-of-line path, which validates the handle and reports. The
  * handle memory is never unmapped, so reading this block through a
  * destroyed handle is safe. Do not touch these fields. */
@@ -38,10 +38,8 @@ typedef struct hk__hot {
     uint64_t allocs, frees;   /* hk_pool_t: counts (in_use is derived) */
     char *tbase;              /* hk_tpool_t: the depot's object range, for the free check */
     size_t tlimit;
-    uint64_t tls_id;          /* hk_tpool_t / hk_slab_cache_t: owner of hk__tls_slots[tls_idx] */
-    uint32_t tls_idx;         /* 0: no per-thread fast path */
-    uint32_t hot_pad_;
-} hk__hot_t;
+    uint64_t tls_key;         /* hk_tpool_t / hk_slab_cache_t: unique id << 7 | slot index; 0: no fast path */
+} hk__hot_t;                  /* 64 bytes: one cache line at the start of the handle */
 
 /* A stack of free objects: a tpool's per-thread cache or a slab magazine. */
 typedef struct hk__objstack {
@@ -52,15 +50,16 @@ typedef struct hk__objstack {
 #define HK__TPOOL_CAP 64      /* objects in a tpool's per-thread cache */
 #define HK__MAG_ROUNDS 32     /* objects in a slab magazine */
 
-/* Per thread, per tpool / slab cache (by the handle's small index): the
- * stack the fast path pops and pushes. Slot 0 never matches a handle. */
+/* Per thread, per tpool / slab cache (by the index in the handle's key):
+ * the stack the fast path pops and pushes; id holds the owner's key, so a
+ * slot left by a destroyed owner never matches. Slot 0 matches no key. */
 typedef struct hk__tls_slot {
     uint64_t id;
     hk__objstack_t *top;      /* tpool: the cache; slab: the loaded magazine */
     void *ext;                /* slab: the thread's magazine pair */
     uint64_t allocs, frees;   /* slab: this thread's counts (read by stats) */
 } hk__tls_slot_t;
-#define HK__TLS_SLOTS 128
+#define HK__TLS_SLOTS 128     /* = 1 << 7, the index bits of tls_key */
 extern __thread hk__tls_slot_t hk__tls_slots[HK__TLS_SLOTS];
 
 /* Option flags shared by the allocators here. */
@@ -224,8 +223,9 @@ int   hk__tpool_free_slow(hk_tpool_t *tp, void *obj);
 static inline void *hk_tpool_alloc(hk_tpool_t *tp)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)tp;
-    hk__tls_slot_t *s = &hk__tls_slots[h->tls_idx];
-    if (__builtin_expect(s->id == h->tls_id, 1)) {
+    uint64_t key = h->tls_key;
+    hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
+    if (__builtin_expect(s->id == key, 1)) {
         hk__objstack_t *c = s->top;
         if (__builtin_expect(c->n != 0, 1)) return c->obj[--c->n];
     }
@@ -234,8 +234,9 @@ static inline void *hk_tpool_alloc(hk_tpool_t *tp)
 static inline int hk_tpool_free(hk_tpool_t *tp, void *obj)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)tp;
-    hk__tls_slot_t *s = &hk__tls_slots[h->tls_idx];
-    if (__builtin_expect((uintptr_t)obj - (uintptr_t)h->tbase < h->tlimit && s->id == h->tls_id, 1)) {
+    uint64_t key = h->tls_key;
+    hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
+    if (__builtin_expect((uintptr_t)obj - (uintptr_t)h->tbase < h->tlimit && s->id == key, 1)) {
         hk__objstack_t *c = s->top;
         if (__builtin_expect(c->n < HK__TPOOL_CAP, 1)) { c->obj[c->n++] = obj; return 0; }
     }
@@ -298,8 +299,9 @@ int   hk__slab_free_slow(hk_slab_cache_t *c, void *obj);
 static inline void *hk_slab_alloc(hk_slab_cache_t *c)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)c;
-    hk__tls_slot_t *s = &hk__tls_slots[h->tls_idx];
-    if (__builtin_expect(s->id == h->tls_id, 1)) {
+    uint64_t key = h->tls_key;
+    hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
+    if (__builtin_expect(s->id == key, 1)) {
         hk__objstack_t *m = s->top;
         if (__builtin_expect(m->n != 0, 1)) {
             __atomic_store_n(&s->allocs, s->allocs + 1, __ATOMIC_RELAXED);
@@ -311,9 +313,10 @@ static inline void *hk_slab_alloc(hk_slab_cache_t *c)
 static inline int hk_slab_free(hk_slab_cache_t *c, void *obj)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)c;
-    hk__tls_slot_t *s = &hk__tls_slots[h->tls_idx];
+    uint64_t key = h->tls_key;
+    hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
     uintptr_t off = (uintptr_t)obj - (uintptr_t)__atomic_load_n(&h->tbase, __ATOMIC_RELAXED);
-    if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) && s->id == h->tls_id, 1)) {
+    if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) && s->id == key, 1)) {
         hk__objstack_t *m = s->top;
         if (__builtin_expect(m->n < HK__MAG_ROUNDS, 1)) {
             m->obj[m->n++] = obj;

@@ -83,8 +83,7 @@ void hk__handle_kill(void *hv)
     hk__handle_t *h = hv;
     __atomic_store_n(&h->magic, HK__MAGIC_DEAD, __ATOMIC_RELEASE);
     /* Turn the inline fast paths off: every later call goes out of line and is reported. */
-    __atomic_store_n(&h->hot.tls_idx, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&h->hot.tls_id, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->hot.tls_key, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&h->hot.limit, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&h->hot.tlimit, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&h->hot.tbase, NULL, __ATOMIC_RELAXED);

@@ -19,9 +19,11 @@ struct hk_pool {
     uint64_t div_magic;     /* ceil(2^64 / stride): offset / stride by multiplication */
     size_t chunk_bytes;
     size_t max_objs;        /* cap on live objects (SIZE_MAX: none) */
-    char *base;             /* objects */
+    char *base;             /* objects: rbase + a per-pool colour */
     size_t reserved;        /* bytes of object address space */
     size_t committed;       /* bytes of objects committed */
+    char *rbase;            /* the reserved region (page aligned) */
+    size_t rsize, rcommitted;
     size_t capacity;        /* objects fitting in committed bytes */
     size_t bump;            /* objects [0, bump) have been handed out at least once */
     size_t peak;            /* highest bump since create: the list is used before carving, so = peak in_use */
@@ -59,7 +61,18 @@ hk_pool_t *hk_pool_create(size_t obj_size, size_t align, const hk_pool_options_t
         if (n == 0) { errno = EINVAL; return NULL; }
         if (n < max_objs) { max_objs = n; reserve = n * stride; }
     }
-    reserve = hk__align_up(reserve, chunk);
+    /* Colour: start the objects a few cache lines into the region, varying
+     * by pool. Regions and the handle table come back from mmap at large
+     * power-of-two alignments, so without it a pool's first objects share
+     * L1 sets (and, on AMD, the linear-address tag) with hot handle blocks
+     * and with other pools' first objects, and thrash the L1. */
+    static unsigned colour_seq;
+    unsigned cs = __atomic_fetch_add(&colour_seq, 1, __ATOMIC_RELAXED);
+    /* 1..15 lines: never a multiple of 1 KiB, where handle blocks sit. */
+    size_t colour = hk__align_up((size_t)64 * (1 + cs % 15), HK_MAX(align, (size_t)8));
+    if (colour % 1024 == 0) colour = 0;
+    if (colour + stride > ps) colour = 0;
+    reserve = hk__align_up(reserve + colour, chunk);
     hk_pool_t *p = hk__handle_new(HK__MAGIC_POOL, o.flags, o.name ? o.name : "pool");
     if (!p) return NULL;
     bool checked = hk__checked(&p->h);
@@ -81,10 +94,12 @@ hk_pool_t *hk_pool_create(size_t obj_size, size_t align, const hk_pool_options_t
     p->div_magic = UINT64_MAX / stride + 1;
     p->chunk_bytes = chunk;
     p->max_objs = max_objs;
-    p->base = objs.base;
-    p->h.hot.base = objs.base;
+    p->rbase = objs.base;
+    p->rsize = objs.reserved;
+    p->base = objs.base + colour;
+    p->h.hot.base = p->base;
     p->fast = !checked && !(o.flags & HK_POOL_THREAD_SAFE);
-    p->reserved = objs.reserved;
+    p->reserved = objs.reserved - colour;
     p->bitmap = (uint64_t *)bm.base;
     p->bm_reserved = bm.reserved;
     p->st.obj_size = stride;
@@ -95,16 +110,20 @@ hk_pool_t *hk_pool_create(size_t obj_size, size_t align, const hk_pool_options_t
 static HK_NOINLINE int pool_grow(hk_pool_t *p)
 {
     if (p->committed >= p->reserved) return ENOMEM;
+    /* Chunks count in object bytes from base; the pages under them (one
+     * more for the colour) are what gets committed. */
     size_t add = HK_MIN(p->chunk_bytes, p->reserved - p->committed);
-    int e = hk_vm_commit(p->base + p->committed, add);
+    size_t rnew = HK_MIN(hk__align_up((size_t)(p->base - p->rbase) + p->committed + add, hk_vm_page_size()), p->rsize);
+    int e = hk_vm_commit(p->rbase + p->rcommitted, rnew - p->rcommitted);
     if (e) return e;
     size_t cap = (p->committed + add) / p->stride;
     size_t need = p->bitmap ? hk__align_up((cap + 63) / 64 * 8, hk_vm_page_size()) : 0;
     if (need > p->bm_committed) {
         e = hk_vm_commit((char *)p->bitmap + p->bm_committed, need - p->bm_committed);
-        if (e) { hk_vm_decommit(p->base + p->committed, add); return e; }
+        if (e) { hk_vm_decommit(p->rbase + p->rcommitted, rnew - p->rcommitted); return e; }
         p->bm_committed = need;
     }
+    p->rcommitted = rnew;
     p->committed += add;
     if (p->fast) p->h.hot.limit = p->committed;
     p->capacity = cap;
@@ -259,9 +278,14 @@ int hk_pool_reset(hk_pool_t *p)
     hk__spin_lock(&p->lock);
     int e = 0;
     /* Keep the first chunk (and its bitmap page) committed; the rest goes back. */
+    size_t rkeep = HK_MIN(hk__align_up((size_t)(p->base - p->rbase) + p->chunk_bytes, hk_vm_page_size()), p->rsize);
     if (p->committed > p->chunk_bytes) {
-        e = hk_vm_decommit(p->base + p->chunk_bytes, p->committed - p->chunk_bytes);
-        if (!e) { p->committed = p->chunk_bytes; p->st.chunks = 1; }
+        e = hk_vm_decommit(p->rbase + rkeep, p->rcommitted - rkeep);
+        if (!e) {
+            p->rcommitted = rkeep;
+            p->committed = p->chunk_bytes;
+            p->st.chunks = 1;
+        }
     }
     size_t bm_keep = hk__align_up((p->committed / p->stride + 63) / 64 * 8, hk_vm_page_size());
     if (p->bm_committed > bm_keep && !hk_vm_decommit((char *)p->bitmap + bm_keep, p->bm_committed - bm_keep))
@@ -286,7 +310,7 @@ int hk_pool_destroy(hk_pool_t *p)
     }
     hk__handle_kill(p);
     hk__spin_unlock(&hk__handle_lock);
-    int e = hk_vm_release(p->base, p->reserved);
+    int e = hk_vm_release(p->rbase, p->rsize);
     int e2 = p->bitmap ? hk_vm_release(p->bitmap, p->bm_reserved) : 0;
     return e ? e : e2;
 }
@@ -301,7 +325,7 @@ int hk_pool_stats(hk_pool_t *p, hk_pool_stats_t *out)
     out->in_use = (size_t)(out->allocs - out->frees - p->dropped);
     out->peak_in_use = p->peak;
     out->capacity = p->capacity;
-    out->bytes_committed = p->committed + p->bm_committed;
+    out->bytes_committed = p->rcommitted + p->bm_committed;
     hk__spin_unlock(&p->lock);
     return 0;
 }

@@ -39,8 +39,11 @@ typedef struct hk__handle {
     uint64_t id;                   /* unique over the process lifetime, never 0 */
     struct hk__handle *next_free;
     uint32_t tidx;                 /* tpool/slab: index in hk__tls_slots (0: none) */
+    uint64_t tkey;                 /* id << 7 | tidx: what its slots hold */
     char name[32];
 } hk__handle_t;
+_Static_assert(sizeof(hk__hot_t) == 64, "the hot block is one cache line");
+_Static_assert(HK__TLS_SLOTS == 128, "tls_key keeps 7 index bits");
 
 /* A zeroed slot with magic set and a fresh id; NULL+ENOMEM when full. */
 void *hk__handle_new(uint32_t magic, unsigned flags, const char *name) HK_HIDDEN;
@@ -86,7 +89,7 @@ void hk__tls_index_free(hk__handle_t *owner) HK_HIDDEN;
 HK_INLINE hk__tls_slot_t *hk__tls_mine(const hk__handle_t *owner)
 {
     hk__tls_slot_t *s = &hk__tls_slots[owner->tidx];
-    return owner->tidx && s->id == owner->id ? s : NULL;
+    return owner->tidx && s->id == owner->tkey ? s : NULL;
 }
 /* Claim this thread's slot for owner: 0, or ENOMEM (no index or no key). */
 int  hk__tls_register(hk__handle_t *owner, hk__objstack_t *top, void *ext) HK_HIDDEN;

@@ -7,7 +7,7 @@
 #include <pthread.h>
 #include <string.h>
 
-/* Slot 0 belongs to no one: its id never equals a handle's tls_id (0 or a real id). */
+/* Slot 0 belongs to no one: its id never equals a handle's tls_key (0, or id << 7 | i with i > 0). */
 __thread hk__tls_slot_t hk__tls_slots[HK__TLS_SLOTS] = { [0] = { .id = UINT64_MAX } };
 
 static hk__handle_t *owners[HK__TLS_SLOTS];    /* guarded by hk__handle_lock */
@@ -19,7 +19,7 @@ void hk__tls_index_new(hk__handle_t *owner)
 {
     hk__spin_lock(&hk__handle_lock);
     for (uint32_t i = 1; i < HK__TLS_SLOTS; i++)
-        if (!owners[i]) { owners[i] = owner; owner->tidx = i; break; }
+        if (!owners[i]) { owners[i] = owner; owner->tidx = i; owner->tkey = owner->id << 7 | i; break; }
     hk__spin_unlock(&hk__handle_lock);
 }
 
@@ -40,7 +40,7 @@ static void thread_exit(void *arg)
         /* The handle lock keeps destroy from releasing the owner meanwhile. */
         hk__spin_lock(&hk__handle_lock);
         hk__handle_t *o = owners[i];
-        if (o && o->id == s->id) {
+        if (o && o->tkey == s->id) {
             uint32_t m = hk__handle_magic(o);
             if (m == HK__MAGIC_TPOOL) hk__tpool_thread_exit(o, s);
             else if (m == HK__MAGIC_SLAB) hk__slab_thread_exit(o, s);
@@ -64,7 +64,7 @@ int hk__tls_register(hk__handle_t *owner, hk__objstack_t *top, void *ext)
     s->top = top;
     s->ext = ext;
     s->allocs = s->frees = 0;
-    __atomic_store_n(&s->id, owner->id, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->id, owner->tkey, __ATOMIC_RELAXED);
     return 0;
 }
 
