@@ -47,7 +47,7 @@ typedef struct hk__objstack {
     void *link;
     void *obj[];
 } hk__objstack_t;
-#define HK__TPOOL_CAP 64      /* objects in a tpool's per-thread cache */
+#define HK__TPOOL_CAP 128     /* objects in a tpool's per-thread cache */
 #define HK__MAG_ROUNDS 32     /* objects in a slab magazine */
 
 /* Per thread, per tpool / slab cache (by the index in the handle's key):
@@ -55,10 +55,13 @@ typedef struct hk__objstack {
  * slot left by a destroyed owner never matches. Slot 0 matches no key. */
 typedef struct hk__tls_slot {
     uint64_t id;
+    size_t n;                 /* top's count, kept here while top is loaded */
+    void **obj;               /* top->obj */
     hk__objstack_t *top;      /* tpool: the cache; slab: the loaded magazine */
     void *ext;                /* slab: the thread's magazine pair */
     uint64_t allocs, frees;   /* slab: this thread's counts (read by stats) */
-} hk__tls_slot_t;
+    uint64_t pad_;
+} __attribute__((aligned(64))) hk__tls_slot_t;   /* one cache line each */
 #define HK__TLS_SLOTS 128     /* = 1 << 7, the index bits of tls_key */
 extern __thread hk__tls_slot_t hk__tls_slots[HK__TLS_SLOTS];
 
@@ -225,9 +228,10 @@ static inline void *hk_tpool_alloc(hk_tpool_t *tp)
     hk__hot_t *h = (hk__hot_t *)(void *)tp;
     uint64_t key = h->tls_key;
     hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
-    if (__builtin_expect(s->id == key, 1)) {
-        hk__objstack_t *c = s->top;
-        if (__builtin_expect(c->n != 0, 1)) return c->obj[--c->n];
+    size_t n;
+    if (__builtin_expect(s->id == key && (n = s->n) != 0, 1)) {
+        s->n = --n;
+        return s->obj[n];
     }
     return hk__tpool_alloc_slow(tp);
 }
@@ -236,9 +240,12 @@ static inline int hk_tpool_free(hk_tpool_t *tp, void *obj)
     hk__hot_t *h = (hk__hot_t *)(void *)tp;
     uint64_t key = h->tls_key;
     hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
-    if (__builtin_expect((uintptr_t)obj - (uintptr_t)h->tbase < h->tlimit && s->id == key, 1)) {
-        hk__objstack_t *c = s->top;
-        if (__builtin_expect(c->n < HK__TPOOL_CAP, 1)) { c->obj[c->n++] = obj; return 0; }
+    size_t n;
+    if (__builtin_expect((uintptr_t)obj - (uintptr_t)h->tbase < h->tlimit && s->id == key &&
+                         (n = s->n) < HK__TPOOL_CAP, 1)) {
+        s->obj[n] = obj;
+        s->n = n + 1;
+        return 0;
     }
     return hk__tpool_free_slow(tp, obj);
 }
@@ -301,12 +308,11 @@ static inline void *hk_slab_alloc(hk_slab_cache_t *c)
     hk__hot_t *h = (hk__hot_t *)(void *)c;
     uint64_t key = h->tls_key;
     hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
-    if (__builtin_expect(s->id == key, 1)) {
-        hk__objstack_t *m = s->top;
-        if (__builtin_expect(m->n != 0, 1)) {
-            __atomic_store_n(&s->allocs, s->allocs + 1, __ATOMIC_RELAXED);
-            return m->obj[--m->n];
-        }
+    size_t n;
+    if (__builtin_expect(s->id == key && (n = s->n) != 0, 1)) {
+        __atomic_store_n(&s->allocs, s->allocs + 1, __ATOMIC_RELAXED);
+        s->n = --n;
+        return s->obj[n];
     }
     return hk__slab_alloc_slow(c);
 }
@@ -316,13 +322,13 @@ static inline int hk_slab_free(hk_slab_cache_t *c, void *obj)
     uint64_t key = h->tls_key;
     hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
     uintptr_t off = (uintptr_t)obj - (uintptr_t)__atomic_load_n(&h->tbase, __ATOMIC_RELAXED);
-    if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) && s->id == key, 1)) {
-        hk__objstack_t *m = s->top;
-        if (__builtin_expect(m->n < HK__MAG_ROUNDS, 1)) {
-            m->obj[m->n++] = obj;
-            __atomic_store_n(&s->frees, s->frees + 1, __ATOMIC_RELAXED);
-            return 0;
-        }
+    size_t n;
+    if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) && s->id == key &&
+                         (n = s->n) < HK__MAG_ROUNDS, 1)) {
+        s->obj[n] = obj;
+        s->n = n + 1;
+        __atomic_store_n(&s->frees, s->frees + 1, __ATOMIC_RELAXED);
+        return 0;
     }
     return hk__slab_free_slow(c, obj);
 }

@@ -91,6 +91,15 @@ HK_INLINE hk__tls_slot_t *hk__tls_mine(const hk__handle_t *owner)
     hk__tls_slot_t *s = &hk__tls_slots[owner->tidx];
     return owner->tidx && s->id == owner->tkey ? s : NULL;
 }
+/* top's count lives in the slot while top is loaded: write it back before
+ * top is read or swapped out, and load a stack into the slot after. */
+HK_INLINE void hk__slot_unload(hk__tls_slot_t *s) { s->top->n = s->n; }
+HK_INLINE void hk__slot_load(hk__tls_slot_t *s, hk__objstack_t *top)
+{
+    s->top = top;
+    s->obj = top->obj;
+    s->n = top->n;
+}
 /* Claim this thread's slot for owner: 0, or ENOMEM (no index or no key). */
 int  hk__tls_register(hk__handle_t *owner, hk__objstack_t *top, void *ext) HK_HIDDEN;
 /* Release this thread's slot for owner (the caller has its contents). */

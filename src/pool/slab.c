@@ -294,6 +294,7 @@ HK_INLINE mag_t *loaded_of(tcache_t *t) { return t->slot->top; }
 
 static void tcache_drain(hk_slab_cache_t *c, tcache_t *t)
 {
+    hk__slot_unload(t->slot);
     hk__spin_lock(&c->lock);
     mag_t *ms[2] = { loaded_of(t), t->prev };
     for (int k = 0; k < 2; k++) {
@@ -328,10 +329,11 @@ static void *slab_alloc_inner(hk_slab_cache_t *c)
         hk__spin_unlock(&c->lock);
         return o;
     }
+    hk__slot_unload(t->slot);
     mag_t *l = loaded_of(t);
     if (!l->n) {
         if (t->prev->n) {
-            t->slot->top = t->prev;
+            hk__slot_load(t->slot, t->prev);
             t->prev = l;
         } else {
             hk__spin_lock(&c->lock);
@@ -341,9 +343,10 @@ static void *slab_alloc_inner(hk_slab_cache_t *c)
                 c->nfull--;
                 MNEXT(l) = c->empty;
                 c->empty = l;
-                t->slot->top = f;
+                hk__slot_load(t->slot, f);
             } else {
                 while (l->n < MAG_ROUNDS / 2 && (o = slab_take(c))) l->obj[l->n++] = o;
+                hk__slot_load(t->slot, l);
             }
             hk__spin_unlock(&c->lock);
         }
@@ -351,7 +354,9 @@ static void *slab_alloc_inner(hk_slab_cache_t *c)
         if (!l->n) { errno = ENOMEM; return NULL; }
     }
     count(&t->slot->allocs);
-    return l->obj[--l->n];
+    o = l->obj[--l->n];
+    t->slot->n = l->n;
+    return o;
 }
 
 void *hk__slab_alloc_slow(hk_slab_cache_t *c)
@@ -372,10 +377,11 @@ static int slab_free_inner(hk_slab_cache_t *c, void *obj)
         hk__spin_unlock(&c->lock);
         return 0;
     }
+    hk__slot_unload(t->slot);
     mag_t *l = loaded_of(t);
     if (l->n == MAG_ROUNDS) {
         if (t->prev->n == 0) {
-            t->slot->top = t->prev;
+            hk__slot_load(t->slot, t->prev);
             t->prev = l;
         } else {
             mag_t *e = NULL;
@@ -393,13 +399,14 @@ static int slab_free_inner(hk_slab_cache_t *c, void *obj)
             MNEXT(l) = c->full;           /* the full magazine goes to the depot */
             c->full = l;
             c->nfull++;
-            t->slot->top = e;
+            hk__slot_load(t->slot, e);
             hk__spin_unlock(&c->lock);
         }
         l = loaded_of(t);
     }
     count(&t->slot->frees);
     l->obj[l->n++] = obj;
+    t->slot->n = l->n;
     return 0;
 }
 

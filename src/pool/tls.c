@@ -61,7 +61,7 @@ int hk__tls_register(hk__handle_t *owner, hk__objstack_t *top, void *ext)
         if (!key_set) return ENOMEM;
     }
     hk__tls_slot_t *s = &hk__tls_slots[owner->tidx];
-    s->top = top;
+    hk__slot_load(s, top);
     s->ext = ext;
     s->allocs = s->frees = 0;
     __atomic_store_n(&s->id, owner->tkey, __ATOMIC_RELAXED);

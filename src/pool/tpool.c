@@ -1,13 +1,13 @@
 /* Per-thread pools: a thread-safe fixed-size pool is the shared depot; each
- * thread keeps a stack of up to 64 free objects in its hk__tls_slots entry,
- * refilled and drained 32 at a time under the depot's lock. An object freed
+ * thread keeps a stack of up to 128 free objects in its hk__tls_slots entry,
+ * refilled and drained 64 at a time under the depot's lock. An object freed
  * by another thread simply joins that thread's stack. In release mode the
  * pop and push are inline (heapkit/pool.h); checked tpools come here for
  * every call and keep a "held by a user" bit per object. */
 #include "pool_internal.h"
 #include <string.h>
 
-#define TC_BATCH 32
+#define TC_BATCH (HK__TPOOL_CAP / 2)
 
 typedef hk__objstack_t tcache_t;     /* with HK__TPOOL_CAP objects */
 #define TC_SIZE (sizeof(tcache_t) + HK__TPOOL_CAP * sizeof(void *))
@@ -82,24 +82,24 @@ static int live_flip(hk_tpool_t *tp, void *obj, bool to_user)
     return (old & bit) ? 0 : tp_misuse(tp, obj, "double free");
 }
 
-/* This thread's cache, made on first use; NULL when no slot or memory. */
-static tcache_t *cache_of(hk_tpool_t *tp)
+/* This thread's slot, with its cache made on first use; NULL when no slot
+ * or no memory. While registered, the slot's n and obj are the cache. */
+static hk__tls_slot_t *cache_of(hk_tpool_t *tp)
 {
     hk__tls_slot_t *s = hk__tls_mine(&tp->h);
-    if (s) return s->top;
-    if (!tp->h.tidx) return NULL;
+    if (s || !tp->h.tidx) return s;
     tcache_t *c = hk_pool_alloc(tp->caches);
     if (!c) return NULL;
     c->n = 0;
     if (hk__tls_register(&tp->h, c, NULL) != 0) { hk_pool_free(tp->caches, c); return NULL; }
     __atomic_fetch_add(&tp->ncaches, 1, __ATOMIC_RELAXED);
-    return c;
+    return hk__tls_mine(&tp->h);
 }
 
 void *hk__tpool_alloc_slow(hk_tpool_t *tp)
 {
     if (hk_unlikely(hk__handle_check(tp, HK__MAGIC_TPOOL, "hk_tpool_alloc", "tpool") != 0)) { errno = EINVAL; return NULL; }
-    tcache_t *c = cache_of(tp);
+    hk__tls_slot_t *c = cache_of(tp);
     void *o;
     if (!c) {                          /* no TLS slot: straight from the depot */
         if (hk__pool_alloc_batch(tp->depot, &o, 1) != 1) { errno = ENOMEM; return NULL; }
@@ -122,7 +122,7 @@ int hk__tpool_free_slow(hk_tpool_t *tp, void *obj)
     int where = hk__pool_locate(tp->depot, obj);
     if (hk_unlikely(where)) return tp_misuse(tp, obj, where == 1 ? "is not from this pool" : "is not on an object boundary");
     if (hk_unlikely(tp->live != NULL) && live_flip(tp, obj, false)) return EINVAL;
-    tcache_t *c = cache_of(tp);
+    hk__tls_slot_t *c = cache_of(tp);
     if (!c) { hk__pool_free_batch(tp->depot, &obj, 1); return 0; }
     if (c->n == HK__TPOOL_CAP) {
         c->n -= TC_BATCH;
@@ -133,17 +133,17 @@ int hk__tpool_free_slow(hk_tpool_t *tp, void *obj)
     return 0;
 }
 
-static void cache_drain(hk_tpool_t *tp, tcache_t *c)
+static void cache_drain(hk_tpool_t *tp, hk__tls_slot_t *s)
 {
-    hk__pool_free_batch(tp->depot, c->obj, c->n);
-    c->n = 0;
-    hk_pool_free(tp->caches, c);
+    hk__pool_free_batch(tp->depot, s->obj, s->n);
+    s->n = 0;
+    hk_pool_free(tp->caches, s->top);
     __atomic_fetch_sub(&tp->ncaches, 1, __ATOMIC_RELAXED);
 }
 
 void hk__tpool_thread_exit(hk__handle_t *owner, hk__tls_slot_t *slot)
 {
-    cache_drain((hk_tpool_t *)owner, slot->top);
+    cache_drain((hk_tpool_t *)owner, slot);
 }
 
 int hk_tpool_flush(hk_tpool_t *tp)
@@ -151,9 +151,8 @@ int hk_tpool_flush(hk_tpool_t *tp)
     if (hk__handle_check(tp, HK__MAGIC_TPOOL, "hk_tpool_flush", "tpool") != 0) return EINVAL;
     hk__tls_slot_t *s = hk__tls_mine(&tp->h);
     if (s) {
-        tcache_t *c = s->top;
+        cache_drain(tp, s);
         hk__tls_unregister(&tp->h);
-        cache_drain(tp, c);
     }
     return 0;
 }
