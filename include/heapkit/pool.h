@@ -2,11 +2,15 @@
  * per-thread pools and slab object caches with per-thread magazines.
  * All memory comes from the OS layer (heapkit/vm.h), never from malloc.
  *
- * Misuse (freeing a foreign pointer, a pointer off an object boundary, a
- * double free, using or destroying a destroyed handle) is always detected
- * where documented. With HK_POOL_CHECKED (or a library built with
- * HK_DEBUG >= 1) it aborts with a message naming the allocator and the
- * pointer; otherwise the call returns EINVAL and the structure is intact.
+ * Checked mode (HK_POOL_CHECKED on the object, or a library built with
+ * HK_DEBUG >= 1) detects every misuse - a foreign pointer, a pointer off an
+ * object boundary, a double free, using or destroying a destroyed handle -
+ * and aborts with a message naming the allocator and the pointer. Release
+ * mode runs small inline fast paths (below) that check less: what each one
+ * detects is listed at the function; detected misuse returns EINVAL with
+ * the structure intact, undetected misuse (double free, off-boundary
+ * pointers inside the range) corrupts the free list. docs/pools.md has the
+ * full table.
  *
  * Handles live in a process-wide descriptor table that is never unmapped:
  * a destroyed handle keeps a "dead" magic number, so a second destroy or a
@@ -63,6 +67,9 @@ typedef struct hk__tls_slot {
     uint64_t pad_;
 } __attribute__((aligned(64))) hk__tls_slot_t;   /* one cache line each */
 #define HK__TLS_SLOTS 128     /* = 1 << 7, the index bits of tls_key */
+/* A slab cache's slots hold its key ^ HK__SLAB_SALT, so the tpool and slab
+ * fast paths never accept each other's handles. */
+#define HK__SLAB_SALT ((uint64_t)1 << 63)
 extern __thread hk__tls_slot_t hk__tls_slots[HK__TLS_SLOTS];
 
 /* Option flags shared by the allocators here. */
@@ -103,7 +110,7 @@ typedef struct hk_pool_stats {
     size_t bytes_committed; /* objects + bitmap */
     size_t peak_in_use;
     uint64_t allocs, frees, failed;  /* failed: allocs refused by the cap */
-} hk_pool_stats_t;
+} hk_pool_stats_t;                   /* in_use and peak_in_use are derived, not counted per call */
 
 /* align: 0 (natural: 16 when obj_size is a multiple of 16, else 8) or a
  * power of two up to 4096. opt may be NULL. NULL+errno on error. */
@@ -121,7 +128,11 @@ static inline void *hk_pool_alloc(hk_pool_t *p)
     hk__hot_t *h = (hk__hot_t *)(void *)p;
     void *o = h->free_head;
     if (__builtin_expect(o != NULL, 1)) {
-        h->free_head = *(void **)o;
+        void *next = *(void **)o;
+        h->free_head = next;
+        /* The list follows free order, which may be scattered: start
+         * fetching the next head while the caller works on this object. */
+        __builtin_prefetch(next, 1);
         h->allocs++;
         return o;
     }
@@ -143,7 +154,8 @@ static inline int hk_pool_free(hk_pool_t *p, void *obj)
 int   hk_pool_reset(hk_pool_t *p);
 int   hk_pool_destroy(hk_pool_t *p);
 int   hk_pool_stats(hk_pool_t *p, hk_pool_stats_t *out);
-/* 1 when obj is an allocated object of p, else 0. */
+/* 1 when obj is an allocated object of p, else 0. O(1) in checked pools
+ * (bitmap); release pools have no bitmap and walk the free list. */
 int   hk_pool_owns(hk_pool_t *p, const void *obj);
 
 /* ------------------------------------------------------------------ */
@@ -260,7 +272,7 @@ int   hk_tpool_stats(hk_tpool_t *tp, hk_tpool_stats_t *out);
 /* slab is reaped or the cache destroyed - not on every alloc/free.     */
 /* Slabs are 64 KiB (or larger for big objects) blocks aligned to their */
 /* size; a global slab map tells safely whether an address is a slab.   */
-/* Each thread keeps two magazines of up to 32 objects; full and empty  */
+/* Each thread keeps two magazines of 32 objects; full and empty       */
 /* magazines are exchanged with the cache's depot under a lock.         */
 /*                                                                      */
 /*     static void conn_init(void *o, void *arg) { memset(o, 0, 256); } */
@@ -309,7 +321,7 @@ static inline void *hk_slab_alloc(hk_slab_cache_t *c)
     uint64_t key = h->tls_key;
     hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
     size_t n;
-    if (__builtin_expect(s->id == key && (n = s->n) != 0, 1)) {
+    if (__builtin_expect(s->id == (key ^ HK__SLAB_SALT) && (n = s->n) != 0, 1)) {
         __atomic_store_n(&s->allocs, s->allocs + 1, __ATOMIC_RELAXED);
         s->n = --n;
         return s->obj[n];
@@ -323,7 +335,7 @@ static inline int hk_slab_free(hk_slab_cache_t *c, void *obj)
     hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
     uintptr_t off = (uintptr_t)obj - (uintptr_t)__atomic_load_n(&h->tbase, __ATOMIC_RELAXED);
     size_t n;
-    if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) && s->id == key &&
+    if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) && s->id == (key ^ HK__SLAB_SALT) &&
                          (n = s->n) < HK__MAG_ROUNDS, 1)) {
         s->obj[n] = obj;
         s->n = n + 1;

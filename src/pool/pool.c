@@ -150,6 +150,7 @@ HK_INLINE void *pool_alloc_locked(hk_pool_t *p)
     size_t idx;
     if (hk_likely(o != NULL)) {
         *head = *(void **)o;
+        __builtin_prefetch(*head, 1);   /* scattered lists: fetch the next one early */
         idx = p->bitmap ? obj_index(p, (size_t)(o - p->base)) : 0;
     } else {
         /* Carving is the only way past the cap: live <= bump <= max_objs. */

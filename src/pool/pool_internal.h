@@ -39,7 +39,8 @@ typedef struct hk__handle {
     uint64_t id;                   /* unique over the process lifetime, never 0 */
     struct hk__handle *next_free;
     uint32_t tidx;                 /* tpool/slab: index in hk__tls_slots (0: none) */
-    uint64_t tkey;                 /* id << 7 | tidx: what its slots hold */
+    uint64_t tkey;                 /* id << 7 | tidx */
+    uint64_t tmatch;               /* what its slots hold: tkey, ^ HK__SLAB_SALT for slab caches */
     char name[32];
 } hk__handle_t;
 _Static_assert(sizeof(hk__hot_t) == 64, "the hot block is one cache line");
@@ -89,7 +90,7 @@ void hk__tls_index_free(hk__handle_t *owner) HK_HIDDEN;
 HK_INLINE hk__tls_slot_t *hk__tls_mine(const hk__handle_t *owner)
 {
     hk__tls_slot_t *s = &hk__tls_slots[owner->tidx];
-    return owner->tidx && s->id == owner->tkey ? s : NULL;
+    return owner->tidx && s->id == owner->tmatch ? s : NULL;
 }
 /* top's count lives in the slot while top is loaded: write it back before
  * top is read or swapped out, and load a stack into the slot after. */

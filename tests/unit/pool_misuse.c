@@ -192,6 +192,23 @@ static void test_release_returns_einval(void)
     CHECK(hk_tpool_alloc(tp) == NULL && errno == EINVAL);
     CHECK_EQ(hk_tpool_free(tp, q), EINVAL);
 
+    /* A tpool and a slab cache handed to each other's fast paths. */
+    hk_tpool_t *tq = hk_tpool_create(64, 0, NULL);
+    hk_slab_cache_t *sq = hk_slab_cache_create("cross", 64, 0, NULL, NULL, NULL);
+    REQUIRE(tq && sq);
+    void *to = hk_tpool_alloc(tq), *so = hk_slab_alloc(sq);
+    CHECK_EQ(hk_tpool_free(tq, to), 0);
+    CHECK_EQ(hk_slab_free(sq, so), 0);
+    errno = 0;
+    CHECK(hk_slab_alloc((hk_slab_cache_t *)tq) == NULL && errno == EINVAL);
+    errno = 0;
+    CHECK(hk_tpool_alloc((hk_tpool_t *)sq) == NULL && errno == EINVAL);
+    CHECK_EQ(hk_slab_free((hk_slab_cache_t *)tq, to), EINVAL);
+    CHECK_EQ(hk_tpool_free((hk_tpool_t *)sq, so), EINVAL);
+    CHECK(hk_tpool_alloc(tq) == to && hk_slab_alloc(sq) == so);   /* neither stack was touched */
+    hk_tpool_destroy(tq);
+    hk_slab_cache_destroy(sq);
+
     hk_arena_t *ar = hk_arena_create(0);
     errno = 0;
     CHECK(hk_pool_alloc((hk_pool_t *)ar) == NULL && errno == EINVAL);    /* wrong kind */
