@@ -81,8 +81,8 @@ enum {
 /* ------------------------------------------------------------------ */
 /* Fixed-size pool. O(1) alloc and free through a free list threaded   */
 /* through free objects; grows by chunks inside one reserved range, so  */
-/* "is this pointer mine" is a range check; a bitmap with one bit per   */
-/* object catches double frees exactly.                                 */
+/* "is this pointer mine" is a range check; in checked mode a bitmap   */
+/* with one bit per object catches double frees exactly.                */
 /*                                                                      */
 /*     hk_pool_options_t o = { .max_objects = 1000, .name = "conn" };   */
 /*     hk_pool_t *p = hk_pool_create(sizeof(struct conn), 0, &o);       */
@@ -107,7 +107,7 @@ typedef struct hk_pool_stats {
     size_t in_use;          /* objects allocated and not freed */
     size_t capacity;        /* objects that fit in the committed chunks */
     size_t chunks;          /* growth steps committed */
-    size_t bytes_committed; /* objects + bitmap */
+    size_t bytes_committed; /* objects + bitmap (checked pools) */
     size_t peak_in_use;
     uint64_t allocs, frees, failed;  /* failed: allocs refused by the cap */
 } hk_pool_stats_t;                   /* in_use and peak_in_use are derived, not counted per call */
