@@ -2,11 +2,15 @@
  * per-thread pools and slab object caches with per-thread magazines.
  * All memory comes from the OS layer (heapkit/vm.h), never from malloc.
  *
- * Misuse (freeing a foreign pointer, a pointer off an object boundary, a
- * double free, using or destroying a destroyed handle) is always detected
- * where documented. With HK_POOL_CHECKED (or a library built with
- * HK_DEBUG >= 1) it aborts with a message naming the allocator and the
- * pointer; otherwise the call returns EINVAL and the structure is intact.
+ * Checked mode (HK_POOL_CHECKED on the object, or a library built with
+ * HK_DEBUG >= 1) detects every misuse - a foreign pointer, a pointer off an
+ * object boundary, a double free, using or destroying a destroyed handle -
+ * and aborts with a message naming the allocator and the pointer. Release
+ * mode runs small inline fast paths (below) that check less: what each one
+ * detects is listed at the function; detected misuse returns EINVAL with
+ * the structure intact, undetected misuse (double free, off-boundary
+ * pointers inside the range) corrupts the free list. docs/pools.md has the
+ * full table.
  *
  * Handles live in a process-wide descriptor table that is never unmapped:
  * a destroyed handle keeps a "dead" magic number, so a second destroy or a
@@ -23,6 +27,51 @@
 extern "C" {
 #endif
 
+/* ---- private: read by the inline fast paths below, nothing else ----
+ * Every pool-family handle begins with this block. The library sets the
+ * fields so that the fast path is taken only when it is safe: a locked or
+ * checked pool, a destroyed handle or a handle of another kind has
+ * limit == 0, free_head == NULL and tls_key == 0, so every call on it goes
+ * to the out-of-line path, which validates the handle and reports. The
+ * handle memory is never unmapped, so reading this block through a
+ * destroyed handle is safe. Do not touch these fields. */
+typedef struct hk__hot {
+    void *free_head;          /* hk_pool_t fast mode: LIFO list through free objects */
+    char *base;               /* hk_pool_t: first object */
+    size_t limit;             /* hk_pool_t: committed object bytes when fast, else 0 */
+    uint64_t allocs, frees;   /* hk_pool_t: counts (in_use is derived) */
+    char *tbase;              /* hk_tpool_t: the depot's object range, for the free check */
+    size_t tlimit;
+    uint64_t tls_key;         /* hk_tpool_t / hk_slab_cache_t: unique id << 7 | slot index; 0: no fast path */
+} hk__hot_t;                  /* 64 bytes: one cache line at the start of the handle */
+
+/* A stack of free objects: a tpool's per-thread cache or a slab magazine. */
+typedef struct hk__objstack {
+    size_t n;
+    void *link;
+    void *obj[];
+} hk__objstack_t;
+#define HK__TPOOL_CAP 128     /* objects in a tpool's per-thread cache */
+#define HK__MAG_ROUNDS 32     /* objects in a slab magazine */
+
+/* Per thread, per tpool / slab cache (by the index in the handle's key):
+ * the stack the fast path pops and pushes; id holds the owner's key, so a
+ * slot left by a destroyed owner never matches. Slot 0 matches no key. */
+typedef struct hk__tls_slot {
+    uint64_t id;
+    size_t n;                 /* top's count, kept here while top is loaded */
+    void **obj;               /* top->obj */
+    hk__objstack_t *top;      /* tpool: the cache; slab: the loaded magazine */
+    void *ext;                /* slab: the thread's magazine pair */
+    uint64_t allocs, frees;   /* slab: this thread's counts (read by stats) */
+    uint64_t pad_;
+} __attribute__((aligned(64))) hk__tls_slot_t;   /* one cache line each */
+#define HK__TLS_SLOTS 128     /* = 1 << 7, the index bits of tls_key */
+/* A slab cache's slots hold its key ^ HK__SLAB_SALT, so the tpool and slab
+ * fast paths never accept each other's handles. */
+#define HK__SLAB_SALT ((uint64_t)1 << 63)
+extern __thread hk__tls_slot_t hk__tls_slots[HK__TLS_SLOTS];
+
 /* Option flags shared by the allocators here. */
 enum {
     HK_POOL_THREAD_SAFE = 1u << 0,  /* hk_pool_t: a spinlock guards alloc/free */
@@ -32,8 +81,8 @@ enum {
 /* ------------------------------------------------------------------ */
 /* Fixed-size pool. O(1) alloc and free through a free list threaded   */
 /* through free objects; grows by chunks inside one reserved range, so  */
-/* "is this pointer mine" is a range check; a bitmap with one bit per   */
-/* object catches double frees exactly.                                 */
+/* "is this pointer mine" is a range check; in checked mode a bitmap   */
+/* with one bit per object catches double frees exactly.                */
 /*                                                                      */
 /*     hk_pool_options_t o = { .max_objects = 1000, .name = "conn" };   */
 /*     hk_pool_t *p = hk_pool_create(sizeof(struct conn), 0, &o);       */
@@ -58,21 +107,55 @@ typedef struct hk_pool_stats {
     size_t in_use;          /* objects allocated and not freed */
     size_t capacity;        /* objects that fit in the committed chunks */
     size_t chunks;          /* growth steps committed */
-    size_t bytes_committed; /* objects + bitmap */
+    size_t bytes_committed; /* objects + bitmap (checked pools) */
     size_t peak_in_use;
     uint64_t allocs, frees, failed;  /* failed: allocs refused by the cap */
-} hk_pool_stats_t;
+} hk_pool_stats_t;                   /* in_use and peak_in_use are derived, not counted per call */
 
 /* align: 0 (natural: 16 when obj_size is a multiple of 16, else 8) or a
  * power of two up to 4096. opt may be NULL. NULL+errno on error. */
 hk_pool_t *hk_pool_create(size_t obj_size, size_t align, const hk_pool_options_t *opt);
-void *hk_pool_alloc(hk_pool_t *p);
-int   hk_pool_free(hk_pool_t *p, void *obj);      /* NULL is a no-op (0) */
+void *hk__pool_alloc_slow(hk_pool_t *p);
+int   hk__pool_free_slow(hk_pool_t *p, void *obj);
+
+/* Release-mode pools (neither THREAD_SAFE nor CHECKED, HK_DEBUG == 0) pop
+ * and push inline. hk_pool_free then checks only that obj lies in the
+ * pool's committed range: a foreign pointer gives EINVAL, but a double
+ * free or a pointer inside the range off an object boundary is NOT
+ * detected and corrupts the free list. Checked pools detect all of them. */
+static inline void *hk_pool_alloc(hk_pool_t *p)
+{
+    hk__hot_t *h = (hk__hot_t *)(void *)p;
+    void *o = h->free_head;
+    if (__builtin_expect(o != NULL, 1)) {
+        void *next = *(void **)o;
+        h->free_head = next;
+        /* The list follows free order, which may be scattered: start
+         * fetching the next head while the caller works on this object. */
+        __builtin_prefetch(next, 1);
+        h->allocs++;
+        return o;
+    }
+    return hk__pool_alloc_slow(p);
+}
+/* NULL is a no-op (0). */
+static inline int hk_pool_free(hk_pool_t *p, void *obj)
+{
+    hk__hot_t *h = (hk__hot_t *)(void *)p;
+    if (__builtin_expect((uintptr_t)obj - (uintptr_t)h->base < h->limit, 1)) {
+        *(void **)obj = h->free_head;
+        h->free_head = obj;
+        h->frees++;
+        return 0;
+    }
+    return hk__pool_free_slow(p, obj);
+}
 /* Every object becomes free; memory past the first chunk goes back to the OS. */
 int   hk_pool_reset(hk_pool_t *p);
 int   hk_pool_destroy(hk_pool_t *p);
 int   hk_pool_stats(hk_pool_t *p, hk_pool_stats_t *out);
-/* 1 when obj is an allocated object of p, else 0. */
+/* 1 when obj is an allocated object of p, else 0. O(1) in checked pools
+ * (bitmap); release pools have no bitmap and walk the free list. */
 int   hk_pool_owns(hk_pool_t *p, const void *obj);
 
 /* ------------------------------------------------------------------ */
@@ -146,8 +229,38 @@ typedef struct hk_tpool_stats {
 
 /* opt as for hk_pool_create (THREAD_SAFE is implied). */
 hk_tpool_t *hk_tpool_create(size_t obj_size, size_t align, const hk_pool_options_t *opt);
-void *hk_tpool_alloc(hk_tpool_t *tp);
-int   hk_tpool_free(hk_tpool_t *tp, void *obj);
+void *hk__tpool_alloc_slow(hk_tpool_t *tp);
+int   hk__tpool_free_slow(hk_tpool_t *tp, void *obj);
+/* Release mode: the thread's cache is found by the handle's index into a
+ * thread-local array; free checks that obj lies in the depot's reserved
+ * range (foreign pointers: EINVAL), not object boundaries or double frees.
+ * Checked tpools take the out-of-line path and detect all of them. */
+static inline void *hk_tpool_alloc(hk_tpool_t *tp)
+{
+    hk__hot_t *h = (hk__hot_t *)(void *)tp;
+    uint64_t key = h->tls_key;
+    hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
+    size_t n;
+    if (__builtin_expect(s->id == key && (n = s->n) != 0, 1)) {
+        s->n = --n;
+        return s->obj[n];
+    }
+    return hk__tpool_alloc_slow(tp);
+}
+static inline int hk_tpool_free(hk_tpool_t *tp, void *obj)
+{
+    hk__hot_t *h = (hk__hot_t *)(void *)tp;
+    uint64_t key = h->tls_key;
+    hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
+    size_t n;
+    if (__builtin_expect((uintptr_t)obj - (uintptr_t)h->tbase < h->tlimit && s->id == key &&
+                         (n = s->n) < HK__TPOOL_CAP, 1)) {
+        s->obj[n] = obj;
+        s->n = n + 1;
+        return 0;
+    }
+    return hk__tpool_free_slow(tp, obj);
+}
 /* Return the calling thread's cache to the depot now. */
 int   hk_tpool_flush(hk_tpool_t *tp);
 int   hk_tpool_destroy(hk_tpool_t *tp);
@@ -159,7 +272,7 @@ int   hk_tpool_stats(hk_tpool_t *tp, hk_tpool_stats_t *out);
 /* slab is reaped or the cache destroyed - not on every alloc/free.     */
 /* Slabs are 64 KiB (or larger for big objects) blocks aligned to their */
 /* size; a global slab map tells safely whether an address is a slab.   */
-/* Each thread keeps two magazines of up to 32 objects; full and empty  */
+/* Each thread keeps two magazines of 32 objects; full and empty       */
 /* magazines are exchanged with the cache's depot under a lock.         */
 /*                                                                      */
 /*     static void conn_init(void *o, void *arg) { memset(o, 0, 256); } */
@@ -193,8 +306,44 @@ hk_slab_cache_t *hk_slab_cache_create_ex(const char *name, size_t size, size_t a
 static inline hk_slab_cache_t *hk_slab_cache_create(const char *name, size_t size, size_t align,
                                                     hk_slab_fn ctor, hk_slab_fn dtor, void *arg)
 { return hk_slab_cache_create_ex(name, size, align, ctor, dtor, arg, 0); }
-void *hk_slab_alloc(hk_slab_cache_t *c);
-int   hk_slab_free(hk_slab_cache_t *c, void *obj);
+void *hk__slab_alloc_slow(hk_slab_cache_t *c);
+int   hk__slab_free_slow(hk_slab_cache_t *c, void *obj);
+/* Release mode: pop/push the thread's loaded magazine, found by the cache's
+ * index into a thread-local array. free checks only that obj lies within
+ * the span of addresses the cache's slabs have ever covered (a pointer from
+ * the stack or malloc gives EINVAL; a pointer into another cache's slab in
+ * between, an off-boundary pointer or a double free is NOT detected).
+ * Checked caches take the out-of-line path: the slab map, the object
+ * boundary and a per-object bit catch all of them. */
+static inline void *hk_slab_alloc(hk_slab_cache_t *c)
+{
+    hk__hot_t *h = (hk__hot_t *)(void *)c;
+    uint64_t key = h->tls_key;
+    hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
+    size_t n;
+    if (__builtin_expect(s->id == (key ^ HK__SLAB_SALT) && (n = s->n) != 0, 1)) {
+        __atomic_store_n(&s->allocs, s->allocs + 1, __ATOMIC_RELAXED);
+        s->n = --n;
+        return s->obj[n];
+    }
+    return hk__slab_alloc_slow(c);
+}
+static inline int hk_slab_free(hk_slab_cache_t *c, void *obj)
+{
+    hk__hot_t *h = (hk__hot_t *)(void *)c;
+    uint64_t key = h->tls_key;
+    hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
+    uintptr_t off = (uintptr_t)obj - (uintptr_t)__atomic_load_n(&h->tbase, __ATOMIC_RELAXED);
+    size_t n;
+    if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) && s->id == (key ^ HK__SLAB_SALT) &&
+                         (n = s->n) < HK__MAG_ROUNDS, 1)) {
+        s->obj[n] = obj;
+        s->n = n + 1;
+        __atomic_store_n(&s->frees, s->frees + 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    return hk__slab_free_slow(c, obj);
+}
 /* Empty the depot's magazines into the slabs, then destroy every empty
  * slab (dtor on each object) and give it back. Returns slabs released,
  * or -1 with errno = EINVAL for a bad handle. Other threads' magazines stay. */

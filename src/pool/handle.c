@@ -4,6 +4,7 @@
  * dead slots are reused only once every fresh slot has been handed out. */
 #include "pool_internal.h"
 #include <string.h>
+#include <stddef.h>
 #include <sched.h>
 
 #define HK__HANDLE_MAX 65536u
@@ -58,7 +59,10 @@ void *hk__handle_new(uint32_t magic, unsigned flags, const char *name)
         if (!dead_head) dead_tail = NULL;
     }
     if (h) {
-        memset((char *)h + sizeof(uint32_t), 0, HK__HANDLE_SLOT - sizeof(uint32_t));
+        /* Everything but magic: a stale reader of a reused slot still sees a valid magic word. */
+        size_t mo = offsetof(hk__handle_t, magic);
+        memset(h, 0, mo);
+        memset((char *)h + mo + sizeof(uint32_t), 0, HK__HANDLE_SLOT - mo - sizeof(uint32_t));
         h->flags = flags;
         h->id = next_id++;
         const char *n = name ? name : "";
@@ -78,6 +82,13 @@ void hk__handle_kill(void *hv)
 {
     hk__handle_t *h = hv;
     __atomic_store_n(&h->magic, HK__MAGIC_DEAD, __ATOMIC_RELEASE);
+    /* Turn the inline fast paths off: every later call goes out of line and is reported. */
+    __atomic_store_n(&h->hot.tls_key, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->hot.limit, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->hot.tlimit, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->hot.tbase, NULL, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->hot.free_head, NULL, __ATOMIC_RELAXED);
+    hk__tls_index_free(h);
     h->next_free = NULL;
     if (dead_tail) dead_tail->next_free = h; else dead_head = h;
     dead_tail = h;

@@ -1,8 +1,11 @@
 /* Fixed-size pool: objects live in one reserved address range committed a
  * chunk at a time, so ownership is a range check and an object's index is
  * its offset over the stride. Free objects form a LIFO list threaded through
- * their first word; never-used objects are carved lazily from the top; a
- * bitmap (one bit per object, "allocated") makes double frees exact. */
+ * their first word; never-used objects are carved lazily from the top. A
+ * release pool keeps its list in the handle's hot block, where the inline
+ * hk_pool_alloc/free in heapkit/pool.h pop and push it; locked and checked
+ * pools keep it here and go out of line. Checked pools add a bitmap (one
+ * bit per object, "allocated") that makes double frees exact. */
 #include "pool_internal.h"
 #include <string.h>
 
@@ -16,13 +19,18 @@ struct hk_pool {
     uint64_t div_magic;     /* ceil(2^64 / stride): offset / stride by multiplication */
     size_t chunk_bytes;
     size_t max_objs;        /* cap on live objects (SIZE_MAX: none) */
-    char *base;             /* objects */
+    char *base;             /* objects: rbase + a per-pool colour */
     size_t reserved;        /* bytes of object address space */
     size_t committed;       /* bytes of objects committed */
+    char *rbase;            /* the reserved region (page aligned) */
+    size_t rsize, rcommitted;
     size_t capacity;        /* objects fitting in committed bytes */
     size_t bump;            /* objects [0, bump) have been handed out at least once */
-    void *free_head;
-    uint64_t *bitmap;
+    size_t peak;            /* highest bump since create: the list is used before carving, so = peak in_use */
+    uint64_t dropped;       /* objects live at resets, so in_use = allocs - frees - dropped */
+    bool fast;              /* the inline paths own hot.free_head and hot.limit */
+    void *list;             /* the free list when !fast */
+    uint64_t *bitmap;       /* checked pools only */
     size_t bm_reserved, bm_committed;
     hk_pool_stats_t st;
 };
@@ -53,14 +61,25 @@ hk_pool_t *hk_pool_create(size_t obj_size, size_t align, const hk_pool_options_t
         if (n == 0) { errno = EINVAL; return NULL; }
         if (n < max_objs) { max_objs = n; reserve = n * stride; }
     }
-    reserve = hk__align_up(reserve, chunk);
-    size_t bm_bytes = hk__align_up((reserve / stride + 63) / 64 * 8, ps);
-
+    /* Colour: start the objects a few cache lines into the region, varying
+     * by pool. Regions and the handle table come back from mmap at large
+     * power-of-two alignments, so without it a pool's first objects share
+     * L1 sets (and, on AMD, the linear-address tag) with hot handle blocks
+     * and with other pools' first objects, and thrash the L1. */
+    static unsigned colour_seq;
+    unsigned cs = __atomic_fetch_add(&colour_seq, 1, __ATOMIC_RELAXED);
+    /* 1..15 lines: never a multiple of 1 KiB, where handle blocks sit. */
+    size_t colour = hk__align_up((size_t)64 * (1 + cs % 15), HK_MAX(align, (size_t)8));
+    if (colour % 1024 == 0) colour = 0;
+    if (colour + stride > ps) colour = 0;
+    reserve = hk__align_up(reserve + colour, chunk);
     hk_pool_t *p = hk__handle_new(HK__MAGIC_POOL, o.flags, o.name ? o.name : "pool");
     if (!p) return NULL;
-    hk_region_t objs, bm;
+    bool checked = hk__checked(&p->h);
+    size_t bm_bytes = checked ? hk__align_up((reserve / stride + 63) / 64 * 8, ps) : 0;
+    hk_region_t objs, bm = {0};
     int e = hk_region_reserve(&objs, reserve);
-    if (!e) {
+    if (!e && checked) {
         e = hk_region_reserve(&bm, bm_bytes);
         if (e) hk_region_release(&objs);
     }
@@ -75,8 +94,12 @@ hk_pool_t *hk_pool_create(size_t obj_size, size_t align, const hk_pool_options_t
     p->div_magic = UINT64_MAX / stride + 1;
     p->chunk_bytes = chunk;
     p->max_objs = max_objs;
-    p->base = objs.base;
-    p->reserved = objs.reserved;
+    p->rbase = objs.base;
+    p->rsize = objs.reserved;
+    p->base = objs.base + colour;
+    p->h.hot.base = p->base;
+    p->fast = !checked && !(o.flags & HK_POOL_THREAD_SAFE);
+    p->reserved = objs.reserved - colour;
     p->bitmap = (uint64_t *)bm.base;
     p->bm_reserved = bm.reserved;
     p->st.obj_size = stride;
@@ -87,17 +110,22 @@ hk_pool_t *hk_pool_create(size_t obj_size, size_t align, const hk_pool_options_t
 static HK_NOINLINE int pool_grow(hk_pool_t *p)
 {
     if (p->committed >= p->reserved) return ENOMEM;
+    /* Chunks count in object bytes from base; the pages under them (one
+     * more for the colour) are what gets committed. */
     size_t add = HK_MIN(p->chunk_bytes, p->reserved - p->committed);
-    int e = hk_vm_commit(p->base + p->committed, add);
+    size_t rnew = HK_MIN(hk__align_up((size_t)(p->base - p->rbase) + p->committed + add, hk_vm_page_size()), p->rsize);
+    int e = hk_vm_commit(p->rbase + p->rcommitted, rnew - p->rcommitted);
     if (e) return e;
     size_t cap = (p->committed + add) / p->stride;
-    size_t need = hk__align_up((cap + 63) / 64 * 8, hk_vm_page_size());
+    size_t need = p->bitmap ? hk__align_up((cap + 63) / 64 * 8, hk_vm_page_size()) : 0;
     if (need > p->bm_committed) {
         e = hk_vm_commit((char *)p->bitmap + p->bm_committed, need - p->bm_committed);
-        if (e) { hk_vm_decommit(p->base + p->committed, add); return e; }
+        if (e) { hk_vm_decommit(p->rbase + p->rcommitted, rnew - p->rcommitted); return e; }
         p->bm_committed = need;
     }
+    p->rcommitted = rnew;
     p->committed += add;
+    if (p->fast) p->h.hot.limit = p->committed;
     p->capacity = cap;
     p->st.chunks++;
     return 0;
@@ -113,28 +141,30 @@ HK_INLINE size_t obj_index(const hk_pool_t *p, size_t off)
     return off / p->stride;
 }
 
+HK_INLINE void **list_of(hk_pool_t *p) { return p->fast ? &p->h.hot.free_head : &p->list; }
+
 HK_INLINE void *pool_alloc_locked(hk_pool_t *p)
 {
-    if (hk_unlikely(p->st.in_use >= p->max_objs)) { p->st.failed++; errno = ENOMEM; return NULL; }
-    char *o = p->free_head;
+    void **head = list_of(p);
+    char *o = *head;
     size_t idx;
     if (hk_likely(o != NULL)) {
-        p->free_head = *(void **)o;
-        /* The list follows free order, which may be scattered: start
-         * fetching the next head while the caller works on this object. */
-        __builtin_prefetch(p->free_head, 1);
-        idx = obj_index(p, (size_t)(o - p->base));
+        *head = *(void **)o;
+        __builtin_prefetch(*head, 1);   /* scattered lists: fetch the next one early */
+        idx = p->bitmap ? obj_index(p, (size_t)(o - p->base)) : 0;
     } else {
+        /* Carving is the only way past the cap: live <= bump <= max_objs. */
+        if (hk_unlikely(p->bump >= p->max_objs)) { p->st.failed++; errno = ENOMEM; return NULL; }
         if (hk_unlikely(p->bump >= p->capacity)) {
             int e = pool_grow(p);
             if (e) { p->st.failed++; errno = e; return NULL; }
         }
         idx = p->bump++;
+        if (p->bump > p->peak) p->peak = p->bump;
         o = p->base + idx * p->stride;
     }
-    p->bitmap[idx >> 6] |= (uint64_t)1 << (idx & 63);
-    p->st.allocs++;
-    if (++p->st.in_use > p->st.peak_in_use) p->st.peak_in_use = p->st.in_use;
+    if (p->bitmap) p->bitmap[idx >> 6] |= (uint64_t)1 << (idx & 63);
+    p->h.hot.allocs++;
     return o;
 }
 
@@ -152,7 +182,8 @@ static HK_COLD int pool_misuse(hk_pool_t *p, const void *obj, const char *what)
     return EINVAL;
 }
 
-/* Validation first, so a bad pointer never touches the list or the counts. */
+/* Validation first, so a bad pointer never touches the list or the counts.
+ * Without the bitmap (release pools) a double free cannot be seen here. */
 HK_INLINE int pool_free_locked(hk_pool_t *p, void *obj)
 {
     size_t off = (size_t)((uintptr_t)obj - (uintptr_t)p->base);
@@ -160,18 +191,20 @@ HK_INLINE int pool_free_locked(hk_pool_t *p, void *obj)
         return pool_misuse(p, obj, "is not from this pool");
     size_t idx = obj_index(p, off);
     if (hk_unlikely(idx * p->stride != off)) return pool_misuse(p, obj, "is not on an object boundary");
-    uint64_t bit = (uint64_t)1 << (idx & 63);
-    if (hk_unlikely(!(p->bitmap[idx >> 6] & bit)))
-        return pool_misuse(p, obj, idx < p->bump ? "double free" : "was never allocated");
-    p->bitmap[idx >> 6] &= ~bit;
-    *(void **)obj = p->free_head;
-    p->free_head = obj;
-    p->st.frees++;
-    p->st.in_use--;
+    if (p->bitmap) {
+        uint64_t bit = (uint64_t)1 << (idx & 63);
+        if (hk_unlikely(!(p->bitmap[idx >> 6] & bit)))
+            return pool_misuse(p, obj, idx < p->bump ? "double free" : "was never allocated");
+        p->bitmap[idx >> 6] &= ~bit;
+    }
+    void **head = list_of(p);
+    *(void **)obj = *head;
+    *head = obj;
+    p->h.hot.frees++;
     return 0;
 }
 
-void *hk_pool_alloc(hk_pool_t *p)
+void *hk__pool_alloc_slow(hk_pool_t *p)
 {
     if (hk_unlikely(hk__handle_check(p, HK__MAGIC_POOL, "hk_pool_alloc", "pool") != 0)) { errno = EINVAL; return NULL; }
     void *o;
@@ -185,7 +218,7 @@ void *hk_pool_alloc(hk_pool_t *p)
     return o;
 }
 
-int hk_pool_free(hk_pool_t *p, void *obj)
+int hk__pool_free_slow(hk_pool_t *p, void *obj)
 {
     if (hk_unlikely(hk__handle_check(p, HK__MAGIC_POOL, "hk_pool_free", "pool") != 0)) return EINVAL;
     if (!obj) return 0;
@@ -226,9 +259,15 @@ int hk_pool_owns(hk_pool_t *p, const void *obj)
     int r = 0;
     hk__spin_lock(&p->lock);
     size_t off = (size_t)((uintptr_t)obj - (uintptr_t)p->base);
-    if ((uintptr_t)obj >= (uintptr_t)p->base && off < p->committed) {
+    if ((uintptr_t)obj >= (uintptr_t)p->base && off < p->bump * p->stride && obj_index(p, off) * p->stride == off) {
         size_t idx = obj_index(p, off);
-        r = idx * p->stride == off && (p->bitmap[idx >> 6] >> (idx & 63) & 1);
+        if (p->bitmap) {
+            r = (int)(p->bitmap[idx >> 6] >> (idx & 63) & 1);
+        } else {                         /* no bitmap: allocated unless on the free list */
+            r = 1;
+            for (void *f = *list_of(p); f; f = *(void **)f)
+                if (f == obj) { r = 0; break; }
+        }
     }
     hk__spin_unlock(&p->lock);
     return r;
@@ -240,9 +279,14 @@ int hk_pool_reset(hk_pool_t *p)
     hk__spin_lock(&p->lock);
     int e = 0;
     /* Keep the first chunk (and its bitmap page) committed; the rest goes back. */
+    size_t rkeep = HK_MIN(hk__align_up((size_t)(p->base - p->rbase) + p->chunk_bytes, hk_vm_page_size()), p->rsize);
     if (p->committed > p->chunk_bytes) {
-        e = hk_vm_decommit(p->base + p->chunk_bytes, p->committed - p->chunk_bytes);
-        if (!e) { p->committed = p->chunk_bytes; p->st.chunks = 1; }
+        e = hk_vm_decommit(p->rbase + rkeep, p->rcommitted - rkeep);
+        if (!e) {
+            p->rcommitted = rkeep;
+            p->committed = p->chunk_bytes;
+            p->st.chunks = 1;
+        }
     }
     size_t bm_keep = hk__align_up((p->committed / p->stride + 63) / 64 * 8, hk_vm_page_size());
     if (p->bm_committed > bm_keep && !hk_vm_decommit((char *)p->bitmap + bm_keep, p->bm_committed - bm_keep))
@@ -250,8 +294,9 @@ int hk_pool_reset(hk_pool_t *p)
     if (p->bm_committed) memset(p->bitmap, 0, p->bm_committed);
     p->capacity = p->committed / p->stride;
     p->bump = 0;
-    p->free_head = NULL;
-    p->st.in_use = 0;
+    *list_of(p) = NULL;
+    if (p->fast) p->h.hot.limit = p->committed;
+    p->dropped = p->h.hot.allocs - p->h.hot.frees;
     hk__spin_unlock(&p->lock);
     return e;
 }
@@ -266,8 +311,8 @@ int hk_pool_destroy(hk_pool_t *p)
     }
     hk__handle_kill(p);
     hk__spin_unlock(&hk__handle_lock);
-    int e = hk_vm_release(p->base, p->reserved);
-    int e2 = hk_vm_release(p->bitmap, p->bm_reserved);
+    int e = hk_vm_release(p->rbase, p->rsize);
+    int e2 = p->bitmap ? hk_vm_release(p->bitmap, p->bm_reserved) : 0;
     return e ? e : e2;
 }
 
@@ -276,8 +321,12 @@ int hk_pool_stats(hk_pool_t *p, hk_pool_stats_t *out)
     if (hk__handle_check(p, HK__MAGIC_POOL, "hk_pool_stats", "pool") != 0 || !out) return EINVAL;
     hk__spin_lock(&p->lock);
     *out = p->st;
+    out->allocs = p->h.hot.allocs;
+    out->frees = p->h.hot.frees;
+    out->in_use = (size_t)(out->allocs - out->frees - p->dropped);
+    out->peak_in_use = p->peak;
     out->capacity = p->capacity;
-    out->bytes_committed = p->committed + p->bm_committed;
+    out->bytes_committed = p->rcommitted + p->bm_committed;
     hk__spin_unlock(&p->lock);
     return 0;
 }

@@ -29,15 +29,22 @@ enum {
 };
 #define HK__HANDLE_SLOT 1024u      /* every descriptor fits in one slot */
 
-/* The head of every descriptor. magic is read atomically because a
+/* The head of every descriptor. hot comes first and is what the inline
+ * fast paths in heapkit/pool.h read. magic is read atomically because a
  * thread-exit flush may inspect a handle another thread is destroying. */
 typedef struct hk__handle {
+    hk__hot_t hot;
     uint32_t magic;
     uint32_t flags;
-    uint64_t id;                   /* unique over the process lifetime */
+    uint64_t id;                   /* unique over the process lifetime, never 0 */
     struct hk__handle *next_free;
+    uint32_t tidx;                 /* tpool/slab: index in hk__tls_slots (0: none) */
+    uint64_t tkey;                 /* id << 7 | tidx */
+    uint64_t tmatch;               /* what its slots hold: tkey, ^ HK__SLAB_SALT for slab caches */
     char name[32];
 } hk__handle_t;
+_Static_assert(sizeof(hk__hot_t) == 64, "the hot block is one cache line");
+_Static_assert(HK__TLS_SLOTS == 128, "tls_key keeps 7 index bits");
 
 /* A zeroed slot with magic set and a fresh id; NULL+ENOMEM when full. */
 void *hk__handle_new(uint32_t magic, unsigned flags, const char *name) HK_HIDDEN;
@@ -71,30 +78,36 @@ HK_INLINE int hk__handle_check(const void *h, uint32_t magic, const char *op, co
     return hk__handle_check_slow(h, magic, op, kind);
 }
 
-/* ---- per-thread cache registry ---- */
-#define HK__TLS_SLOTS 16
-typedef struct hk__tls_entry {
-    hk__handle_t *owner;
-    uint64_t id;
-    void *cache;
-} hk__tls_entry_t;
-extern __thread hk__tls_entry_t hk__tls_tab[HK__TLS_SLOTS] HK_HIDDEN;
-
-/* The fast path: the calling thread's cache for owner, or NULL. */
-HK_INLINE void *hk__tls_find(hk__handle_t *owner)
+/* ---- per-thread cache registry ----
+ * A tpool or slab cache gets a small index at create time; each thread's
+ * hk__tls_slots[index] holds its stack for that owner, tagged with the
+ * owner's id so a slot left by a destroyed owner never matches. */
+/* Give owner an index (0 when all are taken: it then works without caches). */
+void hk__tls_index_new(hk__handle_t *owner) HK_HIDDEN;
+/* Free owner's index; caller holds hk__handle_lock. */
+void hk__tls_index_free(hk__handle_t *owner) HK_HIDDEN;
+/* This thread's slot for owner, or NULL. */
+HK_INLINE hk__tls_slot_t *hk__tls_mine(const hk__handle_t *owner)
 {
-    for (int i = 0; i < HK__TLS_SLOTS; i++)
-        if (hk__tls_tab[i].owner == owner && hk__tls_tab[i].id == owner->id) return hk__tls_tab[i].cache;
-    return NULL;
+    hk__tls_slot_t *s = &hk__tls_slots[owner->tidx];
+    return owner->tidx && s->id == owner->tmatch ? s : NULL;
 }
-/* Record cache for owner in this thread; 0, or ENOMEM when the table is
- * full of live entries (the caller then works on its shared depot). */
-int  hk__tls_register(hk__handle_t *owner, void *cache) HK_HIDDEN;
-/* Forget owner's entry in this thread (returns the cache or NULL). */
-void *hk__tls_unregister(hk__handle_t *owner) HK_HIDDEN;
+/* top's count lives in the slot while top is loaded: write it back before
+ * top is read or swapped out, and load a stack into the slot after. */
+HK_INLINE void hk__slot_unload(hk__tls_slot_t *s) { s->top->n = s->n; }
+HK_INLINE void hk__slot_load(hk__tls_slot_t *s, hk__objstack_t *top)
+{
+    s->top = top;
+    s->obj = top->obj;
+    s->n = top->n;
+}
+/* Claim this thread's slot for owner: 0, or ENOMEM (no index or no key). */
+int  hk__tls_register(hk__handle_t *owner, hk__objstack_t *top, void *ext) HK_HIDDEN;
+/* Release this thread's slot for owner (the caller has its contents). */
+void hk__tls_unregister(hk__handle_t *owner) HK_HIDDEN;
 /* Called at thread exit, with hk__handle_lock held and owner alive. */
-void hk__tpool_thread_exit(hk__handle_t *owner, void *cache) HK_HIDDEN;
-void hk__slab_thread_exit(hk__handle_t *owner, void *cache) HK_HIDDEN;
+void hk__tpool_thread_exit(hk__handle_t *owner, hk__tls_slot_t *slot) HK_HIDDEN;
+void hk__slab_thread_exit(hk__handle_t *owner, hk__tls_slot_t *slot) HK_HIDDEN;
 
 /* ---- pool internals used by tpool and slab ---- */
 size_t hk__pool_alloc_batch(hk_pool_t *p, void **out, size_t n) HK_HIDDEN;

@@ -3,14 +3,16 @@
  * empty slab is reaped. A slab is a block aligned to its size, registered in
  * a global slab map so any address can be tested without touching unmapped
  * memory. In front sit per-thread magazines (two stacks of 32 objects),
- * exchanged whole with the cache's depot of full and empty magazines. */
+ * exchanged whole with the cache's depot of full and empty magazines. The
+ * loaded magazine sits in the thread's hk__tls_slots entry, where the inline
+ * hk_slab_alloc/free (heapkit/pool.h) pop and push it in release mode. */
 #include "pool_internal.h"
 #include <string.h>
 
 #define SLAB_MIN   ((size_t)64 << 10)
 #define SLAB_MAX   ((size_t)16 << 20)
 #define GRAIN_SHIFT 16                /* slab map granule: 64 KiB */
-#define MAG_ROUNDS 32
+#define MAG_ROUNDS HK__MAG_ROUNDS
 
 /* ---- the slab map: 64 KiB granule -> slab header, two levels ---- */
 #define MAP_TOP_BITS  15
@@ -63,15 +65,15 @@ typedef struct slab {
     uint32_t *stack;                 /* indexes of free objects; the objects are left untouched */
 } slab_t;
 
-typedef struct mag {
-    struct mag *next;
-    size_t n;
-    void *obj[MAG_ROUNDS];
-} mag_t;
+/* s.link chains magazines in the depot. */
+typedef hk__objstack_t mag_t;        /* with MAG_ROUNDS objects */
+#define MAG_SIZE (sizeof(mag_t) + MAG_ROUNDS * sizeof(void *))
+#define MNEXT(m) (*(mag_t **)&(m)->link)
 
+/* The loaded magazine is slot->top; counts are slot->allocs / frees. */
 typedef struct tcache {
-    mag_t *loaded, *prev;
-    uint64_t allocs, frees;          /* written by the owner thread only */
+    mag_t *prev;
+    hk__tls_slot_t *slot;            /* this thread's slot (valid while linked) */
     struct tcache *tnext, *tprev;    /* the cache's list of live tcaches */
 } tcache_t;
 
@@ -114,7 +116,7 @@ hk_slab_cache_t *hk_slab_cache_create_ex(const char *name, size_t size, size_t a
     if (!c) return NULL;
     hk_pool_options_t mo = { .max_bytes = (size_t)256 << 20, .flags = HK_POOL_THREAD_SAFE, .name = "slab-mags" };
     hk_pool_options_t to = { .max_bytes = (size_t)16 << 20, .flags = HK_POOL_THREAD_SAFE, .name = "slab-tcaches" };
-    c->mags = hk_pool_create(sizeof(mag_t), 64, &mo);
+    c->mags = hk_pool_create(MAG_SIZE, 64, &mo);
     c->tcpool = c->mags ? hk_pool_create(sizeof(tcache_t), 64, &to) : NULL;
     if (!c->tcpool) {
         int e = errno;
@@ -133,6 +135,10 @@ hk_slab_cache_t *hk_slab_cache_create_ex(const char *name, size_t size, size_t a
     c->ctor = ctor;
     c->dtor = dtor;
     c->arg = arg;
+    hk__tls_index_new(&c->h);
+    if (!hk__checked(&c->h) && c->h.tidx) {      /* arm the inline paths */
+        c->h.hot.tls_key = c->h.tkey;
+    }
     return c;
 }
 
@@ -177,6 +183,18 @@ static slab_t *slab_new(hk_slab_cache_t *c)
     }
     c->constructed += s->nobj;
     c->created++;
+    if (c->h.hot.tls_key) {
+        /* Widen the span the inline free accepts. A racing reader that mixes
+         * old and new values sees a range inside the new span, or fails and
+         * goes out of line, where the slab map decides. */
+        uintptr_t lo = (uintptr_t)c->h.hot.tbase, hi = lo + c->h.hot.tlimit;
+        uintptr_t a = (uintptr_t)m, b = a + c->slab_size;
+        if (!c->h.hot.tlimit) { lo = a; hi = b; }
+        if (a < lo) lo = a;
+        if (b > hi) hi = b;
+        __atomic_store_n(&c->h.hot.tbase, (char *)lo, __ATOMIC_RELAXED);
+        __atomic_store_n(&c->h.hot.tlimit, hi - lo, __ATOMIC_RELAXED);
+    }
     list_push(c, s, L_EMPTY);
     return s;
 }
@@ -242,23 +260,28 @@ static int held_flip(hk_slab_cache_t *c, void *obj, bool to_user)
 static mag_t *mag_new(hk_slab_cache_t *c)
 {
     mag_t *m = hk_pool_alloc(c->mags);
-    if (m) { m->n = 0; m->next = NULL; }
+    if (m) { m->n = 0; m->link = NULL; }
     return m;
 }
 
-static tcache_t *tcache_get(hk_slab_cache_t *c)
+/* This thread's tcache, made on first use; NULL when no slot or memory. */
+static tcache_t *tcache_of(hk_slab_cache_t *c)
 {
+    hk__tls_slot_t *sl = hk__tls_mine(&c->h);
+    if (sl) return sl->ext;
+    if (!c->h.tidx) return NULL;
     tcache_t *t = hk_pool_alloc(c->tcpool);
     if (!t) return NULL;
     memset(t, 0, sizeof *t);
-    t->loaded = mag_new(c);
+    mag_t *loaded = mag_new(c);
     t->prev = mag_new(c);
-    if (!t->loaded || !t->prev || hk__tls_register(&c->h, t) != 0) {
-        hk_pool_free(c->mags, t->loaded);
+    if (!loaded || !t->prev || hk__tls_register(&c->h, loaded, t) != 0) {
+        hk_pool_free(c->mags, loaded);
         hk_pool_free(c->mags, t->prev);
         hk_pool_free(c->tcpool, t);
         return NULL;
     }
+    t->slot = hk__tls_mine(&c->h);
     hk__spin_lock(&c->lock);
     t->tnext = c->tcs;
     if (c->tcs) c->tcs->tprev = t;
@@ -267,112 +290,127 @@ static tcache_t *tcache_get(hk_slab_cache_t *c)
     return t;
 }
 
+HK_INLINE mag_t *loaded_of(tcache_t *t) { return t->slot->top; }
+
 static void tcache_drain(hk_slab_cache_t *c, tcache_t *t)
 {
+    hk__slot_unload(t->slot);
     hk__spin_lock(&c->lock);
-    mag_t *ms[2] = { t->loaded, t->prev };
+    mag_t *ms[2] = { loaded_of(t), t->prev };
     for (int k = 0; k < 2; k++) {
         for (size_t i = 0; i < ms[k]->n; i++) slab_give(c, ms[k]->obj[i]);
         ms[k]->n = 0;
-        ms[k]->next = c->empty;
+        MNEXT(ms[k]) = c->empty;
         c->empty = ms[k];
     }
     if (t->tprev) t->tprev->tnext = t->tnext; else c->tcs = t->tnext;
     if (t->tnext) t->tnext->tprev = t->tprev;
-    c->allocs += t->allocs;
-    c->frees += t->frees;
+    c->allocs += t->slot->allocs;
+    c->frees += t->slot->frees;
     hk__spin_unlock(&c->lock);
     hk_pool_free(c->tcpool, t);
 }
 
-void hk__slab_thread_exit(hk__handle_t *owner, void *cache)
+void hk__slab_thread_exit(hk__handle_t *owner, hk__tls_slot_t *slot)
 {
-    tcache_drain((hk_slab_cache_t *)owner, cache);
+    tcache_drain((hk_slab_cache_t *)owner, slot->ext);
 }
 
-static HK_NOINLINE void *slab_alloc_slow(hk_slab_cache_t *c, tcache_t *t)
+HK_INLINE void count(uint64_t *ctr) { __atomic_store_n(ctr, *ctr + 1, __ATOMIC_RELAXED); }
+
+static void *slab_alloc_inner(hk_slab_cache_t *c)
 {
     void *o = NULL;
-    if (!t && !(t = tcache_get(c))) {   /* no TLS slot: straight from the slabs */
+    tcache_t *t = tcache_of(c);
+    if (!t) {                             /* no TLS slot: straight from the slabs */
         hk__spin_lock(&c->lock);
         o = slab_take(c);
         if (o) c->allocs++;
         hk__spin_unlock(&c->lock);
         return o;
     }
-    if (t->prev->n) {
-        mag_t *m = t->loaded; t->loaded = t->prev; t->prev = m;
-    } else {
-        hk__spin_lock(&c->lock);
-        if (c->full) {                    /* trade our empty magazine for a full one */
-            mag_t *f = c->full;
-            c->full = f->next;
-            c->nfull--;
-            t->loaded->next = c->empty;
-            c->empty = t->loaded;
-            t->loaded = f;
+    hk__slot_unload(t->slot);
+    mag_t *l = loaded_of(t);
+    if (!l->n) {
+        if (t->prev->n) {
+            hk__slot_load(t->slot, t->prev);
+            t->prev = l;
         } else {
-            while (t->loaded->n < MAG_ROUNDS / 2 && (o = slab_take(c))) t->loaded->obj[t->loaded->n++] = o;
+            hk__spin_lock(&c->lock);
+            if (c->full) {                /* trade our empty magazine for a full one */
+                mag_t *f = c->full;
+                c->full = MNEXT(f);
+                c->nfull--;
+                MNEXT(l) = c->empty;
+                c->empty = l;
+                hk__slot_load(t->slot, f);
+            } else {
+                while (l->n < MAG_ROUNDS / 2 && (o = slab_take(c))) l->obj[l->n++] = o;
+                hk__slot_load(t->slot, l);
+            }
+            hk__spin_unlock(&c->lock);
         }
-        hk__spin_unlock(&c->lock);
-        if (!t->loaded->n) { errno = ENOMEM; return NULL; }
+        l = loaded_of(t);
+        if (!l->n) { errno = ENOMEM; return NULL; }
     }
-    __atomic_store_n(&t->allocs, t->allocs + 1, __ATOMIC_RELAXED);
-    return t->loaded->obj[--t->loaded->n];
+    count(&t->slot->allocs);
+    o = l->obj[--l->n];
+    t->slot->n = l->n;
+    return o;
 }
 
-void *hk_slab_alloc(hk_slab_cache_t *c)
+void *hk__slab_alloc_slow(hk_slab_cache_t *c)
 {
     if (hk_unlikely(hk__handle_check(c, HK__MAGIC_SLAB, "hk_slab_alloc", "slab cache") != 0)) { errno = EINVAL; return NULL; }
-    tcache_t *t = hk__tls_find(&c->h);
-    void *o;
-    if (hk_likely(t && t->loaded->n)) {
-        __atomic_store_n(&t->allocs, t->allocs + 1, __ATOMIC_RELAXED);
-        o = t->loaded->obj[--t->loaded->n];
-    } else {
-        o = slab_alloc_slow(c, t);
-    }
+    void *o = slab_alloc_inner(c);
     if (hk_unlikely(hk__checked(&c->h)) && o) held_flip(c, o, true);
     return o;
 }
 
-static HK_NOINLINE int slab_free_slow(hk_slab_cache_t *c, tcache_t *t, void *obj)
+static int slab_free_inner(hk_slab_cache_t *c, void *obj)
 {
-    if (!t && !(t = tcache_get(c))) {
+    tcache_t *t = tcache_of(c);
+    if (!t) {
         hk__spin_lock(&c->lock);
         slab_give(c, obj);
         c->frees++;
         hk__spin_unlock(&c->lock);
         return 0;
     }
-    if (t->prev->n == 0) {
-        mag_t *m = t->loaded; t->loaded = t->prev; t->prev = m;
-    } else {
-        mag_t *e = NULL;
-        hk__spin_lock(&c->lock);
-        if (c->empty) { e = c->empty; c->empty = e->next; }
-        hk__spin_unlock(&c->lock);
-        if (!e) e = mag_new(c);
-        hk__spin_lock(&c->lock);
-        if (e) {                          /* the full magazine goes to the depot */
-            t->loaded->next = c->full;
-            c->full = t->loaded;
-            c->nfull++;
-            t->loaded = e;
-        } else {                          /* no magazine memory: this one object to its slab */
-            slab_give(c, obj);
-            c->frees++;
+    hk__slot_unload(t->slot);
+    mag_t *l = loaded_of(t);
+    if (l->n == MAG_ROUNDS) {
+        if (t->prev->n == 0) {
+            hk__slot_load(t->slot, t->prev);
+            t->prev = l;
+        } else {
+            mag_t *e = NULL;
+            hk__spin_lock(&c->lock);
+            if (c->empty) { e = c->empty; c->empty = MNEXT(e); }
             hk__spin_unlock(&c->lock);
-            return 0;
+            if (!e) e = mag_new(c);
+            hk__spin_lock(&c->lock);
+            if (!e) {                     /* no magazine memory: this one object to its slab */
+                slab_give(c, obj);
+                c->frees++;
+                hk__spin_unlock(&c->lock);
+                return 0;
+            }
+            MNEXT(l) = c->full;           /* the full magazine goes to the depot */
+            c->full = l;
+            c->nfull++;
+            hk__slot_load(t->slot, e);
+            hk__spin_unlock(&c->lock);
         }
-        hk__spin_unlock(&c->lock);
+        l = loaded_of(t);
     }
-    __atomic_store_n(&t->frees, t->frees + 1, __ATOMIC_RELAXED);
-    t->loaded->obj[t->loaded->n++] = obj;
+    count(&t->slot->frees);
+    l->obj[l->n++] = obj;
+    t->slot->n = l->n;
     return 0;
 }
 
-int hk_slab_free(hk_slab_cache_t *c, void *obj)
+int hk__slab_free_slow(hk_slab_cache_t *c, void *obj)
 {
     if (hk_unlikely(hk__handle_check(c, HK__MAGIC_SLAB, "hk_slab_free", "slab cache") != 0)) return EINVAL;
     if (!obj) return 0;
@@ -381,20 +419,17 @@ int hk_slab_free(hk_slab_cache_t *c, void *obj)
     if (hk_unlikely(!s)) return slab_misuse(c, obj, "is not from this cache");
     if (hk_unlikely(idx == SIZE_MAX)) return slab_misuse(c, obj, "is not on an object boundary");
     if (hk_unlikely(hk__checked(&c->h)) && held_flip(c, obj, false)) return EINVAL;
-    tcache_t *t = hk__tls_find(&c->h);
-    if (hk_likely(t && t->loaded->n < MAG_ROUNDS)) {
-        __atomic_store_n(&t->frees, t->frees + 1, __ATOMIC_RELAXED);
-        t->loaded->obj[t->loaded->n++] = obj;
-        return 0;
-    }
-    return slab_free_slow(c, t, obj);
+    return slab_free_inner(c, obj);
 }
 
 int hk_slab_cache_flush(hk_slab_cache_t *c)
 {
     if (hk__handle_check(c, HK__MAGIC_SLAB, "hk_slab_cache_flush", "slab cache") != 0) return EINVAL;
-    tcache_t *t = hk__tls_unregister(&c->h);
-    if (t) tcache_drain(c, t);
+    hk__tls_slot_t *sl = hk__tls_mine(&c->h);
+    if (sl) {
+        tcache_drain(c, sl->ext);
+        hk__tls_unregister(&c->h);
+    }
     return 0;
 }
 
@@ -406,13 +441,13 @@ long hk_slab_cache_reap(hk_slab_cache_t *c)
     hk__spin_lock(&c->lock);
     while (c->full) {                    /* depot rounds go home to their slabs */
         mag_t *m = c->full;
-        c->full = m->next;
+        c->full = MNEXT(m);
         for (size_t i = 0; i < m->n; i++) slab_give(c, m->obj[i]);
-        m->next = spare;
+        MNEXT(m) = spare;
         spare = m;
     }
     c->nfull = 0;
-    while (c->empty) { mag_t *m = c->empty; c->empty = m->next; m->next = spare; spare = m; }
+    while (c->empty) { mag_t *m = c->empty; c->empty = MNEXT(m); MNEXT(m) = spare; spare = m; }
     while (c->lists[L_EMPTY]) {
         slab_t *s = c->lists[L_EMPTY];
         list_remove(c, s);
@@ -421,7 +456,7 @@ long hk_slab_cache_reap(hk_slab_cache_t *c)
         n++;
     }
     hk__spin_unlock(&c->lock);
-    while (spare) { mag_t *m = spare; spare = m->next; hk_pool_free(c->mags, m); }
+    while (spare) { mag_t *m = spare; spare = MNEXT(m); hk_pool_free(c->mags, m); }
     return n;
 }
 
@@ -430,9 +465,9 @@ int hk_slab_cache_destroy(hk_slab_cache_t *c)
     if (hk__handle_check(c, HK__MAGIC_SLAB, "hk_slab_cache_destroy", "slab cache") != 0) return EINVAL;
     hk__spin_lock(&hk__handle_lock);
     if (hk__handle_magic(c) != HK__MAGIC_SLAB) { hk__spin_unlock(&hk__handle_lock); return EINVAL; }
+    hk__tls_unregister(&c->h);         /* before kill frees the index */
     hk__handle_kill(c);
     hk__spin_unlock(&hk__handle_lock);
-    (void)hk__tls_unregister(&c->h);
     /* Every object of every slab was constructed, so every one is destructed. */
     for (int l = 0; l < L_COUNT; l++)
         while (c->lists[l]) {
@@ -459,8 +494,8 @@ int hk_slab_cache_stats(hk_slab_cache_t *c, hk_slab_stats_t *out)
     out->allocs = c->allocs;
     out->frees = c->frees;
     for (tcache_t *t = c->tcs; t; t = t->tnext) {
-        out->allocs += __atomic_load_n(&t->allocs, __ATOMIC_RELAXED);
-        out->frees += __atomic_load_n(&t->frees, __ATOMIC_RELAXED);
+        out->allocs += __atomic_load_n(&t->slot->allocs, __ATOMIC_RELAXED);
+        out->frees += __atomic_load_n(&t->slot->frees, __ATOMIC_RELAXED);
     }
     out->in_use = (size_t)(out->allocs - out->frees);
     out->in_magazines = c->out - out->in_use;

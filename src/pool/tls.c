@@ -1,19 +1,38 @@
-/* The per-thread registry behind tpools and slab magazines: a small
- * thread-local table maps a handle (and its unique id, so a reused slot
- * never matches) to this thread's cache. One pthread key, whose destructor
- * returns every live cache to its owner's depot when the thread exits. */
+/* The per-thread registry behind tpools and slab magazines: each tpool or
+ * slab cache owns a small index into the thread-local hk__tls_slots array,
+ * so the inline fast path finds its stack with one indexed load and an id
+ * compare. One pthread key, whose destructor returns every live slot to its
+ * owner's depot when the thread exits. */
 #include "pool_internal.h"
 #include <pthread.h>
+#include <string.h>
 
-__thread hk__tls_entry_t hk__tls_tab[HK__TLS_SLOTS];
+/* Slot 0 belongs to no one: its id never equals a handle's tls_key (0, or id << 7 | i with i > 0). */
+__thread hk__tls_slot_t hk__tls_slots[HK__TLS_SLOTS] = { [0] = { .id = UINT64_MAX } };
 
+static hk__handle_t *owners[HK__TLS_SLOTS];    /* guarded by hk__handle_lock */
 static pthread_key_t exit_key;
 static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 static __thread bool key_set;
 
-static bool entry_live(const hk__tls_entry_t *e)
+void hk__tls_index_new(hk__handle_t *owner)
 {
-    return e->owner && hk__handle_magic(e->owner) != HK__MAGIC_DEAD && e->owner->id == e->id;
+    hk__spin_lock(&hk__handle_lock);
+    for (uint32_t i = 1; i < HK__TLS_SLOTS; i++)
+        if (!owners[i]) {
+            owners[i] = owner;
+            owner->tidx = i;
+            owner->tkey = owner->id << 7 | i;
+            owner->tmatch = owner->tkey ^ (owner->magic == HK__MAGIC_SLAB ? HK__SLAB_SALT : 0);
+            break;
+        }
+    hk__spin_unlock(&hk__handle_lock);
+}
+
+void hk__tls_index_free(hk__handle_t *owner)
+{
+    if (owner->tidx && owners[owner->tidx] == owner) owners[owner->tidx] = NULL;
+    owner->tidx = 0;
 }
 
 static void thread_exit(void *arg)
@@ -21,54 +40,42 @@ static void thread_exit(void *arg)
     (void)arg;
     /* A later destructor that allocates again re-arms the key for another round. */
     key_set = false;
-    for (int i = 0; i < HK__TLS_SLOTS; i++) {
-        hk__tls_entry_t *e = &hk__tls_tab[i];
-        if (!e->owner) continue;
+    for (uint32_t i = 1; i < HK__TLS_SLOTS; i++) {
+        hk__tls_slot_t *s = &hk__tls_slots[i];
+        if (!s->id) continue;
         /* The handle lock keeps destroy from releasing the owner meanwhile. */
         hk__spin_lock(&hk__handle_lock);
-        if (entry_live(e)) {
-            uint32_t m = hk__handle_magic(e->owner);
-            if (m == HK__MAGIC_TPOOL) hk__tpool_thread_exit(e->owner, e->cache);
-            else if (m == HK__MAGIC_SLAB) hk__slab_thread_exit(e->owner, e->cache);
+        hk__handle_t *o = owners[i];
+        if (o && o->tmatch == s->id) {
+            uint32_t m = hk__handle_magic(o);
+            if (m == HK__MAGIC_TPOOL) hk__tpool_thread_exit(o, s);
+            else if (m == HK__MAGIC_SLAB) hk__slab_thread_exit(o, s);
         }
         hk__spin_unlock(&hk__handle_lock);
-        e->owner = NULL;
-        e->cache = NULL;
+        memset(s, 0, sizeof *s);
     }
 }
 
 static void make_key(void) { (void)pthread_key_create(&exit_key, thread_exit); }
 
-int hk__tls_register(hk__handle_t *owner, void *cache)
+int hk__tls_register(hk__handle_t *owner, hk__objstack_t *top, void *ext)
 {
+    if (!owner->tidx) return ENOMEM;
     if (!key_set) {
         pthread_once(&exit_once, make_key);
         if (pthread_setspecific(exit_key, (void *)1) == 0) key_set = true;
+        if (!key_set) return ENOMEM;
     }
-    int slot = -1;
-    hk__spin_lock(&hk__handle_lock);
-    for (int i = 0; i < HK__TLS_SLOTS && slot < 0; i++) {
-        hk__tls_entry_t *e = &hk__tls_tab[i];
-        if (!e->owner || !entry_live(e)) slot = i;  /* a dead owner's cache went with it */
-    }
-    hk__spin_unlock(&hk__handle_lock);
-    if (slot < 0 || !key_set) return ENOMEM;
-    hk__tls_tab[slot].owner = owner;
-    hk__tls_tab[slot].id = owner->id;
-    hk__tls_tab[slot].cache = cache;
+    hk__tls_slot_t *s = &hk__tls_slots[owner->tidx];
+    hk__slot_load(s, top);
+    s->ext = ext;
+    s->allocs = s->frees = 0;
+    __atomic_store_n(&s->id, owner->tmatch, __ATOMIC_RELAXED);
     return 0;
 }
 
-void *hk__tls_unregister(hk__handle_t *owner)
+void hk__tls_unregister(hk__handle_t *owner)
 {
-    for (int i = 0; i < HK__TLS_SLOTS; i++) {
-        hk__tls_entry_t *e = &hk__tls_tab[i];
-        if (e->owner == owner && e->id == owner->id) {
-            void *c = e->cache;
-            e->owner = NULL;
-            e->cache = NULL;
-            return c;
-        }
-    }
-    return NULL;
+    hk__tls_slot_t *s = hk__tls_mine(owner);
+    if (s) memset(s, 0, sizeof *s);
 }

@@ -1,17 +1,16 @@
 /* Per-thread pools: a thread-safe fixed-size pool is the shared depot; each
- * thread keeps a stack of up to 64 free objects found through the TLS
- * registry, refilled and drained 32 at a time under the depot's lock. An
- * object freed by another thread simply joins that thread's stack. */
+ * thread keeps a stack of up to 128 free objects in its hk__tls_slots entry,
+ * refilled and drained 64 at a time under the depot's lock. An object freed
+ * by another thread simply joins that thread's stack. In release mode the
+ * pop and push are inline (heapkit/pool.h); checked tpools come here for
+ * every call and keep a "held by a user" bit per object. */
 #include "pool_internal.h"
 #include <string.h>
 
-#define TC_CAP   64
-#define TC_BATCH 32
+#define TC_BATCH (HK__TPOOL_CAP / 2)
 
-typedef struct tcache {
-    size_t n;
-    void *obj[TC_CAP];
-} tcache_t;
+typedef hk__objstack_t tcache_t;     /* with HK__TPOOL_CAP objects */
+#define TC_SIZE (sizeof(tcache_t) + HK__TPOOL_CAP * sizeof(void *))
 
 struct hk_tpool {
     hk__handle_t h;
@@ -34,7 +33,7 @@ hk_tpool_t *hk_tpool_create(size_t obj_size, size_t align, const hk_pool_options
     if (!tp) return NULL;
     hk_pool_options_t co = { .max_bytes = (size_t)64 << 20, .flags = HK_POOL_THREAD_SAFE, .name = "tpool-caches" };
     tp->depot = hk_pool_create(obj_size, align, &o);
-    tp->caches = tp->depot ? hk_pool_create(sizeof(tcache_t), 64, &co) : NULL;
+    tp->caches = tp->depot ? hk_pool_create(TC_SIZE, 64, &co) : NULL;
     int e = tp->caches ? 0 : errno;
     if (!e && hk__checked(&tp->h)) {
         size_t n = hk__pool_reserved_objs(tp->depot);
@@ -51,6 +50,12 @@ hk_tpool_t *hk_tpool_create(size_t obj_size, size_t align, const hk_pool_options
         hk__spin_unlock(&hk__handle_lock);
         errno = e;
         return NULL;
+    }
+    hk__tls_index_new(&tp->h);
+    if (!hk__checked(&tp->h) && tp->h.tidx) {     /* arm the inline paths */
+        tp->h.hot.tbase = hk__pool_base(tp->depot);
+        tp->h.hot.tlimit = hk__pool_reserved_objs(tp->depot) * hk__pool_stride(tp->depot);
+        tp->h.hot.tls_key = tp->h.tkey;
     }
     return tp;
 }
@@ -77,44 +82,49 @@ static int live_flip(hk_tpool_t *tp, void *obj, bool to_user)
     return (old & bit) ? 0 : tp_misuse(tp, obj, "double free");
 }
 
-static tcache_t *cache_get(hk_tpool_t *tp)
+/* This thread's slot, with its cache made on first use; NULL when no slot
+ * or no memory. While registered, the slot's n and obj are the cache. */
+static hk__tls_slot_t *cache_of(hk_tpool_t *tp)
 {
+    hk__tls_slot_t *s = hk__tls_mine(&tp->h);
+    if (s || !tp->h.tidx) return s;
     tcache_t *c = hk_pool_alloc(tp->caches);
     if (!c) return NULL;
     c->n = 0;
-    if (hk__tls_register(&tp->h, c) != 0) { hk_pool_free(tp->caches, c); return NULL; }
+    if (hk__tls_register(&tp->h, c, NULL) != 0) { hk_pool_free(tp->caches, c); return NULL; }
     __atomic_fetch_add(&tp->ncaches, 1, __ATOMIC_RELAXED);
-    return c;
+    return hk__tls_mine(&tp->h);
 }
 
-static HK_NOINLINE void *tp_alloc_slow(hk_tpool_t *tp, tcache_t *c)
+void *hk__tpool_alloc_slow(hk_tpool_t *tp)
 {
-    if (!c) c = cache_get(tp);
+    if (hk_unlikely(hk__handle_check(tp, HK__MAGIC_TPOOL, "hk_tpool_alloc", "tpool") != 0)) { errno = EINVAL; return NULL; }
+    hk__tls_slot_t *c = cache_of(tp);
     void *o;
     if (!c) {                          /* no TLS slot: straight from the depot */
         if (hk__pool_alloc_batch(tp->depot, &o, 1) != 1) { errno = ENOMEM; return NULL; }
-        return o;
+    } else {
+        if (!c->n) {
+            c->n = hk__pool_alloc_batch(tp->depot, c->obj, TC_BATCH);
+            __atomic_fetch_add(&tp->refills, 1, __ATOMIC_RELAXED);
+            if (!c->n) { errno = ENOMEM; return NULL; }
+        }
+        o = c->obj[--c->n];
     }
-    c->n = hk__pool_alloc_batch(tp->depot, c->obj, TC_BATCH);
-    __atomic_fetch_add(&tp->refills, 1, __ATOMIC_RELAXED);
-    if (!c->n) { errno = ENOMEM; return NULL; }
-    return c->obj[--c->n];
-}
-
-void *hk_tpool_alloc(hk_tpool_t *tp)
-{
-    if (hk_unlikely(hk__handle_check(tp, HK__MAGIC_TPOOL, "hk_tpool_alloc", "tpool") != 0)) { errno = EINVAL; return NULL; }
-    tcache_t *c = hk__tls_find(&tp->h);
-    void *o = (hk_likely(c && c->n)) ? c->obj[--c->n] : tp_alloc_slow(tp, c);
-    if (hk_unlikely(tp->live != NULL) && o) live_flip(tp, o, true);
+    if (hk_unlikely(tp->live != NULL)) live_flip(tp, o, true);
     return o;
 }
 
-static HK_NOINLINE int tp_free_slow(hk_tpool_t *tp, tcache_t *c, void *obj)
+int hk__tpool_free_slow(hk_tpool_t *tp, void *obj)
 {
-    if (!c) c = cache_get(tp);
+    if (hk_unlikely(hk__handle_check(tp, HK__MAGIC_TPOOL, "hk_tpool_free", "tpool") != 0)) return EINVAL;
+    if (!obj) return 0;
+    int where = hk__pool_locate(tp->depot, obj);
+    if (hk_unlikely(where)) return tp_misuse(tp, obj, where == 1 ? "is not from this pool" : "is not on an object boundary");
+    if (hk_unlikely(tp->live != NULL) && live_flip(tp, obj, false)) return EINVAL;
+    hk__tls_slot_t *c = cache_of(tp);
     if (!c) { hk__pool_free_batch(tp->depot, &obj, 1); return 0; }
-    if (c->n == TC_CAP) {
+    if (c->n == HK__TPOOL_CAP) {
         c->n -= TC_BATCH;
         hk__pool_free_batch(tp->depot, c->obj + c->n, TC_BATCH);
         __atomic_fetch_add(&tp->flushes, 1, __ATOMIC_RELAXED);
@@ -123,36 +133,27 @@ static HK_NOINLINE int tp_free_slow(hk_tpool_t *tp, tcache_t *c, void *obj)
     return 0;
 }
 
-int hk_tpool_free(hk_tpool_t *tp, void *obj)
+static void cache_drain(hk_tpool_t *tp, hk__tls_slot_t *s)
 {
-    if (hk_unlikely(hk__handle_check(tp, HK__MAGIC_TPOOL, "hk_tpool_free", "tpool") != 0)) return EINVAL;
-    if (!obj) return 0;
-    int where = hk__pool_locate(tp->depot, obj);
-    if (hk_unlikely(where)) return tp_misuse(tp, obj, where == 1 ? "is not from this pool" : "is not on an object boundary");
-    if (hk_unlikely(tp->live != NULL) && live_flip(tp, obj, false)) return EINVAL;
-    tcache_t *c = hk__tls_find(&tp->h);
-    if (hk_likely(c && c->n < TC_CAP)) { c->obj[c->n++] = obj; return 0; }
-    return tp_free_slow(tp, c, obj);
-}
-
-static void cache_drain(hk_tpool_t *tp, tcache_t *c)
-{
-    hk__pool_free_batch(tp->depot, c->obj, c->n);
-    c->n = 0;
-    hk_pool_free(tp->caches, c);
+    hk__pool_free_batch(tp->depot, s->obj, s->n);
+    s->n = 0;
+    hk_pool_free(tp->caches, s->top);
     __atomic_fetch_sub(&tp->ncaches, 1, __ATOMIC_RELAXED);
 }
 
-void hk__tpool_thread_exit(hk__handle_t *owner, void *cache)
+void hk__tpool_thread_exit(hk__handle_t *owner, hk__tls_slot_t *slot)
 {
-    cache_drain((hk_tpool_t *)owner, cache);
+    cache_drain((hk_tpool_t *)owner, slot);
 }
 
 int hk_tpool_flush(hk_tpool_t *tp)
 {
     if (hk__handle_check(tp, HK__MAGIC_TPOOL, "hk_tpool_flush", "tpool") != 0) return EINVAL;
-    tcache_t *c = hk__tls_unregister(&tp->h);
-    if (c) cache_drain(tp, c);
+    hk__tls_slot_t *s = hk__tls_mine(&tp->h);
+    if (s) {
+        cache_drain(tp, s);
+        hk__tls_unregister(&tp->h);
+    }
     return 0;
 }
 
@@ -161,9 +162,9 @@ int hk_tpool_destroy(hk_tpool_t *tp)
     if (hk__handle_check(tp, HK__MAGIC_TPOOL, "hk_tpool_destroy", "tpool") != 0) return EINVAL;
     hk__spin_lock(&hk__handle_lock);
     if (hk__handle_magic(tp) != HK__MAGIC_TPOOL) { hk__spin_unlock(&hk__handle_lock); return EINVAL; }
+    hk__tls_unregister(&tp->h);        /* before kill frees the index */
     hk__handle_kill(tp);               /* from here no thread-exit flush will touch it */
     hk__spin_unlock(&hk__handle_lock);
-    (void)hk__tls_unregister(&tp->h);
     int e = hk_pool_destroy(tp->depot);
     int e2 = hk_pool_destroy(tp->caches);
     if (tp->live) hk_vm_release(tp->live, tp->live_bytes);
