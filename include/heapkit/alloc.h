@@ -18,6 +18,9 @@
 extern "C" {
 #endif
 
+/* Exported from libheapkit.so although the library builds with hidden visibility. */
+#pragma GCC visibility push(default)
+
 #define HK_API __attribute__((visibility("default")))
 #define HK_MALLOC_ATTR __attribute__((malloc, warn_unused_result))
 
@@ -90,6 +93,8 @@ typedef enum hk_option {
 HK_API long hk_option_get(hk_option_t opt);
 /* 0, or EINVAL for an unknown option or a value out of range. */
 HK_API int  hk_option_set(hk_option_t opt, long value);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

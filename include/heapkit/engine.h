@@ -21,6 +21,9 @@
 extern "C" {
 #endif
 
+/* Exported from libheapkit.so although the library builds with hidden visibility. */
+#pragma GCC visibility push(default)
+
 typedef struct hk_engine hk_engine_t;
 
 /* Results of hk_engine_free and other checked operations. */
@@ -86,6 +89,8 @@ void   hk_engine_stats(hk_engine_t *e, hk_engine_stats_t *out);
 void   hk_engine_info(const hk_engine_t *e, hk_engine_info_t *out);
 /* True when p lies inside the engine's region (it may still be invalid). */
 bool   hk_engine_owns(const hk_engine_t *e, const void *p);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -24,6 +24,9 @@
 extern "C" {
 #endif
 
+/* Exported from libheapkit.so although the library builds with hidden visibility. */
+#pragma GCC visibility push(default)
+
 typedef struct hk_heap hk_heap_t;
 
 /* No locking at all: only one thread may use the heap at a time. */
@@ -66,6 +69,8 @@ typedef struct hk_heap_stats {
     size_t max_size;
 } hk_heap_stats_t;
 void hk_heap_stats(hk_heap_t *h, hk_heap_stats_t *out);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -27,6 +27,9 @@
 extern "C" {
 #endif
 
+/* Exported from libheapkit.so although the library builds with hidden visibility. */
+#pragma GCC visibility push(default)
+
 /* ---- private: read by the inline fast paths below, nothing else ----
  * Every pool-family handle begins with this block. The library sets the
  * fields so that the fast path is taken only when it is safe: a locked or
@@ -352,6 +355,8 @@ long  hk_slab_cache_reap(hk_slab_cache_t *c);
 int   hk_slab_cache_flush(hk_slab_cache_t *c);
 int   hk_slab_cache_destroy(hk_slab_cache_t *c);
 int   hk_slab_cache_stats(hk_slab_cache_t *c, hk_slab_stats_t *out);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -19,6 +19,9 @@
 extern "C" {
 #endif
 
+/* Exported from libheapkit.so although the library builds with hidden visibility. */
+#pragma GCC visibility push(default)
+
 enum { HK_PROT_NONE = 0, HK_PROT_READ = 1, HK_PROT_WRITE = 2, HK_PROT_RW = 3 };
 
 /* Page size and mapping granularity (both powers of two). */
@@ -74,6 +77,8 @@ int   hk_sbrk_shrink(hk_sbrk_t *s, size_t decr);
 static inline char *hk_sbrk_lo(const hk_sbrk_t *s) { return s->region.base; }
 static inline char *hk_sbrk_hi(const hk_sbrk_t *s) { return s->region.base + s->brk; }
 int   hk_sbrk_release(hk_sbrk_t *s);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -69,3 +69,11 @@ if(TARGET heapkit)
     endif()
   endif()
 endif()
+
+# The public API of every component, through libheapkit.so.
+if(TARGET heapkit AND NOT HK_SANITIZE)
+  add_executable(general_shared_api ${CMAKE_CURRENT_LIST_DIR}/shared_api.c)
+  target_include_directories(general_shared_api PRIVATE ${CMAKE_SOURCE_DIR}/tests)
+  target_link_libraries(general_shared_api PRIVATE heapkit)
+  add_test(NAME general.shared-api COMMAND general_shared_api)
+endif()
