@@ -66,13 +66,15 @@ typedef struct hk_sbrk {
     hk_region_t region;
     size_t brk;        /* bytes in use from region.base */
     size_t peak;       /* high-water mark of brk */
+    size_t dirty;      /* bytes from base that may be resident (purged back to brk on shrink) */
 } hk_sbrk_t;
 
 int   hk_sbrk_init(hk_sbrk_t *s, size_t max_size);
 /* Move the break up by `incr` bytes; returns the old break, or NULL with
  * errno = ENOMEM when the region's maximum would be passed. */
 void *hk_sbrk_grow(hk_sbrk_t *s, size_t incr);
-/* Move the break down by `decr` bytes and decommit whole pages past it. */
+/* Move the break down by `decr` bytes; whole pages past it go back to the
+ * OS (they read as zero when the break grows over them again). */
 int   hk_sbrk_shrink(hk_sbrk_t *s, size_t decr);
 static inline char *hk_sbrk_lo(const hk_sbrk_t *s) { return s->region.base; }
 static inline char *hk_sbrk_hi(const hk_sbrk_t *s) { return s->region.base + s->brk; }

@@ -27,9 +27,11 @@ int hk_region_commit_to(hk_region_t *r, size_t size)
     if (size <= r->committed) return 0;
     if (size > r->reserved) return ENOMEM;
     size_t ps = hk_vm_page_size();
-    /* Commit in steps of at least 64 KiB to keep the number of mprotect calls low. */
+    /* Commit in steps of at least 64 KiB and an eighth of what is already
+     * committed, so a growing heap makes O(log) mprotect calls, not one per
+     * step. Committed but untouched pages cost no memory. */
     size_t want = hk__align_up(size, ps);
-    size_t step = hk__align_up(HK_MAX(want - r->committed, (size_t)64 << 10), ps);
+    size_t step = hk__align_up(HK_MAX(want - r->committed, HK_MAX((size_t)64 << 10, r->committed / 8)), ps);
     size_t target = HK_MIN(r->committed + step, r->reserved);
     int e = hk_vm_commit(r->base + r->committed, target - r->committed);
     if (e) return e;
@@ -59,7 +61,7 @@ int hk_region_release(hk_region_t *r)
 int hk_sbrk_init(hk_sbrk_t *s, size_t max_size)
 {
     if (!s) return EINVAL;
-    s->brk = s->peak = 0;
+    s->brk = s->peak = s->dirty = 0;
     return hk_region_reserve(&s->region, max_size);
 }
 
@@ -71,6 +73,7 @@ void *hk_sbrk_grow(hk_sbrk_t *s, size_t incr)
     char *old = s->region.base + s->brk;
     s->brk += incr;
     if (s->brk > s->peak) s->peak = s->brk;
+    if (s->brk > s->dirty) s->dirty = s->brk;
     return old;
 }
 
@@ -78,10 +81,18 @@ int hk_sbrk_shrink(hk_sbrk_t *s, size_t decr)
 {
     if (decr > s->brk) return EINVAL;
     s->brk -= decr;
-    /* Keep one 64 KiB step of slack so a heap oscillating at a boundary does not thrash. */
-    size_t slack = (size_t)64 << 10;
-    if (s->region.committed > s->brk + 2 * slack)
-        return hk_region_decommit_from(&s->region, s->brk + slack);
+    /* The pages past the break go back to the OS (RSS drops) but stay
+     * committed: a heap that grows again takes page faults only, not an
+     * mprotect per step and a split mapping, like brk(2). One 64 KiB of
+     * slack keeps a heap oscillating at a boundary from thrashing. */
+    size_t slack = (size_t)64 << 10, ps = hk_vm_page_size();
+    size_t from = hk__align_up(s->brk + slack, ps);
+    size_t upto = HK_MIN(hk__align_up(s->dirty, ps), s->region.committed);
+    if (upto > from + slack) {
+        int e = hk_vm_purge(s->region.base + from, upto - from);
+        if (e) return e;
+        s->dirty = from;
+    }
     return 0;
 }
 
@@ -89,6 +100,6 @@ int hk_sbrk_release(hk_sbrk_t *s)
 {
     if (!s) return EINVAL;
     int e = hk_region_release(&s->region);
-    s->brk = s->peak = 0;
+    s->brk = s->peak = s->dirty = 0;
     return e;
 }
