@@ -219,7 +219,7 @@ static const char REPLAY_HELP[] =
     "       heapkit replay --list\n\n"
     "Replays malloc-lab traces on each engine (default: every engine and \"system\",\n"
     "the C library's malloc). Each run is checked (alignment, payload patterns,\n"
-    "the engine's check()) and then timed (median of N runs, default 3).\n\n"
+    "the engine's check()) and then timed (median of N runs, default 11).\n\n"
     "  --engine LIST    comma-separated engine names, or \"all\" (see --list)\n"
     "  --json           print the results as a JSON array instead of the table\n"
     "  --svg DIR        write heap maps (at peak footprint) and a chart into DIR\n"
@@ -229,7 +229,7 @@ static const char REPLAY_HELP[] =
 
 int hk_cmd_replay(int argc, char **argv)
 {
-    cfg_t c = { .opts = { .reps = 3, .fork = true } };
+    cfg_t c = { .opts = { .reps = 11, .fork = true } };
     all_engines(&c);
     char **paths = calloc((size_t)argc + 1, sizeof *paths);
     size_t n = 0;
@@ -281,7 +281,7 @@ static int list_traces(const char *dir, char ***paths, size_t *n)
 
 int hk_cmd_lab(int argc, char **argv)
 {
-    cfg_t c = { .opts = { .reps = 3, .fork = true } };
+    cfg_t c = { .opts = { .reps = 11, .fork = true } };
     all_engines(&c);
     const char *out = "lab-out", *tdir = NULL;
     int rc = 2;
