@@ -73,7 +73,11 @@ typedef struct hk__tls_slot {
 /* A slab cache's slots hold its key ^ HK__SLAB_SALT, so the tpool and slab
  * fast paths never accept each other's handles. */
 #define HK__SLAB_SALT ((uint64_t)1 << 63)
-extern __thread hk__tls_slot_t hk__tls_slots[HK__TLS_SLOTS];
+/* The calling thread's slot array. Every thread starts on a shared
+ * read-only array that matches no key (so the fast paths fall through to
+ * the slow path, which maps the thread's own array): only this pointer sits
+ * in static TLS, which keeps libheapkit.so loadable with dlopen. */
+extern __thread hk__tls_slot_t *hk__tls_slots;
 
 /* Option flags shared by the allocators here. */
 enum {

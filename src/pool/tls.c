@@ -7,8 +7,13 @@
 #include <pthread.h>
 #include <string.h>
 
-/* Slot 0 belongs to no one: its id never equals a handle's tls_key (0, or id << 7 | i with i > 0). */
-__thread hk__tls_slot_t hk__tls_slots[HK__TLS_SLOTS] = { [0] = { .id = UINT64_MAX } };
+/* Slot 0 belongs to no one: its id never equals a handle's tls_key (0, or
+ * id << 7 | i with i > 0); the other slots' id 0 matches no key either. No
+ * fast path writes a slot whose id does not match, so the shared start-up
+ * array is never written (it lives in read-only memory). */
+static const hk__tls_slot_t tls_empty[HK__TLS_SLOTS] = { [0] = { .id = UINT64_MAX } };
+__thread hk__tls_slot_t *hk__tls_slots = (hk__tls_slot_t *)tls_empty;
+#define TLS_ARRAY_BYTES (HK__TLS_SLOTS * sizeof(hk__tls_slot_t))
 
 static hk__handle_t *owners[HK__TLS_SLOTS];    /* guarded by hk__handle_lock */
 static pthread_key_t exit_key;
@@ -40,6 +45,8 @@ static void thread_exit(void *arg)
     (void)arg;
     /* A later destructor that allocates again re-arms the key for another round. */
     key_set = false;
+    hk__tls_slot_t *arr = hk__tls_slots;
+    if (arr == tls_empty) return;
     for (uint32_t i = 1; i < HK__TLS_SLOTS; i++) {
         hk__tls_slot_t *s = &hk__tls_slots[i];
         if (!s->id) continue;
@@ -54,6 +61,8 @@ static void thread_exit(void *arg)
         hk__spin_unlock(&hk__handle_lock);
         memset(s, 0, sizeof *s);
     }
+    hk__tls_slots = (hk__tls_slot_t *)tls_empty;
+    hk_vm_release(arr, hk__align_up(TLS_ARRAY_BYTES, hk_vm_page_size()));
 }
 
 static void make_key(void) { (void)pthread_key_create(&exit_key, thread_exit); }
@@ -65,6 +74,12 @@ int hk__tls_register(hk__handle_t *owner, hk__objstack_t *top, void *ext)
         pthread_once(&exit_once, make_key);
         if (pthread_setspecific(exit_key, (void *)1) == 0) key_set = true;
         if (!key_set) return ENOMEM;
+    }
+    if (hk__tls_slots == tls_empty) {
+        void *mem;
+        if (hk_vm_alloc(hk__align_up(TLS_ARRAY_BYTES, hk_vm_page_size()), 0, &mem) != 0) return ENOMEM;
+        memcpy(mem, tls_empty, TLS_ARRAY_BYTES);
+        hk__tls_slots = mem;
     }
     hk__tls_slot_t *s = &hk__tls_slots[owner->tidx];
     hk__slot_load(s, top);

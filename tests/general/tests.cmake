@@ -77,3 +77,12 @@ if(TARGET heapkit AND NOT HK_SANITIZE)
   target_link_libraries(general_shared_api PRIVATE heapkit)
   add_test(NAME general.shared-api COMMAND general_shared_api)
 endif()
+
+# libheapkit.so loaded late with dlopen.
+if(TARGET heapkit AND NOT HK_SANITIZE)
+  add_executable(general_dlopen ${CMAKE_CURRENT_LIST_DIR}/dlopen.c)
+  target_include_directories(general_dlopen PRIVATE ${CMAKE_SOURCE_DIR}/tests)
+  target_link_libraries(general_dlopen PRIVATE ${CMAKE_DL_LIBS} Threads::Threads)
+  add_dependencies(general_dlopen heapkit)
+  add_test(NAME general.dlopen COMMAND general_dlopen $<TARGET_FILE:heapkit>)
+endif()
