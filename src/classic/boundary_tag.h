@@ -134,6 +134,26 @@ static inline hk_bt_blk *hk__bt_extend(hk_engine_t *e, size_t incr)
     return old_epi;
 }
 
+/* No fit: extend the heap for a free block of at least asize bytes. A free
+ * block at the top is reused and grown in place (*fresh = false: it keeps
+ * its place in any free list); otherwise the new block is *fresh. NULL when
+ * the region is full. */
+static inline hk_bt_blk *hk__bt_grow(hk_engine_t *e, size_t asize, bool *fresh)
+{
+    hk_bt_blk *epi = hk__bt_epilogue(e);
+    *fresh = false;
+    if (!hk__bt_prev_alloc(epi)) {
+        hk_bt_blk *last = hk__bt_prev(epi);
+        size_t have = hk__bt_size(last);
+        if (have >= asize) return last;
+        if (!hk__bt_extend(e, asize - have)) return NULL;
+        hk__bt_set_free(last, asize, hk__bt_prev_alloc(last));
+        return last;
+    }
+    *fresh = true;
+    return hk__bt_extend(e, asize);
+}
+
 /* Drop the free block b, which must end at the epilogue, from the heap. */
 static inline void hk__bt_trim(hk_engine_t *e, hk_bt_blk *b)
 {
@@ -166,6 +186,14 @@ static inline int hk__bt_validate(hk_engine_t *e, const void *p, size_t min_bloc
     }
     *out = b;
     return HK_OK;
+}
+
+/* usable_size(): the payload of a live block, 0 for anything else. */
+static inline size_t hk__bt_usable(hk_engine_t *e, const void *p, size_t min_block)
+{
+    hk_bt_blk *b;
+    if (hk__bt_validate(e, p, min_block, &b) != HK_OK) return 0;
+    return hk__bt_size(b) - HK_BT_WORD;
 }
 
 /* The heap-side half of check(): walks every block from the prologue to the

@@ -127,18 +127,9 @@ static void ex_place(hk_explicit_t *ex, hk_bt_blk *b, size_t asize)
  * listed free block of at least asize bytes. */
 static hk_bt_blk *ex_grow(hk_explicit_t *ex, size_t asize)
 {
-    hk_engine_t *e = &ex->base;
-    hk_bt_blk *epi = hk__bt_epilogue(e);
-    if (!hk__bt_prev_alloc(epi)) {
-        hk_bt_blk *last = hk__bt_prev(epi);
-        size_t have = hk__bt_size(last);
-        if (have >= asize) return last;
-        if (!hk__bt_extend(e, asize - have)) return NULL;
-        hk__bt_set_free(last, asize, hk__bt_prev_alloc(last));
-        return last;
-    }
-    hk_bt_blk *b = hk__bt_extend(e, asize);
-    if (b) ex_insert(ex, b);
+    bool fresh;
+    hk_bt_blk *b = hk__bt_grow(&ex->base, asize, &fresh);
+    if (b && fresh) ex_insert(ex, b);
     return b;
 }
 
@@ -253,12 +244,7 @@ static void *ex_memalign(hk_engine_t *e, size_t align, size_t size)
     return hk__bt_payload(b);
 }
 
-static size_t ex_usable_size(hk_engine_t *e, const void *p)
-{
-    hk_bt_blk *b;
-    if (hk__bt_validate(e, p, EX_MIN_BLOCK, &b) != HK_OK) return 0;
-    return hk__bt_size(b) - HK_BT_WORD;
-}
+static size_t ex_usable_size(hk_engine_t *e, const void *p) { return hk__bt_usable(e, p, EX_MIN_BLOCK); }
 
 /* Heap invariants plus the list's: every listed block is a free block in
  * the heap, links agree both ways, order holds, and list and heap count

@@ -141,17 +141,8 @@ static HK_NOINLINE void im_coalesce_all(hk_implicit_t *im)
 /* No fit: extend the heap, reusing a free block at its top. */
 static hk_bt_blk *im_grow(hk_implicit_t *im, size_t asize)
 {
-    hk_engine_t *e = &im->base;
-    hk_bt_blk *epi = hk__bt_epilogue(e);
-    if (!hk__bt_prev_alloc(epi)) {
-        hk_bt_blk *last = hk__bt_prev(epi);
-        size_t have = hk__bt_size(last);
-        if (have >= asize) return last;
-        if (!hk__bt_extend(e, asize - have)) return NULL;
-        hk__bt_set_free(last, have + (asize - have), hk__bt_prev_alloc(last));
-        return last;
-    }
-    return hk__bt_extend(e, asize);
+    bool fresh;
+    return hk__bt_grow(&im->base, asize, &fresh);
 }
 
 /* Allocate asize bytes from free block b, splitting off a usable rest. */
@@ -284,12 +275,7 @@ static void *im_memalign(hk_engine_t *e, size_t align, size_t size)
     return hk__bt_payload(b);
 }
 
-static size_t im_usable_size(hk_engine_t *e, const void *p)
-{
-    hk_bt_blk *b;
-    if (hk__bt_validate(e, p, IM_MIN_BLOCK, &b) != HK_OK) return 0;
-    return hk__bt_size(b) - HK_BT_WORD;
-}
+static size_t im_usable_size(hk_engine_t *e, const void *p) { return hk__bt_usable(e, p, IM_MIN_BLOCK); }
 
 static size_t im_check(hk_engine_t *e)
 {
