@@ -2,6 +2,7 @@
  * in core.h, plus calloc/realloc/aligned allocation with their C/POSIX
  * error rules. The override layer wraps the same inline paths. */
 #include "core.h"
+#include "../heap/heap_impl.h"
 #include <errno.h>
 #include <string.h>
 
@@ -25,6 +26,8 @@ void *hk__calloc(size_t n, size_t size)
 void *hk__realloc(void *p, size_t size)
 {
     if (!p) return hk__malloc(size);
+    hk_segment_t *pseg = hk__segment_of(p);
+    if (hk_unlikely(!hk__segmap_has(pseg))) return hk__heap_realloc_foreign(p, size);
     if (size == 0) { hk__free(p); return NULL; }
     size_t usable = hk__usable_size(p);
     if (hk_unlikely(usable == 0)) {
@@ -39,6 +42,11 @@ void *hk__realloc(void *p, size_t size)
         } else if (size >= usable / 2) {
             return p;
         }
+    }
+    /* A private heap's block moves within its heap. */
+    if (hk_unlikely(__atomic_load_n(&pseg->thread_id, __ATOMIC_RELAXED) == 0)) {
+        hk_theap_t *ph = hk__theap_of(p);
+        if (ph) return hk_heap_realloc((hk_heap_t *)ph->owner, p, size);
     }
     void *q = hk__malloc(size);
     if (!q) return NULL;

@@ -81,14 +81,19 @@ typedef struct hk_segment {
 _Static_assert(__builtin_offsetof(hk_segment_t, free_mask) <= HK_HUGE_OFF, "huge header fits");
 _Static_assert(__builtin_offsetof(hk_segment_t, purged_mask) + 8 <= HK_HUGE_OFF, "huge blocks keep the purge bitmap");
 
+/* A spin lock that yields; only slow paths take locks. */
+typedef struct { int v; } hk_lock_t;
+
 typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
 
-typedef struct hk_heap_stats {
+typedef struct hk_theap_stats {
     uint64_t malloc_bytes, free_bytes;
 } hk_theap_stats_t;
 
-/* A thread heap. Private heaps (next issue) are the same structure owned
- * by a handle instead of a thread: segments never mix heaps. */
+/* A thread heap. A private heap over the general allocator is the same
+ * structure owned by a handle instead of a thread (`owner` set, thread_id 0):
+ * segments never mix heaps, and every free into its pages takes the atomic
+ * thread_free path, so it needs no lock. */
 typedef struct hk_theap {
     hk_page_queue_t queues[HK_NCLASS];
     hk_page_queue_t full;
@@ -101,6 +106,12 @@ typedef struct hk_theap {
     uintptr_t key;                    /* reserved: heap key for the checking modes */
     struct hk_theap *next_heap, *prev_heap;
     hk_theap_stats_t st;
+    /* private heaps only (zero in thread heaps) */
+    void *owner;                      /* the hk_heap_t handle */
+    size_t max_size;                  /* 0: no cap on `reserved` */
+    size_t reserved, reserved_peak;   /* atomic: bytes of its segments and huge blocks */
+    hk_segment_t *huge;               /* its huge blocks, linked through their headers */
+    hk_lock_t huge_lock;              /* guards `huge`: a huge block is freed by any thread */
 } __attribute__((aligned(64))) hk_theap_t;
 
 /* Globals (hidden). */
@@ -140,8 +151,6 @@ extern hk_gstats_t hk__gstats HK_HIDDEN;
 #endif
 void hk__stat_max(uint64_t *peak, uint64_t v) HK_HIDDEN;
 
-/* A spin lock that yields; only slow paths take locks. */
-typedef struct { int v; } hk_lock_t;
 void hk__lock(hk_lock_t *l) HK_HIDDEN;
 HK_INLINE void hk__unlock(hk_lock_t *l) { __atomic_store_n(&l->v, 0, __ATOMIC_RELEASE); }
 
@@ -238,6 +247,20 @@ void  hk__huge_free(hk_segment_t *seg) HK_HIDDEN;
 size_t hk__huge_usable(hk_segment_t *seg, const void *p) HK_HIDDEN;
 bool  hk__huge_shrink(hk_segment_t *seg, const void *p, size_t size) HK_HIDDEN;
 
+/* private.c: private heaps over the general allocator (src/heap/heap.c) */
+hk_theap_t *hk__theap_private_new(void *owner, size_t max_size) HK_HIDDEN;
+void  hk__theap_private_free(hk_theap_t *heap) HK_HIDDEN;
+void  hk__theap_release_all(hk_theap_t *heap) HK_HIDDEN;
+void  hk__theap_reset(hk_theap_t *heap) HK_HIDDEN;
+void *hk__theap_malloc_aligned(hk_theap_t *heap, size_t align, size_t size) HK_HIDDEN;
+void  hk__theap_collect(hk_theap_t *heap, size_t *live_blocks, size_t *live_bytes) HK_HIDDEN;
+hk_theap_t *hk__theap_of(const void *p) HK_HIDDEN;
+bool  hk__cap_take(hk_theap_t *heap, size_t bytes) HK_HIDDEN;
+void  hk__cap_give(hk_theap_t *heap, size_t bytes) HK_HIDDEN;
+void *hk__huge_alloc_in(hk_theap_t *heap, size_t size, size_t align, bool *zeroed) HK_HIDDEN;
+/* A pointer outside heapkit's segments: a private heap's block, or misuse. */
+void  hk__free_outside(void *p) HK_HIDDEN HK_NOINLINE HK_COLD;
+
 /* stats.c */
 void hk__options_init(void) HK_HIDDEN;
 void hk__invalid_free(const void *p, const char *why) HK_HIDDEN;
@@ -260,11 +283,26 @@ HK_INLINE void *hk__malloc(size_t size)
     return hk__malloc_generic(heap, size);
 }
 
+/* The fast path on a private heap's theap (caller holds the heap's lock). */
+HK_INLINE void *hk__theap_malloc(hk_theap_t *heap, size_t size)
+{
+    if (hk_likely(size <= HK_SMALL_MAX)) {
+        hk_page_t *pg = heap->queues[hk__size_class(size)].first;
+        hk_block_t *b = pg->free;
+        if (hk_likely(b != NULL)) {
+            pg->free = b->next;
+            pg->used++;
+            return b;
+        }
+    }
+    return hk__malloc_generic(heap, size);
+}
+
 HK_INLINE void hk__free(void *p)
 {
     hk_segment_t *seg = hk__segment_of(p);
     if (hk_unlikely(!hk__segmap_has(seg))) {
-        if (p) hk__invalid_free(p, "not allocated by heapkit");
+        if (p) hk__free_outside(p);
         return;
     }
     if (hk_likely(__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == hk__thread_id())) {

@@ -120,6 +120,38 @@ hk_theap_t *hk__heap_init_thread(void)
     return h;
 }
 
+/* A private heap's theap: from the same pool (never unmapped, so a stale
+ * page owner pointer stays harmless), but not on the live list, so no
+ * thread-exit or statistics walk ever touches it. thread_id stays 0. */
+hk_theap_t *hk__theap_private_new(void *owner, size_t max_size)
+{
+    hk__process_init();
+    hk_theap_t *h = heap_pool_alloc();
+    if (!h) return NULL;
+    memset(h, 0, sizeof *h);
+    heap_clear_queues(h);
+    h->owner = owner;
+    h->max_size = max_size;
+    return h;
+}
+
+void hk__theap_private_free(hk_theap_t *heap)
+{
+    hk__theap_release_all(heap);
+    heap_clear_queues(heap);
+    heap->owner = NULL;
+    heap_pool_free(heap);
+}
+
+void hk__theap_reset(hk_theap_t *heap)
+{
+    hk__theap_release_all(heap);
+    heap_clear_queues(heap);
+    __atomic_store_n(&heap->full_pending, 0, __ATOMIC_RELAXED);
+    heap->purge_due = 0;
+    heap->no_purge = 0;
+}
+
 void hk__heaps_foreach(void (*fn)(hk_theap_t *, void *), void *arg)
 {
     hk__lock(&g_heaps_lock);

@@ -9,20 +9,29 @@ void hk__segmap_set(void *seg, bool on) HK_HIDDEN;
 
 void *hk__huge_alloc(size_t size, size_t align, bool *zeroed)
 {
+    return hk__huge_alloc_in(NULL, size, align, zeroed);
+}
+
+/* `heap` is a private heap (its blocks are linked in heap->huge so that
+ * destroy finds them) or NULL. */
+void *hk__huge_alloc_in(hk_theap_t *heap, size_t size, size_t align, bool *zeroed)
+{
     hk__process_init();
     size_t off = align > HK_HUGE_OFF ? align : HK_HUGE_OFF;
     if (size > (size_t)PTRDIFF_MAX - 2 * HK_SEG_SIZE || off > HK_SEG_SIZE / 2) { errno = ENOMEM; return NULL; }
     size_t need = hk__align_up(off + size, hk_vm_page_size());
+    size_t charge = need <= HK_SEG_SIZE ? HK_SEG_SIZE : need;
+    if (heap && !hk__cap_take(heap, charge)) { errno = ENOMEM; return NULL; }
     hk_segment_t *seg;
     bool fresh = true;
     if (need <= HK_SEG_SIZE) {
         seg = hk__segment_map(&fresh, (unsigned)((need + HK_PAGE_SIZE - 1) >> HK_PAGE_SHIFT));
-        if (!seg) { errno = ENOMEM; return NULL; }
+        if (!seg) { if (heap) hk__cap_give(heap, charge); errno = ENOMEM; return NULL; }
         hk__segment_take_for_huge(seg, need);
         need = HK_SEG_SIZE;
     } else {
         void *p;
-        if (hk_vm_alloc(need, HK_SEG_SIZE, &p) != 0) { errno = ENOMEM; return NULL; }
+        if (hk_vm_alloc(need, HK_SEG_SIZE, &p) != 0) { if (heap) hk__cap_give(heap, charge); errno = ENOMEM; return NULL; }
         seg = p;
         HK_ATOMIC_ADD(&hk__gstats.reserved, need);
         hk__segmap_set(seg, true);
@@ -30,8 +39,15 @@ void *hk__huge_alloc(size_t size, size_t align, bool *zeroed)
     seg->magic = HK_SEG_MAGIC;
     seg->kind = HK_SEG_HUGE;
     seg->map_size = need;
-    seg->heap = NULL;
+    seg->heap = heap;
     seg->next = seg->prev = NULL;
+    if (heap) {
+        hk__lock(&heap->huge_lock);
+        seg->next = heap->huge;
+        if (heap->huge) heap->huge->prev = seg;
+        heap->huge = seg;
+        hk__unlock(&heap->huge_lock);
+    }
     __atomic_store_n(&seg->thread_id, 0, __ATOMIC_RELEASE);
     HK_ATOMIC_ADD(&hk__gstats.huge_blocks, 1);
     HK_ATOMIC_ADD(&hk__gstats.huge_bytes, need);
@@ -41,6 +57,18 @@ void *hk__huge_alloc(size_t size, size_t align, bool *zeroed)
 
 void hk__huge_free(hk_segment_t *seg)
 {
+    hk_theap_t *heap = seg->heap;
+    if (heap) {
+        /* Any thread may free it: unlink under the heap's huge-list lock. */
+        hk__lock(&heap->huge_lock);
+        if (seg->prev) seg->prev->next = seg->next;
+        else heap->huge = seg->next;
+        if (seg->next) seg->next->prev = seg->prev;
+        hk__unlock(&heap->huge_lock);
+        seg->next = seg->prev = NULL;
+        seg->heap = NULL;
+        hk__cap_give(heap, seg->map_size);
+    }
     size_t sz = seg->map_size;
     HK_ATOMIC_SUB(&hk__gstats.huge_blocks, 1);
     HK_ATOMIC_SUB(&hk__gstats.huge_bytes, sz);
@@ -65,6 +93,7 @@ bool hk__huge_shrink(hk_segment_t *seg, const void *p, size_t size)
     size_t cut = seg->map_size - keep;
     if (hk_vm_release((char *)seg + keep, cut) != 0) return false;
     seg->map_size = keep;
+    if (seg->heap) hk__cap_give(seg->heap, cut);
     HK_ATOMIC_SUB(&hk__gstats.reserved, cut);
     HK_ATOMIC_SUB(&hk__gstats.huge_bytes, cut);
     return true;

@@ -4,6 +4,7 @@
  * A page whose last block comes back returns to its segment, unless it is
  * the only page of its class (that keeps a malloc/free loop off the OS). */
 #include "core.h"
+#include "../heap/heap_impl.h"
 #include <errno.h>
 
 uint32_t hk__class_size[HK_NCLASS] = {
@@ -238,7 +239,7 @@ void *hk__malloc_generic(hk_theap_t *heap, size_t size)
         return hk__malloc(size);
     }
     if (hk_unlikely(heap->purge_due != 0) && (++heap->purge_tick & 63) == 0) purge_if_due(heap);
-    if (size > HK_SMALL_MAX) return hk__huge_alloc(size, 0, NULL);
+    if (size > HK_SMALL_MAX) return hk__huge_alloc_in(heap->owner ? heap : NULL, size, 0, NULL);
     size_t cls = hk__size_class(size);
     hk_page_t *pg = heap->queues[cls].first;
     if (hk_likely(pg->local_free != NULL && __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED) == NULL &&
@@ -333,7 +334,9 @@ void *hk__page_mark_aligned(void *block, void *p)
 size_t hk__usable_size(const void *p)
 {
     hk_segment_t *seg = hk__segment_of(p);
-    if (!p || !hk__segmap_has(seg) || seg->magic != HK_SEG_MAGIC) return 0;
+    if (!p) return 0;
+    if (hk_unlikely(!hk__segmap_has(seg))) return hk__heap_usable_foreign(p);
+    if (seg->magic != HK_SEG_MAGIC) return 0;
     if (seg->kind == HK_SEG_HUGE) return hk__huge_usable(seg, p);
     if (seg->kind != HK_SEG_SMALL) return 0;
     hk_page_t *pg = hk__page_of(seg, p);

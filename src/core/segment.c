@@ -192,16 +192,51 @@ static void segment_unlink(hk_theap_t *heap, hk_segment_t *seg)
     else heap->segments = seg->next;
     if (seg->next) seg->next->prev = seg->prev;
     seg->next = seg->prev = NULL;
+    hk__cap_give(heap, HK_SEG_SIZE);
+}
+
+/* Destroy of a private heap: the segment (or huge block) goes straight back
+ * to the OS whatever it holds; no block is visited. */
+void hk__segment_drop(hk_segment_t *seg) HK_HIDDEN;
+void hk__segment_drop(hk_segment_t *seg)
+{
+    if (seg->kind == HK_SEG_SMALL) {
+        uint64_t pages = 0, bytes = 0;
+        for (unsigned i = 0; i < HK_SEG_PAGES; i++) {
+            const hk_page_t *pg = &seg->pages[i];
+            if ((seg->free_mask >> i) & 1 || pg->back) continue;
+            pages++;
+            bytes += (uint64_t)pg->span * HK_PAGE_SIZE;
+        }
+        HK_ATOMIC_SUB(&hk__gstats.pages, pages);
+        HK_ATOMIC_SUB(&hk__gstats.page_bytes, bytes);
+    } else {
+        HK_ATOMIC_SUB(&hk__gstats.huge_blocks, 1);
+        HK_ATOMIC_SUB(&hk__gstats.huge_bytes, seg->map_size);
+        if (seg->map_size != HK_SEG_SIZE) {
+            size_t sz = seg->map_size;
+            seg->magic = 0;
+            hk__segmap_set(seg, false);
+            HK_ATOMIC_SUB(&hk__gstats.reserved, sz);
+            hk_vm_release(seg, sz);
+            return;
+        }
+    }
+    seg->magic = 0;
+    segment_release(seg);
 }
 
 hk_segment_t *hk__segment_new(hk_theap_t *heap)
 {
     hk_segment_t *seg;
-    while ((seg = hk__abandoned_pop()) != NULL)
-        if (hk__segment_adopt(heap, seg)) return seg;
+    /* A private heap never adopts: another heap's blocks would die with it. */
+    if (!heap->owner)
+        while ((seg = hk__abandoned_pop()) != NULL)
+            if (hk__segment_adopt(heap, seg)) return seg;
+    if (!hk__cap_take(heap, HK_SEG_SIZE)) return NULL;
     bool fresh;
     seg = hk__segment_map(&fresh, 64);
-    if (!seg) return NULL;
+    if (!seg) { hk__cap_give(heap, HK_SEG_SIZE); return NULL; }
     uint64_t purged = seg->purged_mask;
     memset(seg->pages, 0, sizeof seg->pages);
     for (unsigned i = 0; i < HK_SEG_PAGES; i++) seg->pages[i].flags = HK_PF_FREE;

@@ -1,10 +1,12 @@
 /* Private heaps: a handle around one engine instance (a classic engine, or
- * the general allocator once it provides per-heap segments), an optional
- * lock, a size cap, and an entry in the range registry that lets hk_free and
- * hk_heap_of find the heap of any block. Destroy releases the engine's region
- * in one step, so its cost does not depend on the number of blocks. */
+ * "general": a theap of the general allocator owned by the handle), an
+ * optional lock and a size cap. Classic heaps sit in a range registry that
+ * lets hk_free and hk_heap_of find the heap of any block; general heaps are
+ * found through their segments' headers. Destroy releases the engine's
+ * region (or the theap's segments) in one step, never visiting a block. */
 #include "heap_impl.h"
 #include "../classic/engine_impl.h"
+#include "../core/core.h"
 #include <errno.h>
 #include <string.h>
 #include <pthread.h>
@@ -16,6 +18,7 @@ struct hk_heap {
     uint32_t magic;
     unsigned flags;
     hk_engine_t *engine;
+    hk_theap_t *gen;             /* "general": the theap this handle owns (engine is NULL) */
     const char *engine_name;     /* points into the engine registry (static) */
     size_t max_size;
     size_t initial_commit;
@@ -68,6 +71,7 @@ typedef struct range { uintptr_t lo, hi; hk_heap_t *heap; } range_t;
 static pthread_rwlock_t g_reg_lock = PTHREAD_RWLOCK_INITIALIZER;
 static range_t *g_ranges;
 static size_t g_nranges, g_cap_bytes;
+static size_t g_nranges_any;     /* atomic: lets free() of a foreign pointer skip the lock when empty */
 
 static int registry_add(uintptr_t lo, uintptr_t hi, hk_heap_t *h)
 {
@@ -88,6 +92,7 @@ static int registry_add(uintptr_t lo, uintptr_t hi, hk_heap_t *h)
     while (i > 0 && g_ranges[i - 1].lo > lo) { g_ranges[i] = g_ranges[i - 1]; i--; }
     g_ranges[i] = (range_t){ lo, hi, h };
     g_nranges++;
+    __atomic_store_n(&g_nranges_any, g_nranges, __ATOMIC_RELEASE);
     pthread_rwlock_unlock(&g_reg_lock);
     return 0;
 }
@@ -99,6 +104,7 @@ static void registry_remove(hk_heap_t *h)
     for (size_t i = 0; i < g_nranges; i++)
         if (g_ranges[i].heap != h) g_ranges[o++] = g_ranges[i];
     g_nranges = o;
+    __atomic_store_n(&g_nranges_any, g_nranges, __ATOMIC_RELEASE);
     pthread_rwlock_unlock(&g_reg_lock);
 }
 
@@ -107,6 +113,9 @@ hk_heap_t *hk_heap_of(const void *p)
     uintptr_t a = (uintptr_t)p;
     hk_heap_t *found = NULL;
     if (!p) return NULL;
+    hk_theap_t *th = hk__theap_of(p);
+    if (th) return th->owner;
+    if (!__atomic_load_n(&g_nranges_any, __ATOMIC_ACQUIRE)) return NULL;
     pthread_rwlock_rdlock(&g_reg_lock);
     size_t lo = 0, hi = g_nranges;
     while (lo < hi) {
@@ -120,8 +129,14 @@ hk_heap_t *hk_heap_of(const void *p)
 }
 
 /* ---- engine lifetime */
+static const char g_general[] = "general";
+
 static int engine_open(hk_heap_t *h)
 {
+    if (h->engine_name == g_general) {
+        h->gen = hk__theap_private_new(h, h->max_size);
+        return h->gen ? 0 : ENOMEM;
+    }
     hk_engine_config_t cfg = { .max_size = h->max_size, .flags = 0 };
     hk_engine_t *e = hk_engine_create(h->engine_name, &cfg);
     if (!e) return errno ? errno : ENOMEM;
@@ -139,6 +154,11 @@ static int engine_open(hk_heap_t *h)
 
 static void engine_close(hk_heap_t *h)
 {
+    if (h->gen) {
+        hk__theap_private_free(h->gen);
+        h->gen = NULL;
+        return;
+    }
     registry_remove(h);
     hk_engine_destroy(h->engine);
     h->engine = NULL;
@@ -146,6 +166,7 @@ static void engine_close(hk_heap_t *h)
 
 static const char *find_engine_name(const char *name)
 {
+    if (strcmp(name, g_general) == 0) return g_general;
     for (const char *const *n = hk_engine_names(); *n; n++)
         if (strcmp(*n, name) == 0) return *n;
     return NULL;
@@ -166,6 +187,8 @@ hk_heap_t *hk_heap_new(const hk_heap_options_t *opts)
     if (!h) { errno = ENOMEM; return NULL; }
     h->flags = o.flags;
     h->engine_name = ename;
+    h->engine = NULL;
+    h->gen = NULL;
     h->max_size = o.max_size;
     h->initial_commit = o.initial_commit;
     pthread_mutex_init(&h->lock, NULL);
@@ -206,6 +229,11 @@ void hk_heap_destroy(hk_heap_t *h)
 int hk_heap_reset(hk_heap_t *h)
 {
     heap_enter(h, "hk_heap_reset");
+    if (h->gen) {
+        hk__theap_reset(h->gen);
+        heap_leave(h);
+        return 0;
+    }
     engine_close(h);
     int err = engine_open(h);
     heap_leave(h);
@@ -218,12 +246,35 @@ int hk_heap_reset(hk_heap_t *h)
     return 0;
 }
 
+/* realloc within a general heap: a block that must move stays in it. */
+static void *gen_realloc(hk_theap_t *gen, void *p, size_t size)
+{
+    if (!p) return hk__theap_malloc(gen, size);
+    if (hk__theap_of(p) != gen) { errno = EINVAL; return NULL; }
+    if (size == 0) { hk__free(p); return NULL; }
+    size_t usable = hk__usable_size(p);
+    if (usable == 0) { errno = EINVAL; return NULL; }
+    hk_segment_t *seg = hk__segment_of(p);
+    if (size <= usable) {
+        if (seg->kind == HK_SEG_HUGE) {
+            if (size > HK_SMALL_MAX) { hk__huge_shrink(seg, p, size); return p; }
+        } else if (size >= usable / 2) {
+            return p;
+        }
+    }
+    void *q = hk__theap_malloc(gen, size);
+    if (!q) return NULL;
+    memcpy(q, p, size < usable ? size : usable);
+    hk__free(p);
+    return q;
+}
+
 /* Every entry point: check the handle, take the lock, and bail out with
  * ENOMEM when a failed reset left the heap without an engine. */
 void *hk_heap_malloc(hk_heap_t *h, size_t size)
 {
     heap_enter(h, "hk_heap_malloc");
-    void *p = h->engine ? hk_engine_malloc(h->engine, size) : NULL;
+    void *p = h->gen ? hk__theap_malloc(h->gen, size) : h->engine ? hk_engine_malloc(h->engine, size) : NULL;
     heap_leave(h);
     if (!p) errno = ENOMEM;
     return p;
@@ -232,7 +283,13 @@ void *hk_heap_malloc(hk_heap_t *h, size_t size)
 void *hk_heap_calloc(hk_heap_t *h, size_t n, size_t size)
 {
     heap_enter(h, "hk_heap_calloc");
-    void *p = h->engine ? hk_engine_calloc(h->engine, n, size) : NULL;
+    void *p = NULL;
+    if (h->gen) {
+        size_t total;
+        if (!__builtin_mul_overflow(n, size, &total) && (p = hk__theap_malloc(h->gen, total)) != NULL) memset(p, 0, total);
+    } else if (h->engine) {
+        p = hk_engine_calloc(h->engine, n, size);
+    }
     heap_leave(h);
     if (!p) errno = ENOMEM;
     return p;
@@ -241,8 +298,8 @@ void *hk_heap_calloc(hk_heap_t *h, size_t n, size_t size)
 void *hk_heap_realloc(hk_heap_t *h, void *p, size_t size)
 {
     heap_enter(h, "hk_heap_realloc");
-    void *q = h->engine ? hk_engine_realloc(h->engine, p, size) : NULL;
-    if (!h->engine) errno = ENOMEM;
+    void *q = h->gen ? gen_realloc(h->gen, p, size) : h->engine ? hk_engine_realloc(h->engine, p, size) : NULL;
+    if (!h->engine && !h->gen) errno = ENOMEM;
     heap_leave(h);
     return q;
 }
@@ -250,8 +307,15 @@ void *hk_heap_realloc(hk_heap_t *h, void *p, size_t size)
 void *hk_heap_memalign(hk_heap_t *h, size_t align, size_t size)
 {
     heap_enter(h, "hk_heap_memalign");
-    void *p = h->engine ? hk_engine_memalign(h->engine, align, size) : NULL;
-    if (!h->engine) errno = ENOMEM;
+    void *p = NULL;
+    if (h->gen) {
+        if (hk__is_pow2(align)) p = hk__theap_malloc_aligned(h->gen, align, size);
+        else errno = EINVAL;
+    } else if (h->engine) {
+        p = hk_engine_memalign(h->engine, align, size);
+    } else {
+        errno = ENOMEM;
+    }
     heap_leave(h);
     return p;
 }
@@ -259,6 +323,13 @@ void *hk_heap_memalign(hk_heap_t *h, size_t align, size_t size)
 int hk_heap_free(hk_heap_t *h, void *p)
 {
     if (!p) return HK_OK;
+    if (h && __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) == HEAP_MAGIC_LIVE && h->gen) {
+        /* No lock: a general heap's segments have no owner thread, so the
+         * free takes the atomic thread_free path whoever calls it. */
+        if (hk__theap_of(p) != h->gen) return HK_EINVALID;
+        hk__free(p);
+        return HK_OK;
+    }
     heap_enter(h, "hk_heap_free");
     int r = h->engine ? hk_engine_free(h->engine, p) : HK_EINVALID;
     heap_leave(h);
@@ -268,7 +339,8 @@ int hk_heap_free(hk_heap_t *h, void *p)
 size_t hk_heap_usable_size(hk_heap_t *h, const void *p)
 {
     heap_enter(h, "hk_heap_usable_size");
-    size_t n = h->engine ? hk_engine_usable_size(h->engine, p) : 0;
+    size_t n = h->gen ? (hk__theap_of(p) == h->gen ? hk__usable_size(p) : 0)
+             : h->engine ? hk_engine_usable_size(h->engine, p) : 0;
     heap_leave(h);
     return n;
 }
@@ -279,7 +351,12 @@ void hk_heap_stats(hk_heap_t *h, hk_heap_stats_t *out)
     out->version = 1;
     out->size = sizeof *out;
     heap_enter(h, "hk_heap_stats");
-    if (h->engine) {
+    if (h->gen) {
+        hk__theap_collect(h->gen, &out->live_blocks, &out->live_bytes);
+        out->footprint = __atomic_load_n(&h->gen->reserved, __ATOMIC_RELAXED);
+        out->peak_footprint = __atomic_load_n(&h->gen->reserved_peak, __ATOMIC_RELAXED);
+        out->max_size = h->max_size;
+    } else if (h->engine) {
         hk_engine_stats_t s;
         hk_engine_stats(h->engine, &s);
         out->live_bytes = s.live_bytes;
@@ -291,9 +368,35 @@ void hk_heap_stats(hk_heap_t *h, hk_heap_stats_t *out)
     heap_leave(h);
 }
 
+/* The general allocator's cold paths for pointers outside its segments:
+ * only classic heaps' blocks live there. */
+static hk_heap_t *classic_heap_of(const void *p)
+{
+    if (!__atomic_load_n(&g_nranges_any, __ATOMIC_ACQUIRE)) return NULL;
+    return hk_heap_of(p);
+}
+
+void *hk__heap_realloc_foreign(void *p, size_t size)
+{
+    hk_heap_t *h = classic_heap_of(p);
+    if (!h) {
+        hk__invalid_free(p, "realloc of a pointer heapkit does not own");
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (size == 0) { hk_heap_free(h, p); return NULL; }
+    return hk_heap_realloc(h, p, size);
+}
+
+size_t hk__heap_usable_foreign(const void *p)
+{
+    hk_heap_t *h = classic_heap_of(p);
+    return h ? hk_heap_usable_size(h, p) : 0;
+}
+
 bool hk__heap_free_foreign(void *p)
 {
-    hk_heap_t *h = hk_heap_of(p);
+    hk_heap_t *h = classic_heap_of(p);
     if (!h) return false;
     hk_heap_free(h, p);
     return true;

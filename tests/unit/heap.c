@@ -1,5 +1,8 @@
-/* Private heaps over every classic engine: cap, reset, destroy releasing
- * memory, hk_heap_of, frees from other threads, misuse of dead handles. */
+/* Private heaps over the general allocator ("general") and every classic
+ * engine: cap, reset, destroy releasing memory, hk_heap_of, frees from other
+ * threads (hk_heap_free and plain hk_free), the general API (hk_free,
+ * hk_realloc, hk_malloc_usable_size) on private-heap blocks, misuse of dead
+ * handles. */
 #include "test.h"
 #include "heapkit.h"
 #include <errno.h>
@@ -77,11 +80,16 @@ static void test_cap(void)
     }
     CHECK_EQ(errno, ENOMEM);
     CHECK(got >= cap / 4);                  /* the cap, not something else, stopped it */
+    errno = 0;
     CHECK(hk_heap_malloc(h, cap * 2) == NULL);
+    CHECK_EQ(errno, ENOMEM);
     REQUIRE(last);
     CHECK_EQ(hk_heap_free(h, last), 0);     /* still usable after hitting the cap */
-    void *again = hk_heap_malloc(h, 32 << 10);
+    void *again = hk_heap_malloc(h, 64 << 10);
     CHECK(again != NULL);
+    hk_heap_stats_t st;
+    hk_heap_stats(h, &st);
+    CHECK(st.footprint <= cap);
     hk_heap_destroy(h);
 }
 
@@ -95,6 +103,14 @@ static void test_destroy_releases(void)
         char *p = hk_heap_malloc(h, 4000);
         REQUIRE(p);
         memset(p, 1, 4000);
+    }
+    /* Huge blocks too (their own mappings in the general heap); one of
+     * them is freed through the general API. */
+    for (int i = 0; i < 4; i++) {
+        char *p = hk_heap_malloc(h, (size_t)(i + 1) << 20);
+        REQUIRE(p);
+        memset(p, 2, (size_t)(i + 1) << 20);
+        if (i == 1) hk_free(p);
     }
     size_t full = rss_kb();
     CHECK(full > before + 30 * 1024);
@@ -119,12 +135,14 @@ static void test_reset(void)
     hk_heap_destroy(h);
 }
 
-struct xarg { hk_heap_t *h; void **blocks; int n; };
+struct xarg { hk_heap_t *h; void **blocks; int n; int plain; };
 static void *free_all(void *arg)
 {
     struct xarg *x = arg;
-    for (int i = 0; i < x->n; i++)
-        if (hk_heap_free(x->h, x->blocks[i]) != 0) return (void *)1;
+    for (int i = 0; i < x->n; i++) {
+        if (x->plain) { if (hk_heap_of(x->blocks[i]) != x->h) return (void *)1; hk_free(x->blocks[i]); }
+        else if (hk_heap_free(x->h, x->blocks[i]) != 0) return (void *)1;
+    }
     return NULL;
 }
 static void *alloc_some(void *arg)
@@ -134,7 +152,8 @@ static void *alloc_some(void *arg)
     return NULL;
 }
 
-static void test_threads(void)
+/* plain: the frees go through hk_free, which must find the heap itself. */
+static void threads_run(int plain)
 {
     hk_heap_t *h = make(0, 0);
     REQUIRE(h);
@@ -143,15 +162,86 @@ static void test_threads(void)
     struct xarg xs[T];
     pthread_t th[T];
     void *r;
-    for (int t = 0; t < T; t++) { xs[t] = (struct xarg){ h, blocks[t], N }; pthread_create(&th[t], NULL, alloc_some, &xs[t]); }
+    for (int t = 0; t < T; t++) { xs[t] = (struct xarg){ h, blocks[t], N, plain }; pthread_create(&th[t], NULL, alloc_some, &xs[t]); }
     for (int t = 0; t < T; t++) { pthread_join(th[t], &r); CHECK(r == NULL); }
-    /* Each thread frees the blocks another one allocated. */
+    /* Each thread frees the blocks another one allocated, while this one
+     * keeps allocating from the heap. */
     for (int t = 0; t < T; t++) { xs[t].blocks = blocks[(t + 1) % T]; pthread_create(&th[t], NULL, free_all, &xs[t]); }
+    void *mine[500];
+    for (int i = 0; i < 500; i++) { mine[i] = hk_heap_malloc(h, (size_t)(i * 7 + 1)); CHECK(mine[i] != NULL); }
     for (int t = 0; t < T; t++) { pthread_join(th[t], &r); CHECK(r == NULL); }
     hk_heap_stats_t st;
     hk_heap_stats(h, &st);
+    CHECK_EQ(st.live_blocks, 500);
+    for (int i = 0; i < 500; i++) CHECK_EQ(hk_heap_free(h, mine[i]), 0);
+    hk_heap_stats(h, &st);
     CHECK_EQ(st.live_blocks, 0);
     hk_heap_destroy(h);
+}
+
+static void test_threads(void) { threads_run(0); }
+static void test_threads_hk_free(void) { threads_run(1); }
+
+/* hk_free / hk_realloc / hk_malloc_usable_size on a private heap's blocks. */
+static void test_general_api(void)
+{
+    hk_heap_t *h = make(0, 0);
+    REQUIRE(h);
+    char *p[64];
+    for (int i = 0; i < 64; i++) {
+        size_t n = (size_t)(i * 101 + 8);
+        p[i] = hk_heap_malloc(h, n);
+        REQUIRE(p[i]);
+        memset(p[i], 'a' + i % 26, n);
+        CHECK(hk_malloc_usable_size(p[i]) >= n);
+        CHECK_EQ(hk_malloc_usable_size(p[i]), hk_heap_usable_size(h, p[i]));
+    }
+    for (int i = 0; i < 64; i += 2) {
+        size_t n = (size_t)(i * 101 + 8);
+        char *q = hk_realloc(p[i], n * 3 + 5000);     /* must move: stays in the heap */
+        REQUIRE(q);
+        CHECK(hk_heap_of(q) == h);
+        CHECK_EQ(q[0], (char)('a' + i % 26));
+        CHECK_EQ(q[n - 1], (char)('a' + i % 26));
+        CHECK(hk_malloc_usable_size(q) >= n * 3 + 5000);
+        p[i] = q;
+    }
+    hk_heap_stats_t st;
+    hk_heap_stats(h, &st);
+    CHECK_EQ(st.live_blocks, 64);
+    for (int i = 0; i < 64; i++) hk_free(p[i]);
+    CHECK(hk_realloc(hk_heap_malloc(h, 10), 0) == NULL);   /* frees it */
+    hk_heap_stats(h, &st);
+    CHECK_EQ(st.live_blocks, 0);
+    /* The thread heap's blocks belong to no private heap. */
+    void *g = hk_malloc(100);
+    CHECK(hk_heap_of(g) == NULL);
+    CHECK(hk_heap_free(h, g) != 0);
+    hk_free(g);
+    hk_heap_destroy(h);
+}
+
+/* A thread that exits with live blocks abandons its segments; a private
+ * heap must never adopt them (their blocks are not the heap's). */
+static void *leave_blocks(void *arg)
+{
+    void **out = arg;
+    for (int i = 0; i < 64; i++) out[i] = hk_malloc(64);
+    return NULL;
+}
+
+static void test_no_adoption(void)
+{
+    static void *left[64];
+    pthread_t th;
+    pthread_create(&th, NULL, leave_blocks, left);
+    pthread_join(th, NULL);
+    hk_heap_t *h = make(0, 0);
+    REQUIRE(h);
+    for (int i = 0; i < 20000; i++) REQUIRE(hk_heap_malloc(h, 64));
+    for (int i = 0; i < 64; i++) CHECK(left[i] && hk_heap_of(left[i]) == NULL);
+    hk_heap_destroy(h);
+    for (int i = 0; i < 64; i++) { CHECK(hk_malloc_usable_size(left[i]) >= 64); hk_free(left[i]); }
 }
 
 static void bad_options(void)
@@ -179,7 +269,9 @@ int main(int argc, char **argv)
 {
     RUN(bad_options);
     RUN(test_misuse);
-    for (const char *const *n = hk_engine_names(); *n; n++) {
+    RUN(test_no_adoption);
+    static const char *const general[] = { "general", NULL };
+    for (const char *const *n = general; *n; n = (n == general ? hk_engine_names() : n + 1)) {
         if (argc > 1 && strcmp(argv[1], *n)) continue;
         engine_name = *n;
         char name[128];
@@ -188,6 +280,8 @@ int main(int argc, char **argv)
         snprintf(name, sizeof name, "cap/%s", *n); RUN_NAMED(name, test_cap);
         snprintf(name, sizeof name, "reset/%s", *n); RUN_NAMED(name, test_reset);
         snprintf(name, sizeof name, "threads/%s", *n); RUN_NAMED(name, test_threads);
+        snprintf(name, sizeof name, "threads_hk_free/%s", *n); RUN_NAMED(name, test_threads_hk_free);
+        snprintf(name, sizeof name, "general_api/%s", *n); RUN_NAMED(name, test_general_api);
         snprintf(name, sizeof name, "destroy_releases/%s", *n); RUN_NAMED(name, test_destroy_releases);
     }
     return t_finish();
