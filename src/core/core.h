@@ -230,7 +230,7 @@ uint64_t hk__purged_now(void) HK_HIDDEN;
 void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force) HK_HIDDEN;
 void *hk__segment_map(bool *fresh, unsigned want_pages) HK_HIDDEN;
 void hk__segment_unmap_or_cache(hk_segment_t *seg) HK_HIDDEN;
-void hk__cache_purge(uint64_t now, bool force) HK_HIDDEN;
+uint64_t hk__cache_purge(uint64_t now, bool force) HK_HIDDEN;
 void hk__segments_lock_all(void) HK_HIDDEN;
 void hk__segments_unlock_all(bool child) HK_HIDDEN;
 
