@@ -103,6 +103,7 @@ typedef struct hk_theap {
     uint64_t purge_due;               /* ms; 0: nothing waits to be purged */
     uint32_t no_purge;                /* >0 while a page walk is running: no purge from retires */
     uint32_t purge_tick;              /* malloc slow paths since the last look at the clock */
+    uint64_t purge_since;             /* ms when purge_due was set after the last purge: caps the pushback */
     uintptr_t key;                    /* reserved: heap key for the checking modes */
     struct hk_theap *next_heap, *prev_heap;
     hk_theap_stats_t st;

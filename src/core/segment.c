@@ -321,10 +321,15 @@ bool hk__segment_free_span(hk_theap_t *heap, hk_page_t *pg)
              * now): memory freed in a burst is often reused right after. */
             if (heap->purge_due && now >= heap->purge_due && !heap->no_purge) hk__heap_purge(heap, now, false);
             else if (heap->purge_due && now < heap->purge_due) {
+                /* ...but not forever: under steady churn pages are given
+                 * back more often than every delay/4, and the purge would
+                 * never come due. Two delays after the round began it does. */
                 uint64_t ext = heap->purge_due + (uint64_t)delay / 4;
+                uint64_t cap = heap->purge_since + 2 * (uint64_t)delay;
+                if (ext > cap) ext = cap > heap->purge_due ? cap : heap->purge_due;
                 heap->purge_due = ext < due ? ext : due;
             }
-            if (!heap->purge_due) heap->purge_due = due;
+            if (!heap->purge_due) { heap->purge_due = due; heap->purge_since = now; }
         }
     }
     return false;
@@ -370,6 +375,7 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force)
     if (cache_due && (!next_due || cache_due < next_due)) next_due = cache_due;
     if (next_due && (!heap->purge_due || heap->purge_due > next_due || heap->purge_due <= now)) heap->purge_due = next_due;
     else if (!next_due) heap->purge_due = 0;
+    heap->purge_since = now;
 }
 
 /* Take over an abandoned segment: its pages join this heap's queues, frees
