@@ -379,6 +379,7 @@ static hk_heap_t *classic_heap_of(const void *p)
 void *hk__heap_realloc_foreign(void *p, size_t size)
 {
     hk_heap_t *h = classic_heap_of(p);
+    if (!h && size == 0) { hk__invalid_free(p, "not allocated by heapkit"); return NULL; }   /* as free(p) */
     if (!h) {
         hk__invalid_free(p, "realloc of a pointer heapkit does not own");
         errno = ENOMEM;
