@@ -38,9 +38,11 @@ static hk_segment_t *hc_take(unsigned i)
 {
     hk_segment_t *seg = g_hc[i];
     g_hc_bytes -= (size_t)seg->cache_time;
-    g_hc_n--;
-    g_hc[i] = g_hc[g_hc_n];
-    g_hc_time[i] = g_hc_time[g_hc_n];
+    unsigned last = g_hc_n - 1;
+    /* Atomic: the emptiness checks peek at the count without the lock. */
+    __atomic_store_n(&g_hc_n, last, __ATOMIC_RELAXED);
+    g_hc[i] = g_hc[last];
+    g_hc_time[i] = g_hc_time[last];
     return seg;
 }
 
