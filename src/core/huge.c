@@ -1,9 +1,10 @@
 /* Huge blocks (larger than the biggest size class): each is its own
  * mapping, aligned to the segment size so the same pointer mask finds its
  * header. Those that fit in one segment reuse the segment cache; bigger
- * ones reserve a power of two of address space (untouched, so free) and go
- * to a small cache of recently freed mappings, so a free + malloc of a
- * similar size reuses resident pages instead of munmap, mmap and faults. */
+ * ones reserve 2-4 times their size of address space (untouched, so
+ * free) and go to a small cache of recently freed mappings, so a free +
+ * malloc of a similar size reuses resident pages instead of munmap, mmap
+ * and page faults. */
 #include "core.h"
 #include <errno.h>
 #include <stdint.h>
@@ -154,10 +155,12 @@ void *hk__huge_alloc_in(hk_theap_t *heap, size_t size, size_t align, bool *zeroe
         fresh = false;
     } else {
         void *p;
-        /* Private heaps are charged the exact size; others reserve a power
-         * of two so that a cached mapping fits later requests. */
+        /* Private heaps are charged the exact size; others reserve the
+         * power of two at or above twice the size (address space only:
+         * untouched pages cost nothing), so that a cached mapping serves
+         * most later requests of a similar size. */
         size_t map = need;
-        if (!heap && need <= HUGE_ROUND_MAX) map = (size_t)1 << (64 - __builtin_clzl(need - 1));
+        if (!heap && need <= HUGE_ROUND_MAX) map = (size_t)1 << (65 - __builtin_clzl(need - 1));
         if (hk_vm_alloc(map, HK_SEG_SIZE, &p) != 0) {
             if (map == need || hk_vm_alloc((map = need), HK_SEG_SIZE, &p) != 0) {
                 if (heap) hk__cap_give(heap, charge);
