@@ -102,6 +102,8 @@ typedef struct hk_theap {
     hk_segment_t *segments;           /* owned small segments */
     uint64_t purge_due;               /* ms; 0: nothing waits to be purged */
     uint32_t no_purge;                /* >0 while a page walk is running: no purge from retires */
+    uint32_t purge_tick;              /* malloc slow paths since the last look at the clock */
+    uint64_t purge_since;             /* ms when purge_due was set after the last purge: caps the pushback */
     uintptr_t key;                    /* reserved: heap key for the checking modes */
     struct hk_theap *next_heap, *prev_heap;
     hk_theap_stats_t st;
@@ -229,7 +231,7 @@ uint64_t hk__purged_now(void) HK_HIDDEN;
 void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force) HK_HIDDEN;
 void *hk__segment_map(bool *fresh, unsigned want_pages) HK_HIDDEN;
 void hk__segment_unmap_or_cache(hk_segment_t *seg) HK_HIDDEN;
-void hk__cache_purge(uint64_t now, bool force) HK_HIDDEN;
+uint64_t hk__cache_purge(uint64_t now, bool force) HK_HIDDEN;
 void hk__segments_lock_all(void) HK_HIDDEN;
 void hk__segments_unlock_all(bool child) HK_HIDDEN;
 

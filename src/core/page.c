@@ -223,6 +223,14 @@ static hk_page_t *find_page(hk_theap_t *heap, size_t cls)
     }
 }
 
+/* A purge that came due while the program stayed on fast paths (no page
+ * given back since): look at the coarse clock every 64th slow path. */
+static HK_NOINLINE void purge_if_due(hk_theap_t *heap)
+{
+    uint64_t now = hk__now_ms();
+    if (now >= heap->purge_due && !heap->no_purge) hk__heap_purge(heap, now, false);
+}
+
 void *hk__malloc_generic(hk_theap_t *heap, size_t size)
 {
     if (hk_unlikely(heap == &hk__heap_empty)) {
@@ -230,6 +238,7 @@ void *hk__malloc_generic(hk_theap_t *heap, size_t size)
         if (!heap) { errno = ENOMEM; return NULL; }
         return hk__malloc(size);
     }
+    if (hk_unlikely(heap->purge_due != 0) && (++heap->purge_tick & 63) == 0) purge_if_due(heap);
     if (size > HK_SMALL_MAX) return hk__huge_alloc_in(heap->owner ? heap : NULL, size, 0, NULL);
     size_t cls = hk__size_class(size);
     hk_page_t *pg = heap->queues[cls].first;

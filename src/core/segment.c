@@ -150,15 +150,21 @@ void hk__segment_unmap_or_cache(hk_segment_t *seg)
     segment_release(seg);
 }
 
-void hk__cache_purge(uint64_t now, bool force)
+uint64_t hk__huge_cache_purge(uint64_t now, bool force) HK_HIDDEN;
+void hk__huge_cache_lock(bool lock, bool child) HK_HIDDEN;
+
+uint64_t hk__cache_purge(uint64_t now, bool force)
 {
+    uint64_t next = hk__huge_cache_purge(now, force);
     long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
-    if (delay < 0 && !force) return;
+    if (delay < 0 && !force) return next;
     hk__lock(&g_cache_lock);
     for (unsigned i = 0; i < g_cache_n; i++) {
         hk_segment_t *seg = g_cache[i];
-        if (seg->purged_mask != ~(uint64_t)0 && (force || now >= seg->cache_time + (uint64_t)delay))
-            purge_mask(seg, ~(uint64_t)0);
+        if (seg->purged_mask == ~(uint64_t)0) continue;
+        uint64_t due = seg->cache_time + (uint64_t)(delay > 0 ? delay : 0);
+        if (force || now >= due) purge_mask(seg, ~(uint64_t)0);
+        else if (!next || due < next) next = due;
     }
     /* Trim to the option's size (it may have been lowered). */
     while (g_cache_n > (unsigned)HK_OPT(HK_OPTION_SEGMENT_CACHE)) {
@@ -167,11 +173,13 @@ void hk__cache_purge(uint64_t now, bool force)
         segment_release(seg);
     }
     hk__unlock(&g_cache_lock);
+    return next;
 }
 
-void hk__segments_lock_all(void) { hk__lock(&g_cache_lock); }
+void hk__segments_lock_all(void) { hk__huge_cache_lock(true, false); hk__lock(&g_cache_lock); }
 void hk__segments_unlock_all(bool child)
 {
+    hk__huge_cache_lock(false, child);
     if (child) g_cache_lock.v = 0;
     else hk__unlock(&g_cache_lock);
 }
@@ -313,10 +321,15 @@ bool hk__segment_free_span(hk_theap_t *heap, hk_page_t *pg)
              * now): memory freed in a burst is often reused right after. */
             if (heap->purge_due && now >= heap->purge_due && !heap->no_purge) hk__heap_purge(heap, now, false);
             else if (heap->purge_due && now < heap->purge_due) {
+                /* ...but not forever: under steady churn pages are given
+                 * back more often than every delay/4, and the purge would
+                 * never come due. Two delays after the round began it does. */
                 uint64_t ext = heap->purge_due + (uint64_t)delay / 4;
+                uint64_t cap = heap->purge_since + 2 * (uint64_t)delay;
+                if (ext > cap) ext = cap > heap->purge_due ? cap : heap->purge_due;
                 heap->purge_due = ext < due ? ext : due;
             }
-            if (!heap->purge_due) heap->purge_due = due;
+            if (!heap->purge_due) { heap->purge_due = due; heap->purge_since = now; }
         }
     }
     return false;
@@ -357,9 +370,12 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force)
         }
     }
     heap->no_purge--;
+    /* The caches are shared: what waits there comes due on this heap too. */
+    uint64_t cache_due = hk__cache_purge(now, force);
+    if (cache_due && (!next_due || cache_due < next_due)) next_due = cache_due;
     if (next_due && (!heap->purge_due || heap->purge_due > next_due || heap->purge_due <= now)) heap->purge_due = next_due;
     else if (!next_due) heap->purge_due = 0;
-    hk__cache_purge(now, force);
+    heap->purge_since = now;
 }
 
 /* Take over an abandoned segment: its pages join this heap's queues, frees

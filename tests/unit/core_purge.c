@@ -73,8 +73,73 @@ static void test_rss_shrinks_after_delay(void)
     hk_option_set(HK_OPTION_PURGE_DELAY, 10);
 }
 
+/* A mass free followed by work that stays on fast paths (no page is given
+ * back any more): the delayed purge must still come due, without
+ * hk_collect. */
+static void test_purge_comes_due_without_collect(void)
+{
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 20) == 0);
+    size_t base = rss_mb();
+    size_t n;
+    void **v = alloc_many(&n);
+    size_t full = rss_mb();
+    for (size_t i = 0; i < n; i++) hk_free(v[i]);
+    free(v);
+    struct timespec ts = { 0, 60 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+    /* keep working on a small set of blocks: malloc/free loops */
+    void *w[64];
+    for (int round = 0; round < 2000; round++) {
+        for (int k = 0; k < 64; k++) { w[k] = hk_malloc((size_t)16 + (size_t)(k * 37 + round) % 400); CHECK(w[k] != NULL); }
+        for (int k = 0; k < 64; k++) hk_free(w[k]);
+    }
+    size_t after = rss_mb();
+    fprintf(stderr, "  rss: base %zu MB, full %zu MB, after delay + work %zu MB\n", base, full, after);
+    CHECK(full >= base + TOTAL_MB * 3 / 4);
+    CHECK(after < base + 24);
+    hk_option_set(HK_OPTION_PURGE_DELAY, 10);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Steady churn gives pages back faster than every delay/4, which pushes
+ * the purge back each time: it must still come due (within two delays),
+ * so memory freed earlier and never reused goes back to the OS. */
+static void test_purge_comes_due_under_churn(void)
+{
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 5) == 0);
+    hk_collect(1);
+    size_t base = rss_mb();
+    size_t n;
+    void **v = alloc_many(&n);
+    for (size_t i = 0; i < n; i++) hk_free(v[i]);
+    free(v);
+    /* churn: three pages' worth of 2 KiB blocks, allocated and freed, so
+     * that pages keep being given back */
+    enum { NB = 96 };
+    void *w[NB];
+    double t0 = now_ms();
+    unsigned rounds = 0;
+    while (now_ms() - t0 < 60 || rounds < 100) {
+        for (int k = 0; k < NB; k++) { w[k] = hk_malloc(2000); CHECK(w[k] != NULL); memset(w[k], 1, 64); }
+        for (int k = 0; k < NB; k++) hk_free(w[k]);
+        rounds++;
+    }
+    size_t after = rss_mb();
+    fprintf(stderr, "  rss: base %zu MB, after churn %zu MB (%u rounds)\n", base, after, rounds);
+    CHECK(after < base + 24);
+    hk_option_set(HK_OPTION_PURGE_DELAY, 10);
+}
+
 int main(void)
 {
+    RUN(test_purge_comes_due_under_churn);
+    RUN(test_purge_comes_due_without_collect);
     RUN(test_rss_shrinks_after_free);
     RUN(test_rss_shrinks_after_delay);
     return t_finish();
