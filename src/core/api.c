@@ -23,11 +23,8 @@ void *hk__calloc(size_t n, size_t size)
     return p;
 }
 
-void *hk__realloc(void *p, size_t size)
+void *hk__realloc_in(hk_theap_t *heap, void *p, size_t size)
 {
-    if (!p) return hk__malloc(size);
-    hk_segment_t *pseg = hk__segment_of(p);
-    if (hk_unlikely(!hk__segmap_has(pseg))) return hk__heap_realloc_foreign(p, size);
     if (size == 0) { hk__free(p); return NULL; }
     size_t usable = hk__usable_size(p);
     if (hk_unlikely(usable == 0)) {
@@ -43,16 +40,24 @@ void *hk__realloc(void *p, size_t size)
             return p;
         }
     }
-    /* A private heap's block moves within its heap. */
-    if (hk_unlikely(__atomic_load_n(&pseg->thread_id, __ATOMIC_RELAXED) == 0)) {
-        hk_theap_t *ph = hk__theap_of(p);
-        if (ph) return hk_heap_realloc((hk_heap_t *)ph->owner, p, size);
-    }
-    void *q = hk__malloc(size);
+    void *q = heap ? hk__theap_malloc(heap, size) : hk__malloc(size);
     if (!q) return NULL;
     memcpy(q, p, size < usable ? size : usable);
     hk__free(p);
     return q;
+}
+
+void *hk__realloc(void *p, size_t size)
+{
+    if (!p) return hk__malloc(size);
+    hk_segment_t *seg = hk__segment_of(p);
+    if (hk_unlikely(!hk__segmap_has(seg))) return hk__heap_realloc_foreign(p, size);
+    /* A private heap's block stays in its heap, under the heap's lock. */
+    if (hk_unlikely(__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == 0)) {
+        hk_theap_t *ph = hk__theap_of(p);
+        if (ph) return hk_heap_realloc((hk_heap_t *)ph->owner, p, size);
+    }
+    return hk__realloc_in(NULL, p, size);
 }
 
 void *hk__malloc_aligned(size_t align, size_t size)

@@ -210,6 +210,9 @@ void *hk__malloc_aligned(size_t align, size_t size) HK_HIDDEN;
 void *hk__page_mark_aligned(void *block, void *p) HK_HIDDEN;
 void *hk__calloc(size_t n, size_t size) HK_HIDDEN;
 void *hk__realloc(void *p, size_t size) HK_HIDDEN;
+/* realloc of a live heapkit block; one that must move gets its new block
+ * from `heap` (NULL: the calling thread's heap). */
+void *hk__realloc_in(hk_theap_t *heap, void *p, size_t size) HK_HIDDEN;
 size_t hk__usable_size(const void *p) HK_HIDDEN;
 
 /* heap.c */

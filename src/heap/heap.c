@@ -251,22 +251,7 @@ static void *gen_realloc(hk_theap_t *gen, void *p, size_t size)
 {
     if (!p) return hk__theap_malloc(gen, size);
     if (hk__theap_of(p) != gen) { errno = EINVAL; return NULL; }
-    if (size == 0) { hk__free(p); return NULL; }
-    size_t usable = hk__usable_size(p);
-    if (usable == 0) { errno = EINVAL; return NULL; }
-    hk_segment_t *seg = hk__segment_of(p);
-    if (size <= usable) {
-        if (seg->kind == HK_SEG_HUGE) {
-            if (size > HK_SMALL_MAX) { hk__huge_shrink(seg, p, size); return p; }
-        } else if (size >= usable / 2) {
-            return p;
-        }
-    }
-    void *q = hk__theap_malloc(gen, size);
-    if (!q) return NULL;
-    memcpy(q, p, size < usable ? size : usable);
-    hk__free(p);
-    return q;
+    return hk__realloc_in(gen, p, size);
 }
 
 /* Every entry point: check the handle, take the lock, and bail out with
