@@ -86,3 +86,8 @@ if(TARGET heapkit AND NOT HK_SANITIZE)
   add_dependencies(general_dlopen heapkit)
   add_test(NAME general.dlopen COMMAND general_dlopen $<TARGET_FILE:heapkit>)
 endif()
+
+# The `heapkit run` command.
+if(TARGET heapkit AND TARGET heapkit_cli AND NOT HK_SANITIZE)
+  add_test(NAME general.run-command COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/run_cmd.sh $<TARGET_FILE:heapkit_cli>)
+endif()
