@@ -204,7 +204,22 @@ typedef struct hk_arena_stats {
 /* first_chunk: size of the first chunk (0: 64 KiB). flags: HK_POOL_CHECKED. */
 hk_arena_t *hk_arena_create_ex(size_t first_chunk, unsigned flags);
 static inline hk_arena_t *hk_arena_create(size_t first_chunk) { return hk_arena_create_ex(first_chunk, 0); }
-void *hk_arena_alloc(hk_arena_t *a, size_t size);                   /* 16-byte aligned */
+void *hk__arena_alloc_slow(hk_arena_t *a, size_t size);
+/* 16-byte aligned. Release mode: a bump of the pointer kept in the handle's
+ * hot block; a new chunk, size 0, checked mode and bad or destroyed handles
+ * take the out-of-line path. */
+static inline void *hk_arena_alloc(hk_arena_t *a, size_t size)
+{
+    hk__hot_t *h = (hk__hot_t *)(void *)a;
+    char *p = (char *)(((uintptr_t)h->free_head + 15) & ~(uintptr_t)15);
+    /* p never passes base: chunk ends are page aligned. size 0 wraps and goes out of line. */
+    if (__builtin_expect(h->limit != 0 && size - 1 < (size_t)((uintptr_t)h->base - (uintptr_t)p), 1)) {
+        h->free_head = p + size;
+        h->allocs += size;
+        return p;
+    }
+    return hk__arena_alloc_slow(a, size);
+}
 void *hk_arena_alloc_aligned(hk_arena_t *a, size_t size, size_t align); /* align: power of two <= 4096 */
 void *hk_arena_calloc(hk_arena_t *a, size_t n, size_t size);
 char *hk_arena_strdup(hk_arena_t *a, const char *s);

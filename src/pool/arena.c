@@ -19,9 +19,17 @@ typedef struct chunk {
 } chunk_t;
 _Static_assert(sizeof(chunk_t) <= HDR, "chunk header");
 
+/* The bump range and the requested-byte count live in the handle's hot
+ * block, where the inline hk_arena_alloc of heapkit/pool.h reads them:
+ * free_head is the bump pointer, base the end of the bump chunk, allocs the
+ * sum of requested sizes; limit is 1 while that fast path may run (0 in
+ * checked mode and after destroy, so those calls come here). */
+#define PTR(a)   ((char *)(a)->h.hot.free_head)
+#define END(a)   ((a)->h.hot.base)
+#define BYTES(a) ((a)->h.hot.allocs)
+
 struct hk_arena {
     hk__handle_t h;
-    char *ptr, *end;                 /* bump range in cur */
     chunk_t *cur;                    /* the bump chunk */
     chunk_t *chunks;                 /* every chunk held, newest first */
     chunk_t *spares;                 /* dropped ordinary chunks, largest first */
@@ -41,6 +49,7 @@ hk_arena_t *hk_arena_create_ex(size_t first_chunk, unsigned flags)
     hk_arena_t *a = hk__handle_new(HK__MAGIC_ARENA, flags, "arena");
     if (!a) return NULL;
     a->first_size = a->next_size = hk__align_up(first_chunk, ps);
+    if (!hk__checked(&a->h)) a->h.hot.limit = 1;
     return a;
 }
 
@@ -95,7 +104,7 @@ static HK_NOINLINE void *arena_alloc_slow(hk_arena_t *a, size_t size, size_t ali
         /* A chunk of its own, so the bump chunk keeps its free tail. */
         chunk_t *c = chunk_new(a, hk__align_up(need, ps), true);
         if (!c) return NULL;
-        a->st.bytes_allocated += size;
+        BYTES(a) += size;
         return (void *)hk__align_up((uintptr_t)c + HDR, align);
     }
     /* The spare serves first: a scratch loop of mark/alloc/restore settles
@@ -105,26 +114,27 @@ static HK_NOINLINE void *arena_alloc_slow(hk_arena_t *a, size_t size, size_t ali
     if (!c) return NULL;
     if (!reuse && a->next_size < MAX_CHUNK) a->next_size *= 2;
     a->cur = c;
-    a->ptr = (char *)c + HDR;
-    a->end = (char *)c + c->size;
-    char *p = (char *)hk__align_up((uintptr_t)a->ptr, align);
-    a->ptr = p + size;
-    a->st.bytes_allocated += size;
+    END(a) = (char *)c + c->size;
+    char *p = (char *)hk__align_up((uintptr_t)c + HDR, align);
+    a->h.hot.free_head = p + size;
+    BYTES(a) += size;
     return p;
 }
 
 HK_INLINE void *arena_alloc(hk_arena_t *a, size_t size, size_t align)
 {
-    char *p = (char *)hk__align_up((uintptr_t)a->ptr, align);
-    if (hk_likely(a->ptr && p <= a->end && size <= (size_t)(a->end - p))) {
-        a->ptr = p + size;
-        a->st.bytes_allocated += size;
+    char *p = (char *)hk__align_up((uintptr_t)PTR(a), align);
+    if (hk_likely(PTR(a) && p <= END(a) && size <= (size_t)(END(a) - p))) {
+        a->h.hot.free_head = p + size;
+        BYTES(a) += size;
         return p;
     }
     return arena_alloc_slow(a, size, align);
 }
 
-void *hk_arena_alloc(hk_arena_t *a, size_t size)
+/* hk_arena_alloc's out-of-line half (the bump itself is inline in
+ * heapkit/pool.h): a new chunk, size 0, checked mode, bad handles. */
+void *hk__arena_alloc_slow(hk_arena_t *a, size_t size)
 {
     if (hk_unlikely(hk__handle_check(a, HK__MAGIC_ARENA, "hk_arena_alloc", "arena") != 0)) { errno = EINVAL; return NULL; }
     return arena_alloc(a, size ? size : 1, 16);
@@ -161,8 +171,8 @@ hk_arena_mark_t hk_arena_mark(hk_arena_t *a)
     m.arena_id = a->h.id;
     m.seq = ++a->seq;
     m.chunk = a->cur;
-    m.used = a->cur ? (size_t)(a->ptr - (char *)a->cur) : 0;
-    m.allocated = a->st.bytes_allocated;
+    m.used = a->cur ? (size_t)(PTR(a) - (char *)a->cur) : 0;
+    m.allocated = BYTES(a);
     return m;
 }
 
@@ -191,9 +201,9 @@ int hk_arena_restore(hk_arena_t *a, hk_arena_mark_t m)
         chunk_retire(a, c);
     }
     a->cur = m.chunk;
-    a->ptr = m.chunk ? (char *)m.chunk + m.used : NULL;
-    a->end = m.chunk ? (char *)m.chunk + ((chunk_t *)m.chunk)->size : NULL;
-    a->st.bytes_allocated = m.allocated;
+    a->h.hot.free_head = m.chunk ? (char *)m.chunk + m.used : NULL;
+    END(a) = m.chunk ? (char *)m.chunk + ((chunk_t *)m.chunk)->size : NULL;
+    BYTES(a) = m.allocated;
     if (a->dead_lo <= a->dead_hi && a->dead_hi >= m.seq) a->dead_lo = HK_MIN(a->dead_lo, m.seq + 1);
     else a->dead_lo = m.seq + 1;
     a->dead_hi = a->seq;
@@ -210,17 +220,18 @@ int hk_arena_reset(hk_arena_t *a)
     }
     /* The largest kept chunk becomes current; the others follow as it fills. */
     a->cur = NULL;
-    a->ptr = a->end = NULL;
+    a->h.hot.free_head = NULL;
+    END(a) = NULL;
     if (a->spares) {
         chunk_t *c = chunk_new(a, a->spares->size, false);
         a->cur = c;
-        a->ptr = (char *)c + HDR;
-        a->end = (char *)c + c->size;
+        a->h.hot.free_head = (char *)c + HDR;
+        END(a) = (char *)c + c->size;
         a->next_size = HK_MIN(c->size * 2, MAX_CHUNK);
     } else {
         a->next_size = a->first_size;
     }
-    a->st.bytes_allocated = 0;
+    BYTES(a) = 0;
     a->floor = a->seq;
     a->dead_lo = 1;
     a->dead_hi = 0;
@@ -263,5 +274,6 @@ int hk_arena_stats(hk_arena_t *a, hk_arena_stats_t *out)
 {
     if (hk__handle_check(a, HK__MAGIC_ARENA, "hk_arena_stats", "arena") != 0 || !out) return EINVAL;
     *out = a->st;
+    out->bytes_allocated = BYTES(a);
     return 0;
 }
