@@ -271,9 +271,10 @@ void hk__invalid_free(const void *p, const char *why) HK_HIDDEN;
 
 /* ---------------------------------------------------------------- fast paths */
 
-HK_INLINE void *hk__malloc(size_t size)
+/* The allocation fast path on a given heap: the calling thread's, or a
+ * private heap's (whose lock the caller then holds). */
+HK_INLINE void *hk__theap_malloc(hk_theap_t *heap, size_t size)
 {
-    hk_theap_t *heap = hk__tls_heap;
     if (hk_likely(size <= HK_SMALL_MAX)) {
         hk_page_t *pg = heap->queues[hk__size_class(size)].first;
         hk_block_t *b = pg->free;
@@ -287,20 +288,7 @@ HK_INLINE void *hk__malloc(size_t size)
     return hk__malloc_generic(heap, size);
 }
 
-/* The fast path on a private heap's theap (caller holds the heap's lock). */
-HK_INLINE void *hk__theap_malloc(hk_theap_t *heap, size_t size)
-{
-    if (hk_likely(size <= HK_SMALL_MAX)) {
-        hk_page_t *pg = heap->queues[hk__size_class(size)].first;
-        hk_block_t *b = pg->free;
-        if (hk_likely(b != NULL)) {
-            pg->free = b->next;
-            pg->used++;
-            return b;
-        }
-    }
-    return hk__malloc_generic(heap, size);
-}
+HK_INLINE void *hk__malloc(size_t size) { return hk__theap_malloc(hk__tls_heap, size); }
 
 HK_INLINE void hk__free(void *p)
 {
