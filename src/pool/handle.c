@@ -78,6 +78,13 @@ out:
     return h;
 }
 
+void hk__handle_discard(void *h)
+{
+    hk__spin_lock(&hk__handle_lock);
+    hk__handle_kill(h);
+    hk__spin_unlock(&hk__handle_lock);
+}
+
 void hk__handle_kill(void *hv)
 {
     hk__handle_t *h = hv;

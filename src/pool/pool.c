@@ -84,9 +84,7 @@ hk_pool_t *hk_pool_create(size_t obj_size, size_t align, const hk_pool_options_t
         if (e) hk_region_release(&objs);
     }
     if (e) {
-        hk__spin_lock(&hk__handle_lock);
-        hk__handle_kill(p);
-        hk__spin_unlock(&hk__handle_lock);
+        hk__handle_discard(p);
         errno = e;
         return NULL;
     }

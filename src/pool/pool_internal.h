@@ -50,6 +50,8 @@ _Static_assert(HK__TLS_SLOTS == 128, "tls_key keeps 7 index bits");
 void *hk__handle_new(uint32_t magic, unsigned flags, const char *name) HK_HIDDEN;
 /* Mark dead and queue for (late) reuse. Caller holds hk__handle_lock. */
 void  hk__handle_kill(void *h) HK_HIDDEN;
+/* Give back a handle whose creation failed half-way (takes the lock). */
+void  hk__handle_discard(void *h) HK_HIDDEN;
 /* True when h points into the descriptor table (so reading it is safe). */
 bool  hk__handle_in_table(const void *h) HK_HIDDEN;
 extern hk__spin_t hk__handle_lock HK_HIDDEN;

@@ -121,9 +121,7 @@ hk_slab_cache_t *hk_slab_cache_create_ex(const char *name, size_t size, size_t a
     if (!c->tcpool) {
         int e = errno;
         if (c->mags) hk_pool_destroy(c->mags);
-        hk__spin_lock(&hk__handle_lock);
-        hk__handle_kill(c);
-        hk__spin_unlock(&hk__handle_lock);
+        hk__handle_discard(c);
         errno = e;
         return NULL;
     }

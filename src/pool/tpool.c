@@ -45,9 +45,7 @@ hk_tpool_t *hk_tpool_create(size_t obj_size, size_t align, const hk_pool_options
     if (e) {
         if (tp->caches) hk_pool_destroy(tp->caches);
         if (tp->depot) hk_pool_destroy(tp->depot);
-        hk__spin_lock(&hk__handle_lock);
-        hk__handle_kill(tp);
-        hk__spin_unlock(&hk__handle_lock);
+        hk__handle_discard(tp);
         errno = e;
         return NULL;
     }
