@@ -129,6 +129,7 @@ void hk_collect(int force)
     hk_theap_t *heap = hk__tls_heap;
     uint64_t now = hk__now_ms();
     if (heap != &hk__heap_empty) {
+        hk__xcache_flush(heap);
         /* Pages emptied but kept as their class's last page go back too. */
         heap->no_purge++;
         for (unsigned c = 0; c < HK_NCLASS; c++) {

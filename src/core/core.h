@@ -26,6 +26,7 @@
 
 _Static_assert(HK_SEG_PAGES == 64, "the page bitmaps are one 64-bit word");
 
+
 typedef struct hk_block { struct hk_block *next; } hk_block_t;
 struct hk_theap;
 
@@ -40,24 +41,30 @@ enum {
 };
 
 typedef struct hk_page {
-    hk_block_t *free;          /* malloc pops here */
-    hk_block_t *local_free;    /* owner frees push here */
-    uint32_t used;             /* blocks out (remote frees count once collected) */
+    /* First line: read by every thread that frees into the page, written
+     * by the owner only on slow paths (plus the remote frees' CAS). */
     uint32_t flags;
     uint32_t block_size;
-    uint16_t capacity;         /* blocks carved out so far */
-    uint16_t reserved;         /* blocks that fit in the span */
     uint8_t  cls;
     uint8_t  span;             /* pages in this span (head only) */
     uint8_t  back;             /* distance back to the span head */
     uint8_t  pad_;
-    hk_block_t *thread_free;   /* atomic: other threads' frees */
+    uint16_t reserved;         /* blocks that fit in the span */
+    uint16_t pad2_;
     char *start;               /* first block */
-    struct hk_page *next, *prev;
+    hk_block_t *thread_free;   /* atomic: other threads' frees */
     struct hk_theap *heap;      /* atomic: owner heap (NULL when abandoned) */
-    uint64_t free_time;        /* ms when the span was given back to the segment */
+    struct hk_page *next, *prev;
     uintptr_t key;             /* reserved: per-page key for encoded free lists */
+    /* Second line: the owner's hot fields, so that other threads reading
+     * the first line never steal the line malloc and free write. */
+    hk_block_t *free __attribute__((aligned(64)));   /* malloc pops here */
+    hk_block_t *local_free;    /* owner frees push here */
+    uint32_t used;             /* blocks out (remote frees count once collected) */
+    uint16_t capacity;         /* blocks carved out so far */
+    uint64_t free_time;        /* ms when the span was given back to the segment */
 } hk_page_t;
+_Static_assert(sizeof(hk_page_t) == 128, "a page is two cache lines");
 
 enum { HK_SEG_SMALL = 1, HK_SEG_HUGE = 2, HK_SEG_CACHED = 3 };
 
@@ -86,6 +93,13 @@ typedef struct { int v; } hk_lock_t;
 
 typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
 
+/* Classes (blocks up to 1 KiB) whose blocks freed by a thread that does
+ * not own their page are kept in that thread's foreign-block cache and
+ * handed out again by its mallocs (see hk__free_generic). */
+#define HK_XCLASSES    21
+#define HK_XCACHE_BYTES 16384     /* per class: beyond it the cache goes back to the owners */
+#define HK_XCACHE_MAX   64        /* per class, in blocks */
+
 typedef struct hk_theap_stats {
     uint64_t malloc_bytes, free_bytes;
 } hk_theap_stats_t;
@@ -97,6 +111,11 @@ typedef struct hk_theap_stats {
 typedef struct hk_theap {
     hk_page_queue_t queues[HK_NCLASS];
     hk_page_queue_t full;
+    /* Foreign-block cache (thread heaps only): blocks of other threads'
+     * pages that this thread freed; they stay counted as used in their
+     * pages until they go back (full cache, hk_collect, thread exit). */
+    hk_block_t *xfree[HK_XCLASSES];
+    uint16_t xcount[HK_XCLASSES];
     uintptr_t thread_id;
     size_t full_pending;              /* atomic: remote frees hit full pages */
     hk_segment_t *segments;           /* owned small segments */
@@ -240,6 +259,7 @@ void hk__segments_unlock_all(bool child) HK_HIDDEN;
 
 /* page.c */
 void hk__page_collect(hk_page_t *pg) HK_HIDDEN;
+void hk__xcache_flush(hk_theap_t *heap) HK_HIDDEN;
 bool hk__page_retire(hk_theap_t *heap, hk_page_t *pg) HK_HIDDEN;
 void hk__segment_release_empty(hk_theap_t *heap, hk_segment_t *seg, bool purge) HK_HIDDEN;
 void hk__queue_push_back(hk_page_queue_t *q, hk_page_t *pg) HK_HIDDEN;
@@ -276,7 +296,16 @@ void hk__invalid_free(const void *p, const char *why) HK_HIDDEN;
 HK_INLINE void *hk__theap_malloc(hk_theap_t *heap, size_t size)
 {
     if (hk_likely(size <= HK_SMALL_MAX)) {
-        hk_page_t *pg = heap->queues[hk__size_class(size)].first;
+        size_t c = hk__size_class(size);
+        if (c < HK_XCLASSES) {
+            hk_block_t *x = heap->xfree[c];
+            if (x != NULL) {
+                heap->xfree[c] = x->next;
+                heap->xcount[c]--;
+                return x;
+            }
+        }
+        hk_page_t *pg = heap->queues[c].first;
         hk_block_t *b = pg->free;
         if (hk_likely(b != NULL)) {
             pg->free = b->next;

@@ -196,6 +196,7 @@ static void queue_drain(hk_theap_t *heap, hk_page_queue_t *q)
 void hk__heap_abandon(hk_theap_t *heap)
 {
     heap->no_purge++;     /* never reset: the heap struct is re-initialised on reuse */
+    hk__xcache_flush(heap);
     for (unsigned i = 0; i < HK_NCLASS; i++) queue_drain(heap, &heap->queues[i]);
     queue_drain(heap, &heap->full);
     while (heap->segments) {

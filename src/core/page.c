@@ -277,6 +277,54 @@ static inline hk_block_t *block_start(const hk_page_t *pg, void *p)
     return (hk_block_t *)(pg->start + off - off % pg->block_size);
 }
 
+/* Block `b` back to its page: onto local_free when the calling thread owns
+ * the segment, else onto the page's atomic thread_free. */
+static void page_free_block(hk_segment_t *seg, hk_page_t *pg, hk_block_t *b, uint32_t flags)
+{
+    if (__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == hk__thread_id()) {
+        b->next = pg->local_free;
+        pg->local_free = b;
+        hk_theap_t *heap = seg->heap;
+        HK_STAT_ADD(&heap->st.free_bytes, pg->block_size);
+        if (flags & HK_PF_FULL) page_unfull(heap, pg);
+        if (--pg->used == 0) hk__page_now_empty(pg);
+        return;
+    }
+    hk_block_t *head = __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED);
+    do { b->next = head; }
+    while (!__atomic_compare_exchange_n(&pg->thread_free, &head, b, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+#if HK_STATS_BLOCKS
+    hk_theap_t *me = hk__tls_heap;
+    if (me != &hk__heap_empty) HK_STAT_ADD(&me->st.free_bytes, pg->block_size);
+    else HK_ATOMIC_ADD(&hk__gstats.dead_free_bytes, pg->block_size);
+#endif
+    if (__atomic_load_n(&pg->flags, __ATOMIC_SEQ_CST) & HK_PF_FULL) {
+        hk_theap_t *owner = __atomic_load_n(&pg->heap, __ATOMIC_RELAXED);
+        if (owner) __atomic_fetch_add(&owner->full_pending, 1, __ATOMIC_RELAXED);
+    }
+}
+
+static void xcache_flush_class(hk_theap_t *heap, unsigned c)
+{
+    hk_block_t *b = heap->xfree[c];
+    heap->xfree[c] = NULL;
+    heap->xcount[c] = 0;
+    while (b) {
+        hk_block_t *next = b->next;
+        hk_segment_t *seg = hk__segment_of(b);
+        hk_page_t *pg = hk__page_of(seg, b);
+        page_free_block(seg, pg, b, __atomic_load_n(&pg->flags, __ATOMIC_RELAXED));
+        b = next;
+    }
+}
+
+/* Every cached foreign block back to its page (hk_collect, thread exit). */
+void hk__xcache_flush(hk_theap_t *heap)
+{
+    for (unsigned c = 0; c < HK_XCLASSES; c++)
+        if (heap->xfree[c]) xcache_flush_class(heap, c);
+}
+
 void hk__free_generic(hk_segment_t *seg, void *p)
 {
     if (hk_unlikely(seg->magic != HK_SEG_MAGIC)) { hk__invalid_free(p, "bad segment"); return; }
@@ -293,28 +341,24 @@ void hk__free_generic(hk_segment_t *seg, void *p)
     uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
     if (flags & HK_PF_FREE) { hk__invalid_free(p, "page not in use (double free?)"); return; }
     hk_block_t *b = (flags & HK_PF_ALIGNED) ? block_start(pg, p) : (hk_block_t *)p;
-    HK_UNUSED hk_theap_t *me = hk__tls_heap;
-    if (__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == hk__thread_id()) {
-        b->next = pg->local_free;
-        pg->local_free = b;
-        hk_theap_t *heap = seg->heap;
-        HK_STAT_ADD(&heap->st.free_bytes, pg->block_size);
-        if (flags & HK_PF_FULL) page_unfull(heap, pg);
-        if (--pg->used == 0) hk__page_now_empty(pg);
+    /* A small block of another live thread's page: keep it for this
+     * thread's own mallocs of the class instead of sending it home. Blocks
+     * then circulate between threads that hand objects to each other with
+     * no atomic operation, and the line just touched by the freeing thread
+     * is the one it reuses. Private heaps' and abandoned pages (thread_id
+     * 0) are never cached: destroy and adoption must see all their blocks. */
+    uintptr_t tid = __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED);
+    hk_theap_t *me = hk__tls_heap;
+    if (pg->cls < HK_XCLASSES && tid != 0 && tid != hk__thread_id() && me != &hk__heap_empty) {
+        unsigned c = pg->cls;
+        if (me->xcount[c] >= HK_XCACHE_MAX || (size_t)me->xcount[c] * pg->block_size >= HK_XCACHE_BYTES)
+            xcache_flush_class(me, c);
+        b->next = me->xfree[c];
+        me->xfree[c] = b;
+        me->xcount[c]++;
         return;
     }
-    /* Another thread's page (or an abandoned one): push on thread_free. */
-    hk_block_t *head = __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED);
-    do { b->next = head; }
-    while (!__atomic_compare_exchange_n(&pg->thread_free, &head, b, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
-#if HK_STATS_BLOCKS
-    if (me != &hk__heap_empty) HK_STAT_ADD(&me->st.free_bytes, pg->block_size);
-    else HK_ATOMIC_ADD(&hk__gstats.dead_free_bytes, pg->block_size);
-#endif
-    if (__atomic_load_n(&pg->flags, __ATOMIC_SEQ_CST) & HK_PF_FULL) {
-        hk_theap_t *owner = __atomic_load_n(&pg->heap, __ATOMIC_RELAXED);
-        if (owner) __atomic_fetch_add(&owner->full_pending, 1, __ATOMIC_RELAXED);
-    }
+    page_free_block(seg, pg, b, flags);
 }
 
 /* Mark the page of a block handed out at an inner (aligned) address. */

@@ -1,0 +1,145 @@
+/* The foreign-block cache: blocks of another thread's pages that a thread
+ * frees are handed out again by that thread's own mallocs, and go home
+ * when the cache fills, on hk_collect and at thread exit, even when their
+ * owner has exited in between. */
+#include "test.h"
+#include "heapkit.h"
+#include <pthread.h>
+
+enum { N = 40, MANY = 3000 };
+
+static void *owned[MANY];
+static int reused, bad;
+
+static int is_owned(void *p, int n)
+{
+    for (int i = 0; i < n; i++) if (owned[i] == p) return 1;
+    return 0;
+}
+
+/* Frees the owner's N blocks, then allocates N of the same class: every
+ * one of them is one of the blocks it just freed (the cache holds 64 of
+ * 64-byte blocks), and the payload written there stays intact. */
+static void *reuser(void *arg)
+{
+    (void)arg;
+    void *mine = hk_malloc(4000);            /* this thread gets a heap of its own */
+    for (int i = 0; i < N; i++) hk_free(owned[i]);
+    void *got[N];
+    for (int i = 0; i < N; i++) {
+        got[i] = hk_malloc(64);
+        if (!got[i]) { bad++; continue; }
+        if (is_owned(got[i], N)) reused++;
+        memset(got[i], 0x5a, 64);
+    }
+    for (int i = 0; i < N; i++) {
+        for (int k = 0; k < 64; k++) if (got[i] && ((unsigned char *)got[i])[k] != 0x5a) { bad++; break; }
+        owned[i] = got[i];                   /* the main thread frees these */
+    }
+    hk_free(mine);
+    return NULL;
+}
+
+static void test_reuse(void)
+{
+    for (int i = 0; i < N; i++) { owned[i] = hk_malloc(64); REQUIRE(owned[i]); memset(owned[i], 1, 64); }
+    pthread_t th;
+    pthread_create(&th, NULL, reuser, NULL);
+    pthread_join(th, NULL);
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(reused, N);
+    for (int i = 0; i < N; i++) hk_free(owned[i]);   /* back on our own pages, locally */
+}
+
+/* Many blocks freed by a thread that then exits: the overflow and the
+ * flush at exit send all of them home, so the owner gets its pages back. */
+static void *freer(void *arg)
+{
+    (void)arg;
+    void *mine = hk_malloc(24);
+    for (int i = 0; i < MANY; i++) hk_free(owned[i]);
+    hk_free(mine);
+    return NULL;
+}
+
+static void test_flush_home(void)
+{
+    hk_collect(1);
+    hk_stats_t before, full, after;
+    hk_stats_get(&before);
+    for (int i = 0; i < MANY; i++) { owned[i] = hk_malloc(16 + (size_t)(i % 8) * 16); REQUIRE(owned[i]); }
+    hk_stats_get(&full);
+    CHECK(full.pages > before.pages);
+    pthread_t th;
+    pthread_create(&th, NULL, freer, NULL);
+    pthread_join(th, NULL);
+    hk_collect(1);
+    hk_stats_get(&after);
+    CHECK_EQ(after.pages, before.pages);
+}
+
+/* The owner exits while another thread still caches its blocks: the
+ * cached blocks stay valid, are handed out and freed again, and go to
+ * the abandoned pages when the caching thread flushes. */
+static pthread_barrier_t ok_bar, mk_bar;   /* owner/keeper, main/keeper */
+
+static void *short_owner(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < N; i++) { owned[i] = hk_malloc(96); if (owned[i]) memset(owned[i], 7, 96); else bad++; }
+    pthread_barrier_wait(&ok_bar);     /* blocks handed over */
+    pthread_barrier_wait(&ok_bar);     /* keeper has cached them: exit */
+    return NULL;
+}
+
+static void *keeper(void *arg)
+{
+    (void)arg;
+    void *mine = hk_malloc(5000);
+    pthread_barrier_wait(&ok_bar);
+    for (int i = 0; i < N; i++) hk_free(owned[i]);
+    pthread_barrier_wait(&ok_bar);
+    pthread_barrier_wait(&mk_bar);     /* the owner has been joined */
+    int hits = 0;
+    void *got[N];
+    for (int i = 0; i < N; i++) {
+        got[i] = hk_malloc(96);
+        if (!got[i]) { bad++; continue; }
+        if (is_owned(got[i], N)) hits++;
+        memset(got[i], 9, 96);
+    }
+    for (int i = 0; i < N; i++) hk_free(got[i]);
+    if (hits != N) bad++;
+    hk_collect(1);                     /* flush what is cached into the abandoned pages */
+    hk_free(mine);
+    return NULL;
+}
+
+static void test_owner_exits(void)
+{
+    bad = 0;
+    pthread_barrier_init(&ok_bar, NULL, 2);
+    pthread_barrier_init(&mk_bar, NULL, 2);
+    pthread_t own, keep;
+    pthread_create(&own, NULL, short_owner, NULL);
+    pthread_create(&keep, NULL, keeper, NULL);
+    pthread_join(own, NULL);
+    pthread_barrier_wait(&mk_bar);
+    pthread_join(keep, NULL);
+    pthread_barrier_destroy(&ok_bar);
+    pthread_barrier_destroy(&mk_bar);
+    CHECK_EQ(bad, 0);
+    /* Another thread's allocation adopts the abandoned segment, and the
+     * blocks that went home through thread_free are reusable. */
+    void *v[200];
+    for (int i = 0; i < 200; i++) { v[i] = hk_malloc(96); REQUIRE(v[i]); memset(v[i], 3, 96); }
+    for (int i = 0; i < 200; i++) hk_free(v[i]);
+}
+
+int main(void)
+{
+    RUN(test_reuse);
+    RUN(test_flush_home);
+    RUN(test_owner_exits);
+    return t_finish();
+}
