@@ -23,12 +23,15 @@ const uint8_t hk__class_small[65] = {
     18, 18, 19, 19, 19, 19, 19, 19, 19, 19, 20, 20, 20, 20, 20, 20, 20, 20
 };
 
-/* Pages per span: about 8 blocks, between one page and 2 MiB. */
+/* Pages per span. Blocks up to a page share one 64 KiB page; a bigger
+ * block gets a span of its own, rounded up to whole pages. Spans of many
+ * big blocks would keep every freed block resident until the whole span
+ * empties; one block a span goes back to the segment (and, after the
+ * purge delay, to the OS) as soon as it is freed. */
 static unsigned class_span(size_t cls)
 {
-    size_t bytes = (size_t)hk__class_size[cls] * 8;
+    size_t bytes = hk__class_size[cls];
     if (bytes < HK_PAGE_SIZE) bytes = HK_PAGE_SIZE;
-    if (bytes > ((size_t)2 << 20)) bytes = (size_t)2 << 20;
     return (unsigned)((bytes + HK_PAGE_SIZE - 1) >> HK_PAGE_SHIFT);
 }
 
@@ -185,7 +188,7 @@ static hk_page_t *page_new(hk_theap_t *heap, size_t cls)
     unsigned n = class_span(cls);
     hk_page_t *pg = NULL;
     for (hk_segment_t *s = heap->segments; s && !pg; s = s->next)
-        if (s->free_mask) pg = hk__segment_alloc_span(s, n);
+        if (s->free_mask) pg = hk__segment_alloc_span(s, n, hk__class_size[cls]);
     if (!pg) return NULL;
     page_init(heap, pg, cls);
     HK_ATOMIC_ADD(&hk__gstats.page_bytes, (uint64_t)n * HK_PAGE_SIZE);

@@ -260,11 +260,19 @@ hk_segment_t *hk__segment_new(hk_theap_t *heap)
     return seg;
 }
 
-hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n)
+hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block)
 {
     uint64_t m = seg->free_mask;
     for (unsigned k = 1; k < n && m; k++) m &= seg->free_mask >> k;
+    /* A span at page 0 shares it with the segment header. */
+    if ((size_t)n * HK_PAGE_SIZE - HK_SEG_HDR < block) m &= ~(uint64_t)1;
     if (!m) return NULL;
+    /* Prefer a run whose pages are all still resident (freed, not yet
+     * purged): reusing them costs no page faults and keeps the resident
+     * set from creeping over the purged pages while freed ones wait. */
+    uint64_t res = seg->free_mask & ~seg->purged_mask, r = res;
+    for (unsigned k = 1; k < n && r; k++) r &= res >> k;
+    if (r & m) m &= r;
     unsigned i = (unsigned)__builtin_ctzll(m);
     uint64_t bits = span_bits(i, n);
     seg->free_mask &= ~bits;
