@@ -349,10 +349,14 @@ void hk__free_generic(hk_segment_t *seg, void *p)
      * then circulate between threads that hand objects to each other with
      * no atomic operation, and the line just touched by the freeing thread
      * is the one it reuses. Private heaps' and abandoned pages (thread_id
-     * 0) are never cached: destroy and adoption must see all their blocks. */
+     * 0) are never cached: destroy and adoption must see all their blocks.
+     * Blocks under 64 bytes are not either: several of them share a cache
+     * line, and handing one to this thread while its neighbours serve
+     * other threads would make the threads fight over that line (the
+     * passive false sharing that sending blocks home avoids). */
     uintptr_t tid = __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED);
     hk_theap_t *me = hk__tls_heap;
-    if (pg->cls < HK_XCLASSES && tid != 0 && tid != hk__thread_id() && me != &hk__heap_empty) {
+    if (pg->cls < HK_XCLASSES && pg->block_size >= 64 && tid != 0 && tid != hk__thread_id() && me != &hk__heap_empty) {
         unsigned c = pg->cls;
         if (me->xcount[c] >= HK_XCACHE_MAX || (size_t)me->xcount[c] * pg->block_size >= HK_XCACHE_BYTES)
             xcache_flush_class(me, c);
