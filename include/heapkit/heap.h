@@ -31,12 +31,19 @@ typedef struct hk_heap hk_heap_t;
 
 /* No locking at all: only one thread may use the heap at a time. */
 #define HK_HEAP_SINGLE_THREADED 1u
+/* Back the heap with transparent huge pages (where the kernel has them):
+ * for big heaps that are filled and destroyed as a unit. A destroy then
+ * frees 2 MiB pages instead of 4 KiB ones (about 20x less kernel time for
+ * a heap of 80 MiB here), and filling takes fewer page faults; the cost
+ * is resident memory in 2 MiB steps, so a small heap can use up to 2 MiB
+ * more than it touches. Its memory is never shared with other heaps. */
+#define HK_HEAP_HUGE_PAGES 2u
 
 typedef struct hk_heap_options {
     uint32_t size;          /* sizeof(hk_heap_options_t), for versioning */
     const char *engine;     /* NULL or "general": the thread-caching allocator; else a classic engine name */
     size_t max_size;        /* 0: no cap beyond the engine's default (1 GiB for classic engines) */
-    unsigned flags;         /* HK_HEAP_SINGLE_THREADED */
+    unsigned flags;         /* HK_HEAP_SINGLE_THREADED, HK_HEAP_HUGE_PAGES; others: EINVAL */
     size_t initial_commit;  /* bytes to reserve-and-touch up front (classic engines) */
 } hk_heap_options_t;
 

@@ -81,6 +81,7 @@ typedef struct hk_segment {
     /* small segments only */
     uint64_t free_mask;        /* bit i: page i free */
     uint32_t used_pages;
+    uint32_t thp;              /* small segments of a heap with HK_HEAP_HUGE_PAGES: never cached, released whole */
     hk_page_t pages[HK_SEG_PAGES];
 } hk_segment_t;
 
@@ -132,6 +133,7 @@ typedef struct hk_theap {
     size_t reserved, reserved_peak;   /* atomic: bytes of its segments and huge blocks */
     hk_segment_t *huge;               /* its huge blocks, linked through their headers */
     hk_lock_t huge_lock;              /* guards `huge`: a huge block is freed by any thread */
+    bool huge_pages;                  /* HK_HEAP_HUGE_PAGES: fresh segments on transparent huge pages */
 } __attribute__((aligned(64))) hk_theap_t;
 
 /* Globals (hidden). */
@@ -252,7 +254,9 @@ void hk__segment_abandon(hk_theap_t *heap, hk_segment_t *seg) HK_HIDDEN;
 void hk__segment_take_for_huge(hk_segment_t *seg, size_t bytes) HK_HIDDEN;
 uint64_t hk__purged_now(void) HK_HIDDEN;
 void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force) HK_HIDDEN;
-void *hk__segment_map(bool *fresh, unsigned want_pages) HK_HIDDEN;
+/* A free segment from the cache, or a fresh mapping; with huge_pages always
+ * a fresh one, advised to use transparent huge pages (seg->thp says if it took). */
+void *hk__segment_map(bool *fresh, unsigned want_pages, bool huge_pages) HK_HIDDEN;
 void hk__segment_unmap_or_cache(hk_segment_t *seg) HK_HIDDEN;
 uint64_t hk__cache_purge(uint64_t now, bool force) HK_HIDDEN;
 void hk__segments_lock_all(void) HK_HIDDEN;
@@ -273,7 +277,7 @@ size_t hk__huge_usable(hk_segment_t *seg, const void *p) HK_HIDDEN;
 bool  hk__huge_shrink(hk_segment_t *seg, const void *p, size_t size) HK_HIDDEN;
 
 /* private.c: private heaps over the general allocator (src/heap/heap.c) */
-hk_theap_t *hk__theap_private_new(void *owner, size_t max_size) HK_HIDDEN;
+hk_theap_t *hk__theap_private_new(void *owner, size_t max_size, bool huge_pages) HK_HIDDEN;
 void  hk__theap_private_free(hk_theap_t *heap) HK_HIDDEN;
 void  hk__theap_release_all(hk_theap_t *heap) HK_HIDDEN;
 void  hk__theap_reset(hk_theap_t *heap) HK_HIDDEN;

@@ -123,7 +123,7 @@ hk_theap_t *hk__heap_init_thread(void)
 /* A private heap's theap: from the same pool (never unmapped, so a stale
  * page owner pointer stays harmless), but not on the live list, so no
  * thread-exit or statistics walk ever touches it. thread_id stays 0. */
-hk_theap_t *hk__theap_private_new(void *owner, size_t max_size)
+hk_theap_t *hk__theap_private_new(void *owner, size_t max_size, bool huge_pages)
 {
     hk__process_init();
     hk_theap_t *h = heap_pool_alloc();
@@ -132,6 +132,7 @@ hk_theap_t *hk__theap_private_new(void *owner, size_t max_size)
     heap_clear_queues(h);
     h->owner = owner;
     h->max_size = max_size;
+    h->huge_pages = huge_pages;
     return h;
 }
 

@@ -141,7 +141,7 @@ void *hk__huge_alloc_in(hk_theap_t *heap, size_t size, size_t align, bool *zeroe
     hk_segment_t *seg;
     bool fresh = true;
     if (need <= HK_SEG_SIZE) {
-        seg = hk__segment_map(&fresh, (unsigned)((need + HK_PAGE_SIZE - 1) >> HK_PAGE_SHIFT));
+        seg = hk__segment_map(&fresh, (unsigned)((need + HK_PAGE_SIZE - 1) >> HK_PAGE_SHIFT), false);
         if (!seg) { if (heap) hk__cap_give(heap, charge); errno = ENOMEM; return NULL; }
         hk__segment_take_for_huge(seg, need);
         need = HK_SEG_SIZE;

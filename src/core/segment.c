@@ -69,10 +69,10 @@ static void purge_mask(hk_segment_t *seg, uint64_t mask)
 
 /* ------------------------------------------------------------ mapping and cache */
 
-void *hk__segment_map(bool *fresh, unsigned want_pages)
+void *hk__segment_map(bool *fresh, unsigned want_pages, bool huge_pages)
 {
     hk__lock(&g_cache_lock);
-    if (g_cache_n) {
+    if (g_cache_n && !huge_pages) {
         /* Best fit on resident pages: a segment whose touched pages match
          * the need is reused without purging or refaulting. */
         unsigned best = g_cache_n - 1, best_cost = ~0u;
@@ -91,7 +91,10 @@ void *hk__segment_map(bool *fresh, unsigned want_pages)
     hk__unlock(&g_cache_lock);
     void *p;
     if (hk_vm_alloc(HK_SEG_SIZE, HK_SEG_SIZE, &p) != 0) return NULL;
+    /* Before the first write, or the header's fault maps small pages. */
+    bool thp = huge_pages && hk_vm_advise_huge(p, HK_SEG_SIZE) == 0;
     hk_segment_t *seg = p;
+    if (huge_pages) seg->thp = thp;
     seg->purged_mask = ~(uint64_t)0;         /* untouched pages cost nothing yet */
     HK_ATOMIC_ADD(&g_purged_now, HK_SEG_SIZE);
     HK_ATOMIC_ADD(&hk__gstats.reserved, HK_SEG_SIZE);
@@ -129,6 +132,11 @@ static void segment_release(hk_segment_t *seg)
  * keep a few mapped for reuse, purged after the delay; unmap the rest. */
 void hk__segment_unmap_or_cache(hk_segment_t *seg)
 {
+    if (seg->kind == HK_SEG_SMALL && seg->thp) {   /* keep huge-page segments out of the shared cache */
+        seg->magic = 0;
+        segment_release(seg);
+        return;
+    }
     __atomic_store_n(&seg->thread_id, 0, __ATOMIC_RELAXED);
     seg->kind = HK_SEG_CACHED;
     seg->heap = NULL;
@@ -243,8 +251,9 @@ hk_segment_t *hk__segment_new(hk_theap_t *heap)
             if (hk__segment_adopt(heap, seg)) return seg;
     if (!hk__cap_take(heap, HK_SEG_SIZE)) return NULL;
     bool fresh;
-    seg = hk__segment_map(&fresh, 64);
+    seg = hk__segment_map(&fresh, 64, heap->huge_pages);
     if (!seg) { hk__cap_give(heap, HK_SEG_SIZE); return NULL; }
+    if (!heap->huge_pages) seg->thp = 0;   /* a cached segment's field held anything */
     uint64_t purged = seg->purged_mask;
     memset(seg->pages, 0, sizeof seg->pages);
     for (unsigned i = 0; i < HK_SEG_PAGES; i++) seg->pages[i].flags = HK_PF_FREE;

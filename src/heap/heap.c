@@ -134,7 +134,7 @@ static const char g_general[] = "general";
 static int engine_open(hk_heap_t *h)
 {
     if (h->engine_name == g_general) {
-        h->gen = hk__theap_private_new(h, h->max_size);
+        h->gen = hk__theap_private_new(h, h->max_size, (h->flags & HK_HEAP_HUGE_PAGES) != 0);
         return h->gen ? 0 : ENOMEM;
     }
     hk_engine_config_t cfg = { .max_size = h->max_size, .flags = 0 };
@@ -146,6 +146,7 @@ static int engine_open(hk_heap_t *h)
         if (err) { hk_engine_destroy(e); return err; }
     }
     uintptr_t lo = (uintptr_t)e->heap.region.base;
+    if (h->flags & HK_HEAP_HUGE_PAGES) (void)hk_vm_advise_huge(e->heap.region.base, e->heap.region.reserved);
     int err = registry_add(lo, lo + e->heap.region.reserved, h);
     if (err) { hk_engine_destroy(e); return err; }
     h->engine = e;
@@ -183,6 +184,7 @@ hk_heap_t *hk_heap_new(const hk_heap_options_t *opts)
     const char *ename = find_engine_name(name);
     if (!ename) { errno = EINVAL; return NULL; }
     if (o.initial_commit && o.max_size && o.initial_commit > o.max_size) { errno = EINVAL; return NULL; }
+    if (o.flags & ~(HK_HEAP_SINGLE_THREADED | HK_HEAP_HUGE_PAGES)) { errno = EINVAL; return NULL; }
     hk_heap_t *h = handle_get();
     if (!h) { errno = ENOMEM; return NULL; }
     h->flags = o.flags;

@@ -90,6 +90,17 @@ int hk_vm_purge(void *addr, size_t size)
     return madvise(addr, size, MADV_DONTNEED) == 0 ? 0 : errno;
 }
 
+int hk_vm_advise_huge(void *addr, size_t size)
+{
+    int e = check_range(addr, size);
+    if (e) return e;
+#ifdef MADV_HUGEPAGE
+    return madvise(addr, size, MADV_HUGEPAGE) == 0 ? 0 : errno;
+#else
+    return EINVAL;
+#endif
+}
+
 int hk_vm_release(void *addr, size_t size)
 {
     int e = check_range(addr, size);

@@ -93,10 +93,12 @@ static void test_cap(void)
     hk_heap_destroy(h);
 }
 
+static unsigned extra_flags;   /* HK_HEAP_HUGE_PAGES in the huge-page runs */
+
 static void test_destroy_releases(void)
 {
     size_t before = rss_kb();
-    hk_heap_t *h = make((size_t)512 << 20, HK_HEAP_SINGLE_THREADED);
+    hk_heap_t *h = make((size_t)512 << 20, HK_HEAP_SINGLE_THREADED | extra_flags);
     REQUIRE(h);
     /* Few large blocks: the implicit engines search the whole heap per malloc. */
     for (int i = 0; i < 10000; i++) {
@@ -244,6 +246,60 @@ static void test_no_adoption(void)
     for (int i = 0; i < 64; i++) { CHECK(hk_malloc_usable_size(left[i]) >= 64); hk_free(left[i]); }
 }
 
+/* Resident transparent huge pages of the process, in KiB. */
+static size_t anon_huge_kb(void)
+{
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    char line[256];
+    size_t kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "AnonHugePages: %zu", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb;
+}
+
+static int thp_available(void)
+{
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    char line[128] = "";
+    if (f) { if (!fgets(line, sizeof line, f)) line[0] = 0; fclose(f); }
+    return strstr(line, "[always]") || strstr(line, "[madvise]");
+}
+
+/* HK_HEAP_HUGE_PAGES on the general engine: the heap works as any other,
+ * its memory really sits on huge pages (where the kernel offers them),
+ * its segments never enter the shared segment cache, and destroy gives
+ * everything back. */
+static void test_huge_pages(void)
+{
+    hk_stats_t st0, st1;
+    hk_stats_get(&st0);
+    size_t huge0 = anon_huge_kb(), before = rss_kb();
+    hk_heap_options_t o = HK_HEAP_OPTIONS_INIT;
+    o.flags = HK_HEAP_HUGE_PAGES;
+    hk_heap_t *h = hk_heap_new(&o);
+    REQUIRE(h);
+    enum { N = 200000 };
+    static char *v[N];
+    for (int i = 0; i < N; i++) {
+        v[i] = hk_heap_malloc(h, 16 + (size_t)(i % 200));
+        REQUIRE(v[i]);
+        memset(v[i], (int)(i & 0x7f), 16);
+    }
+    for (int i = 0; i < N; i += 2) hk_free(v[i]);
+    for (int i = 1; i < N; i += 2) CHECK(v[i][15] == (char)(i & 0x7f));
+    char *r = hk_realloc(v[1], 5000);
+    REQUIRE(r);
+    CHECK(r[0] == 1);
+    CHECK(hk_heap_of(r) == h);
+    if (thp_available()) CHECK(anon_huge_kb() >= huge0 + 2048);
+    else printf("  (no transparent huge pages here: only the plain behaviour is checked)\n");
+    hk_heap_destroy(h);
+    hk_stats_get(&st1);
+    CHECK(st1.segments_cached <= st0.segments_cached);
+    CHECK(rss_kb() < before + 4 * 1024);
+}
+
 static void bad_options(void)
 {
     hk_heap_options_t o = HK_HEAP_OPTIONS_INIT;
@@ -254,6 +310,11 @@ static void bad_options(void)
     o = (hk_heap_options_t)HK_HEAP_OPTIONS_INIT;
     o.size = 3;
     CHECK(hk_heap_new(&o) == NULL);
+    o = (hk_heap_options_t)HK_HEAP_OPTIONS_INIT;
+    o.flags = 0x100;                 /* no such flag */
+    errno = 0;
+    CHECK(hk_heap_new(&o) == NULL);
+    CHECK_EQ(errno, EINVAL);
 }
 
 static void do_double_destroy(void *arg) { (void)arg; hk_heap_t *h = make(0, 0); hk_heap_destroy(h); hk_heap_destroy(h); }
@@ -270,6 +331,7 @@ int main(int argc, char **argv)
     RUN(bad_options);
     RUN(test_misuse);
     RUN(test_no_adoption);
+    RUN(test_huge_pages);
     static const char *const general[] = { "general", NULL };
     for (const char *const *n = general; *n; n = (n == general ? hk_engine_names() : n + 1)) {
         if (argc > 1 && strcmp(argv[1], *n)) continue;
@@ -283,6 +345,9 @@ int main(int argc, char **argv)
         snprintf(name, sizeof name, "threads_hk_free/%s", *n); RUN_NAMED(name, test_threads_hk_free);
         snprintf(name, sizeof name, "general_api/%s", *n); RUN_NAMED(name, test_general_api);
         snprintf(name, sizeof name, "destroy_releases/%s", *n); RUN_NAMED(name, test_destroy_releases);
+        extra_flags = HK_HEAP_HUGE_PAGES;
+        snprintf(name, sizeof name, "destroy_releases_huge_pages/%s", *n); RUN_NAMED(name, test_destroy_releases);
+        extra_flags = 0;
     }
     return t_finish();
 }
