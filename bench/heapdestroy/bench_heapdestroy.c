@@ -128,7 +128,7 @@ int main(int argc, char **argv)
         for (int k = 0; k < KINDS; k++) t[k][r] = run(k, n, &rs[k][r], &rf[k][r], &ra[k][r], &us[k][r], &sy[k][r]);
     double med[KINDS];
     for (int k = 0; k < KINDS; k++) med[k] = median(t[k], reps);
-    printf("releasing %zu blocks of 16..128 bytes (freed in allocation order), median of %d reps\n", n, reps);
+    printf("releasing %zu blocks of 16..128 bytes (one by one: in allocation order, or random where the row says), median of %d reps\n", n, reps);
     printf("%-34s %9s %9s %9s %9s %9s %10s %10s %10s\n", "how", "wall ms", "x destroy", "x huge pg", "user ms", "sys ms", "RSS start", "RSS full", "RSS after");
     for (int k = 0; k < KINDS; k++) {
         double s[100], f[100], a[100];
