@@ -18,8 +18,8 @@
 #define HK_PAGE_SHIFT  16
 #define HK_PAGE_SIZE   ((size_t)1 << HK_PAGE_SHIFT)
 #define HK_SEG_PAGES   (HK_SEG_SIZE / HK_PAGE_SIZE)
-#define HK_NCLASS      57
-#define HK_SMALL_MAX   ((size_t)512 * 1024)     /* largest size class */
+#define HK_NCLASS      65
+#define HK_SMALL_MAX   ((size_t)2 << 20)        /* largest size class: 2 MiB */
 #define HK_HUGE_OFF    64                        /* huge block offset in its mapping */
 #define HK_SEG_MAGIC   0x68656170u              /* "heap" */
 #define HK_ADDR_BITS   47

@@ -10,9 +10,9 @@
 hk_page_t hk__page_empty = { .flags = HK_PF_FREE };
 #define Q1 { &hk__page_empty, NULL }
 #define Q8 Q1, Q1, Q1, Q1, Q1, Q1, Q1, Q1
-_Static_assert(HK_NCLASS == 57, "the empty heap below lists 57 queues");
+_Static_assert(HK_NCLASS == 65, "the empty heap below lists 65 queues");
 /* Read-only: every queue head is the empty page, so the fast path misses. */
-hk_theap_t hk__heap_empty = { .queues = { Q8, Q8, Q8, Q8, Q8, Q8, Q8, Q1 }, .full = Q1 };
+hk_theap_t hk__heap_empty = { .queues = { Q8, Q8, Q8, Q8, Q8, Q8, Q8, Q8, Q1 }, .full = Q1 };
 #undef Q1
 #undef Q8
 __thread hk_theap_t *hk__tls_heap = &hk__heap_empty;

@@ -13,6 +13,7 @@ uint32_t hk__class_size[HK_NCLASS] = {
                    (1u << (b)) + (3u << ((b) - 2)), (1u << ((b) + 1))
     HK_CLS4(7), HK_CLS4(8), HK_CLS4(9), HK_CLS4(10), HK_CLS4(11), HK_CLS4(12),
     HK_CLS4(13), HK_CLS4(14), HK_CLS4(15), HK_CLS4(16), HK_CLS4(17), HK_CLS4(18),
+    HK_CLS4(19), HK_CLS4(20),
 #undef HK_CLS4
 };
 

@@ -34,14 +34,14 @@ static void test_every_size_class(void)
         hk_free(b);
     }
     size_t prev_usable = 0;
-    for (size_t s = 0; s <= 600 * 1024; s += (s < 4096 ? 1 : s < 65536 ? 61 : 997)) {
+    for (size_t s = 0; s <= 2300 * 1024; s += (s < 4096 ? 1 : s < 65536 ? 61 : s < 600 * 1024 ? 997 : 9973)) {
         unsigned char *p = hk_malloc(s);
         REQUIRE(p != NULL);
         CHECK(((uintptr_t)p & 15) == 0);
         size_t u = hk_malloc_usable_size(p);
         CHECK(u >= s);
-        if (s <= 512 * 1024) CHECK(u <= s + s / 4 + 16);   /* >= 4 classes per power of two */
-        if (s > 0 && s <= 512 * 1024) CHECK(u >= prev_usable || u >= s);
+        if (s <= 2 * 1024 * 1024) CHECK(u <= s + s / 4 + 16);   /* >= 4 classes per power of two */
+        if (s > 0 && s <= 2 * 1024 * 1024) CHECK(u >= prev_usable || u >= s);
         prev_usable = u;
         memset(p, 0xa5, u);
         hk_free(p);
