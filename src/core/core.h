@@ -98,8 +98,8 @@ typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
  * not own their page are kept in that thread's foreign-block cache and
  * handed out again by its mallocs (see hk__free_generic). */
 #define HK_XCLASSES    21
-#define HK_XCACHE_BYTES 16384     /* per class: beyond it the cache goes back to the owners */
-#define HK_XCACHE_MAX   64        /* per class, in blocks */
+#define HK_XCACHE_BYTES 4096      /* per class: beyond it the cache goes back to the owners */
+#define HK_XCACHE_MAX   32        /* per class, in blocks */
 
 typedef struct hk_theap_stats {
     uint64_t malloc_bytes, free_bytes;

@@ -6,7 +6,7 @@
 #include "heapkit.h"
 #include <pthread.h>
 
-enum { N = 40, MANY = 3000 };
+enum { N = 24, MANY = 3000 };   /* N blocks of 64 or 96 bytes fit in one class of the cache */
 
 static void *owned[MANY];
 static int reused, bad;
@@ -18,7 +18,7 @@ static int is_owned(void *p, int n)
 }
 
 /* Frees the owner's N blocks, then allocates N of the same class: every
- * one of them is one of the blocks it just freed (the cache holds 64 of
+ * one of them is one of the blocks it just freed (the cache holds 32 of
  * 64-byte blocks), and the payload written there stays intact. */
 static void *reuser(void *arg)
 {
