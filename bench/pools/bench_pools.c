@@ -3,7 +3,11 @@
  * (VmHWM) is the job's own; bench/pools/run.sh repeats, interleaves, takes
  * medians and runs the malloc baseline under glibc and mimalloc.
  *
- *   bench_pools JOB IMPL      JOB: batch | churn | burst | mt | arena   IMPL: malloc | pool | tpool | slab | arena
+ *   bench_pools JOB IMPL      JOB: batch | churn | burst | mt | arena   IMPL: malloc | pool | tpool | slab | arena | none
+ * none (burst and churn only) is no allocator at all: every alloc returns the
+ * same object and free does nothing. It measures the job's own loop (the
+ * indirect calls, the writes and reads of the objects), which bounds the
+ * ratio any allocator can reach against malloc.
  * prints: JOB IMPL ops_per_s peak_rss_kib rss_start_kib rss_after_kib */
 #define _GNU_SOURCE
 #include "heapkit/pool.h"
@@ -49,6 +53,9 @@ typedef struct impl {
 
 static void *m_alloc(void *h) { (void)h; return malloc(OBJ); }
 static int m_free(void *h, void *p) { (void)h; free(p); return 0; }
+static uint64_t none_obj[8] __attribute__((aligned(64)));
+static void *z_alloc(void *h) { (void)h; return none_obj; }
+static int z_free(void *h, void *p) { (void)h; (void)p; return 0; }
 static void *p_alloc(void *h) { return hk_pool_alloc(h); }
 static int p_free(void *h, void *p) { return hk_pool_free(h, p); }
 static void *t_alloc(void *h) { return hk_tpool_alloc(h); }
@@ -203,11 +210,14 @@ int main(int argc, char **argv)
     } else {
         impl_t im = { m_alloc, m_free, NULL };
         hk_pool_options_t locked = { .flags = HK_POOL_THREAD_SAFE };
-        if (!strcmp(which, "pool")) im = (impl_t){ p_alloc, p_free, hk_pool_create(OBJ, 0, !strcmp(job, "mt") ? &locked : NULL) };
+        if (!strcmp(which, "none")) {
+            if (strcmp(job, "burst") && strcmp(job, "churn")) { fprintf(stderr, "none: burst and churn only\n"); return 2; }
+            im = (impl_t){ z_alloc, z_free, none_obj };
+        } else if (!strcmp(which, "pool")) im = (impl_t){ p_alloc, p_free, hk_pool_create(OBJ, 0, !strcmp(job, "mt") ? &locked : NULL) };
         else if (!strcmp(which, "tpool")) im = (impl_t){ t_alloc, t_free, hk_tpool_create(OBJ, 0, NULL) };
         else if (!strcmp(which, "slab")) im = (impl_t){ s_alloc, s_free, hk_slab_cache_create("bench", OBJ, 0, NULL, NULL, NULL) };
-        else if (strcmp(which, "malloc")) { fprintf(stderr, "unknown allocator %s\n", which); return 2; }
-        if (strcmp(which, "malloc") && !im.h) { perror("create"); return 1; }
+        else if (strcmp(which, "malloc") && strcmp(which, "none")) { fprintf(stderr, "unknown allocator %s\n", which); return 2; }
+        if (strcmp(which, "malloc") && strcmp(which, "none") && !im.h) { perror("create"); return 1; }
         ops = !strcmp(job, "batch") ? job_batch(&im) : !strcmp(job, "burst") ? job_burst(&im) :
               !strcmp(job, "mt") ? job_mt(&im) : job_churn(&im);
         if (!strcmp(which, "pool")) hk_pool_destroy(im.h);

@@ -15,7 +15,11 @@ raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 for rep in $(seq "$reps"); do
   for job in burst churn batch mt arena; do
-    if [ "$job" = arena ]; then impls="arena"; else impls="pool tpool slab"; fi
+    case $job in
+      arena) impls="arena" ;;
+      burst|churn) impls="pool tpool slab none" ;;   # none: the job's own loop, no allocator
+      *) impls="pool tpool slab" ;;
+    esac
     echo "$("$bin" "$job" malloc) glibc" >> "$raw"
     if [ -r "$mi" ]; then echo "$(LD_PRELOAD="$mi" "$bin" "$job" malloc) mimalloc" >> "$raw"; fi
     for impl in $impls; do echo "$("$bin" "$job" "$impl") heapkit" >> "$raw"; done

@@ -31,22 +31,37 @@ extern "C" {
 #pragma GCC visibility push(default)
 
 /* ---- private: read by the inline fast paths below, nothing else ----
- * Every pool-family handle begins with this block. The library sets the
- * fields so that the fast path is taken only when it is safe: a locked or
- * checked pool, a destroyed handle or a handle of another kind has
- * limit == 0, free_head == NULL and tls_key == 0, so every call on it goes
- * to the out-of-line path, which validates the handle and reports. The
- * handle memory is never unmapped, so reading this block through a
- * destroyed handle is safe. Do not touch these fields. */
+ * Every pool-family handle begins with this block of two cache lines: the
+ * pool's fast path reads only the first, the tpool, slab and arena fast
+ * paths only the second. The library sets the fields so that a fast path
+ * is taken only when it is safe: a locked or checked object, a destroyed
+ * handle or a handle of another kind has the gate fields of every other
+ * fast path zero (pool: nfree and limit; tpool: tpool_key; slab:
+ * slab_key; arena: aarmed), so every call on it goes to the out-of-line
+ * path, which validates the handle and reports. The handle memory is never
+ * unmapped, so reading this block through a destroyed handle is safe. Do
+ * not touch these fields. */
+#define HK__POOL_LISTS 4      /* a pool's free list is dealt over this many chains */
 typedef struct hk__hot {
-    void *free_head;          /* hk_pool_t fast mode: LIFO list through free objects */
-    char *base;               /* hk_pool_t: first object */
-    size_t limit;             /* hk_pool_t: committed object bytes when fast, else 0 */
-    uint64_t allocs, frees;   /* hk_pool_t: counts (in_use is derived) */
-    char *tbase;              /* hk_tpool_t: the depot's object range, for the free check */
+    /* hk_pool_t fast mode. One LIFO stack of nfree objects, its entry k on
+     * chain k % HK__POOL_LISTS (linked through the objects' first words):
+     * pops and pushes stay in exact LIFO order, but a run of allocations
+     * follows four independent chains, so four cache misses on a scattered
+     * list are in flight at once instead of one. */
+    void *free_head[HK__POOL_LISTS];
+    size_t nfree;
+    char *base;               /* first object */
+    size_t limit;             /* committed object bytes when fast, else 0 */
+    uint64_t allocs;          /* count (frees and in_use are derived) */
+    /* tpool / slab cache / arena. */
+    char *tbase;              /* tpool: the depot's object range; slab: the span of its slabs */
     size_t tlimit;
-    uint64_t tls_key;         /* hk_tpool_t / hk_slab_cache_t: unique id << 7 | slot index; 0: no fast path */
-} hk__hot_t;                  /* 64 bytes: one cache line at the start of the handle */
+    uint64_t tpool_key;       /* tpool: unique id << 7 | slot index; 0: no fast path */
+    uint64_t slab_key;        /* slab cache: the same, in its own field */
+    char *aptr, *aend;        /* arena: bump pointer and end of the bump chunk */
+    size_t aarmed;            /* arena: 1 while the inline bump may run */
+    uint64_t abytes;          /* arena: requested bytes */
+} hk__hot_t;                  /* 128 bytes: two cache lines at the start of the handle */
 
 /* A stack of free objects: a tpool's per-thread cache or a slab magazine. */
 typedef struct hk__objstack {
@@ -59,7 +74,8 @@ typedef struct hk__objstack {
 
 /* Per thread, per tpool / slab cache (by the index in the handle's key):
  * the stack the fast path pops and pushes; id holds the owner's key, so a
- * slot left by a destroyed owner never matches. Slot 0 matches no key. */
+ * slot left by a destroyed owner never matches. Slot 0 matches no key
+ * (neither 0, the key of a handle without a fast path). */
 typedef struct hk__tls_slot {
     uint64_t id;
     size_t n;                 /* top's count, kept here while top is loaded */
@@ -69,10 +85,7 @@ typedef struct hk__tls_slot {
     uint64_t allocs, frees;   /* slab: this thread's counts (read by stats) */
     uint64_t pad_;
 } __attribute__((aligned(64))) hk__tls_slot_t;   /* one cache line each */
-#define HK__TLS_SLOTS 128     /* = 1 << 7, the index bits of tls_key */
-/* A slab cache's slots hold its key ^ HK__SLAB_SALT, so the tpool and slab
- * fast paths never accept each other's handles. */
-#define HK__SLAB_SALT ((uint64_t)1 << 63)
+#define HK__TLS_SLOTS 128     /* = 1 << 7, the index bits of tpool_key / slab_key */
 /* The calling thread's slot array. Every thread starts on a shared
  * read-only array that matches no key (so the fast paths fall through to
  * the slow path, which maps the thread's own array): only this pointer sits
@@ -133,13 +146,13 @@ int   hk__pool_free_slow(hk_pool_t *p, void *obj);
 static inline void *hk_pool_alloc(hk_pool_t *p)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)p;
-    void *o = h->free_head;
-    if (__builtin_expect(o != NULL, 1)) {
+    size_t n = h->nfree;
+    if (__builtin_expect(n != 0, 1)) {
+        void **head = &h->free_head[--n & (HK__POOL_LISTS - 1)];
+        void *o = *head;
         void *next = *(void **)o;
-        h->free_head = next;
-        /* The list follows free order, which may be scattered: start
-         * fetching the next head while the caller works on this object. */
-        __builtin_prefetch(next, 1);
+        *head = next;
+        h->nfree = n;
         h->allocs++;
         return o;
     }
@@ -150,9 +163,11 @@ static inline int hk_pool_free(hk_pool_t *p, void *obj)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)p;
     if (__builtin_expect((uintptr_t)obj - (uintptr_t)h->base < h->limit, 1)) {
-        *(void **)obj = h->free_head;
-        h->free_head = obj;
-        h->frees++;
+        size_t n = h->nfree;
+        void **head = &h->free_head[n & (HK__POOL_LISTS - 1)];
+        *(void **)obj = *head;
+        *head = obj;
+        h->nfree = n + 1;
         return 0;
     }
     return hk__pool_free_slow(p, obj);
@@ -211,11 +226,11 @@ void *hk__arena_alloc_slow(hk_arena_t *a, size_t size);
 static inline void *hk_arena_alloc(hk_arena_t *a, size_t size)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)a;
-    char *p = (char *)(((uintptr_t)h->free_head + 15) & ~(uintptr_t)15);
-    /* p never passes base: chunk ends are page aligned. size 0 wraps and goes out of line. */
-    if (__builtin_expect(h->limit != 0 && size - 1 < (size_t)((uintptr_t)h->base - (uintptr_t)p), 1)) {
-        h->free_head = p + size;
-        h->allocs += size;
+    char *p = (char *)(((uintptr_t)h->aptr + 15) & ~(uintptr_t)15);
+    /* p never passes aend: chunk ends are page aligned. size 0 wraps and goes out of line. */
+    if (__builtin_expect(h->aarmed != 0 && size - 1 < (size_t)((uintptr_t)h->aend - (uintptr_t)p), 1)) {
+        h->aptr = p + size;
+        h->abytes += size;
         return p;
     }
     return hk__arena_alloc_slow(a, size);
@@ -260,7 +275,7 @@ int   hk__tpool_free_slow(hk_tpool_t *tp, void *obj);
 static inline void *hk_tpool_alloc(hk_tpool_t *tp)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)tp;
-    uint64_t key = h->tls_key;
+    uint64_t key = h->tpool_key;
     hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
     size_t n;
     if (__builtin_expect(s->id == key && (n = s->n) != 0, 1)) {
@@ -272,7 +287,7 @@ static inline void *hk_tpool_alloc(hk_tpool_t *tp)
 static inline int hk_tpool_free(hk_tpool_t *tp, void *obj)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)tp;
-    uint64_t key = h->tls_key;
+    uint64_t key = h->tpool_key;
     hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
     size_t n;
     if (__builtin_expect((uintptr_t)obj - (uintptr_t)h->tbase < h->tlimit && s->id == key &&
@@ -340,10 +355,10 @@ int   hk__slab_free_slow(hk_slab_cache_t *c, void *obj);
 static inline void *hk_slab_alloc(hk_slab_cache_t *c)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)c;
-    uint64_t key = h->tls_key;
+    uint64_t key = h->slab_key;
     hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
     size_t n;
-    if (__builtin_expect(s->id == (key ^ HK__SLAB_SALT) && (n = s->n) != 0, 1)) {
+    if (__builtin_expect(s->id == key && (n = s->n) != 0, 1)) {
         __atomic_store_n(&s->allocs, s->allocs + 1, __ATOMIC_RELAXED);
         s->n = --n;
         return s->obj[n];
@@ -353,11 +368,11 @@ static inline void *hk_slab_alloc(hk_slab_cache_t *c)
 static inline int hk_slab_free(hk_slab_cache_t *c, void *obj)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)c;
-    uint64_t key = h->tls_key;
+    uint64_t key = h->slab_key;
     hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
     uintptr_t off = (uintptr_t)obj - (uintptr_t)__atomic_load_n(&h->tbase, __ATOMIC_RELAXED);
     size_t n;
-    if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) && s->id == (key ^ HK__SLAB_SALT) &&
+    if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) && s->id == key &&
                          (n = s->n) < HK__MAG_ROUNDS, 1)) {
         s->obj[n] = obj;
         s->n = n + 1;

@@ -90,11 +90,13 @@ void hk__handle_kill(void *hv)
     hk__handle_t *h = hv;
     __atomic_store_n(&h->magic, HK__MAGIC_DEAD, __ATOMIC_RELEASE);
     /* Turn the inline fast paths off: every later call goes out of line and is reported. */
-    __atomic_store_n(&h->hot.tls_key, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->hot.tpool_key, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->hot.slab_key, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->hot.nfree, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&h->hot.limit, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->hot.aarmed, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&h->hot.tlimit, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&h->hot.tbase, NULL, __ATOMIC_RELAXED);
-    __atomic_store_n(&h->hot.free_head, NULL, __ATOMIC_RELAXED);
     hk__tls_index_free(h);
     h->next_free = NULL;
     if (dead_tail) dead_tail->next_free = h; else dead_head = h;

@@ -1,10 +1,11 @@
 /* Fixed-size pool: objects live in one reserved address range committed a
  * chunk at a time, so ownership is a range check and an object's index is
  * its offset over the stride. Free objects form a LIFO list threaded through
- * their first word; never-used objects are carved lazily from the top. A
- * release pool keeps its list in the handle's hot block, where the inline
- * hk_pool_alloc/free in heapkit/pool.h pop and push it; locked and checked
- * pools keep it here and go out of line. Checked pools add a bitmap (one
+ * their first word (dealt over four chains, so that allocating from a
+ * scattered list overlaps four cache misses); never-used objects are carved
+ * lazily from the top. A release pool keeps its list in the handle's hot
+ * block, where the inline hk_pool_alloc/free in heapkit/pool.h pop and push
+ * it; locked and checked pools keep it here and go out of line. Checked pools add a bitmap (one
  * bit per object, "allocated") that makes double frees exact. */
 #include "pool_internal.h"
 #include <string.h>
@@ -27,9 +28,10 @@ struct hk_pool {
     size_t capacity;        /* objects fitting in committed bytes */
     size_t bump;            /* objects [0, bump) have been handed out at least once */
     size_t peak;            /* highest bump since create: the list is used before carving, so = peak in_use */
-    uint64_t dropped;       /* objects live at resets, so in_use = allocs - frees - dropped */
-    bool fast;              /* the inline paths own hot.free_head and hot.limit */
-    void *list;             /* the free list when !fast */
+    uint64_t dropped;       /* objects live at resets, so frees = allocs - in_use - dropped */
+    bool fast;              /* the inline paths own the hot free list and hot.limit */
+    void *list[HK__POOL_LISTS];  /* the free list when !fast (hot.nfree stays 0 then) */
+    size_t nlist;
     uint64_t *bitmap;       /* checked pools only */
     size_t bm_reserved, bm_committed;
     hk_pool_stats_t st;
@@ -68,9 +70,10 @@ hk_pool_t *hk_pool_create(size_t obj_size, size_t align, const hk_pool_options_t
      * and with other pools' first objects, and thrash the L1. */
     static unsigned colour_seq;
     unsigned cs = __atomic_fetch_add(&colour_seq, 1, __ATOMIC_RELAXED);
-    /* 1..15 lines: never a multiple of 1 KiB, where handle blocks sit. */
-    size_t colour = hk__align_up((size_t)64 * (1 + cs % 15), HK_MAX(align, (size_t)8));
-    if (colour % 1024 == 0) colour = 0;
+    /* 2..15 lines: never at 0 or 64 modulo 1 KiB, where the two hot lines
+     * of handle blocks sit. */
+    size_t colour = hk__align_up((size_t)64 * (2 + cs % 14), HK_MAX(align, (size_t)8));
+    if (colour % 1024 <= 64) colour = 0;
     if (colour + stride > ps) colour = 0;
     reserve = hk__align_up(reserve + colour, chunk);
     hk_pool_t *p = hk__handle_new(HK__MAGIC_POOL, o.flags, o.name ? o.name : "pool");
@@ -139,16 +142,33 @@ HK_INLINE size_t obj_index(const hk_pool_t *p, size_t off)
     return off / p->stride;
 }
 
-HK_INLINE void **list_of(hk_pool_t *p) { return p->fast ? &p->h.hot.free_head : &p->list; }
+/* The free list: entry k of the LIFO stack (k = 0 at the bottom) is on chain
+ * k % HK__POOL_LISTS, so pop and push touch the chain the count selects. */
+HK_INLINE void **list_of(hk_pool_t *p) { return p->fast ? p->h.hot.free_head : p->list; }
+HK_INLINE size_t *count_of(hk_pool_t *p) { return p->fast ? &p->h.hot.nfree : &p->nlist; }
+HK_INLINE void *list_pop(hk_pool_t *p)
+{
+    size_t *n = count_of(p);
+    if (!*n) return NULL;
+    void **head = &list_of(p)[--*n & (HK__POOL_LISTS - 1)];
+    void *o = *head;
+    *head = *(void **)o;
+    __builtin_prefetch(*head, 1);   /* scattered lists: fetch the chain's next one early */
+    return o;
+}
+HK_INLINE void list_push(hk_pool_t *p, void *o)
+{
+    size_t *n = count_of(p);
+    void **head = &list_of(p)[(*n)++ & (HK__POOL_LISTS - 1)];
+    *(void **)o = *head;
+    *head = o;
+}
 
 HK_INLINE void *pool_alloc_locked(hk_pool_t *p)
 {
-    void **head = list_of(p);
-    char *o = *head;
+    char *o = list_pop(p);
     size_t idx;
     if (hk_likely(o != NULL)) {
-        *head = *(void **)o;
-        __builtin_prefetch(*head, 1);   /* scattered lists: fetch the next one early */
         idx = p->bitmap ? obj_index(p, (size_t)(o - p->base)) : 0;
     } else {
         /* Carving is the only way past the cap: live <= bump <= max_objs. */
@@ -195,10 +215,7 @@ HK_INLINE int pool_free_locked(hk_pool_t *p, void *obj)
             return pool_misuse(p, obj, idx < p->bump ? "double free" : "was never allocated");
         p->bitmap[idx >> 6] &= ~bit;
     }
-    void **head = list_of(p);
-    *(void **)obj = *head;
-    *head = obj;
-    p->h.hot.frees++;
+    list_push(p, obj);
     return 0;
 }
 
@@ -263,8 +280,9 @@ int hk_pool_owns(hk_pool_t *p, const void *obj)
             r = (int)(p->bitmap[idx >> 6] >> (idx & 63) & 1);
         } else {                         /* no bitmap: allocated unless on the free list */
             r = 1;
-            for (void *f = *list_of(p); f; f = *(void **)f)
-                if (f == obj) { r = 0; break; }
+            for (int k = 0; k < HK__POOL_LISTS && r; k++)
+                for (void *f = list_of(p)[k]; f; f = *(void **)f)
+                    if (f == obj) { r = 0; break; }
         }
     }
     hk__spin_unlock(&p->lock);
@@ -291,10 +309,11 @@ int hk_pool_reset(hk_pool_t *p)
         p->bm_committed = bm_keep;
     if (p->bm_committed) memset(p->bitmap, 0, p->bm_committed);
     p->capacity = p->committed / p->stride;
+    p->dropped += p->bump - *count_of(p);   /* the objects live until now */
     p->bump = 0;
-    *list_of(p) = NULL;
+    memset(list_of(p), 0, HK__POOL_LISTS * sizeof(void *));
+    *count_of(p) = 0;
     if (p->fast) p->h.hot.limit = p->committed;
-    p->dropped = p->h.hot.allocs - p->h.hot.frees;
     hk__spin_unlock(&p->lock);
     return e;
 }
@@ -319,9 +338,10 @@ int hk_pool_stats(hk_pool_t *p, hk_pool_stats_t *out)
     if (hk__handle_check(p, HK__MAGIC_POOL, "hk_pool_stats", "pool") != 0 || !out) return EINVAL;
     hk__spin_lock(&p->lock);
     *out = p->st;
+    /* Every object below the carve mark is live or on the free list. */
+    out->in_use = p->bump - *count_of(p);
     out->allocs = p->h.hot.allocs;
-    out->frees = p->h.hot.frees;
-    out->in_use = (size_t)(out->allocs - out->frees - p->dropped);
+    out->frees = out->allocs - out->in_use - p->dropped;
     out->peak_in_use = p->peak;
     out->capacity = p->capacity;
     out->bytes_committed = p->rcommitted + p->bm_committed;

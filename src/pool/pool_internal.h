@@ -8,6 +8,7 @@
 #include "heapkit/vm.h"
 #include "../util/internal.h"
 #include <errno.h>
+#include <stddef.h>
 
 /* ---- spinlock: test-and-test-and-set, pause, then yield (2-core boxes) ---- */
 typedef struct { int v; } hk__spin_t;
@@ -39,12 +40,12 @@ typedef struct hk__handle {
     uint64_t id;                   /* unique over the process lifetime, never 0 */
     struct hk__handle *next_free;
     uint32_t tidx;                 /* tpool/slab: index in hk__tls_slots (0: none) */
-    uint64_t tkey;                 /* id << 7 | tidx */
-    uint64_t tmatch;               /* what its slots hold: tkey, ^ HK__SLAB_SALT for slab caches */
+    uint64_t tkey;                 /* id << 7 | tidx: what its slots hold */
     char name[32];
 } hk__handle_t;
-_Static_assert(sizeof(hk__hot_t) == 64, "the hot block is one cache line");
-_Static_assert(HK__TLS_SLOTS == 128, "tls_key keeps 7 index bits");
+_Static_assert(sizeof(hk__hot_t) == 128, "the hot block is two cache lines");
+_Static_assert(offsetof(hk__hot_t, tbase) == 64, "the pool fast path reads line 0 only, the others line 1");
+_Static_assert(HK__TLS_SLOTS == 128, "the keys keep 7 index bits");
 
 /* A zeroed slot with magic set and a fresh id; NULL+ENOMEM when full. */
 void *hk__handle_new(uint32_t magic, unsigned flags, const char *name) HK_HIDDEN;
@@ -92,7 +93,7 @@ void hk__tls_index_free(hk__handle_t *owner) HK_HIDDEN;
 HK_INLINE hk__tls_slot_t *hk__tls_mine(const hk__handle_t *owner)
 {
     hk__tls_slot_t *s = &hk__tls_slots[owner->tidx];
-    return owner->tidx && s->id == owner->tmatch ? s : NULL;
+    return owner->tidx && s->id == owner->tkey ? s : NULL;
 }
 /* top's count lives in the slot while top is loaded: write it back before
  * top is read or swapped out, and load a stack into the slot after. */

@@ -135,7 +135,7 @@ hk_slab_cache_t *hk_slab_cache_create_ex(const char *name, size_t size, size_t a
     c->arg = arg;
     hk__tls_index_new(&c->h);
     if (!hk__checked(&c->h) && c->h.tidx) {      /* arm the inline paths */
-        c->h.hot.tls_key = c->h.tkey;
+        c->h.hot.slab_key = c->h.tkey;
     }
     return c;
 }
@@ -181,7 +181,7 @@ static slab_t *slab_new(hk_slab_cache_t *c)
     }
     c->constructed += s->nobj;
     c->created++;
-    if (c->h.hot.tls_key) {
+    if (c->h.hot.slab_key) {
         /* Widen the span the inline free accepts. A racing reader that mixes
          * old and new values sees a range inside the new span, or fails and
          * goes out of line, where the slab map decides. */

@@ -7,7 +7,7 @@
 #include <pthread.h>
 #include <string.h>
 
-/* Slot 0 belongs to no one: its id never equals a handle's tls_key (0, or
+/* Slot 0 belongs to no one: its id never equals a handle's key (0, or
  * id << 7 | i with i > 0); the other slots' id 0 matches no key either. No
  * fast path writes a slot whose id does not match, so the shared start-up
  * array is never written (it lives in read-only memory). */
@@ -28,7 +28,6 @@ void hk__tls_index_new(hk__handle_t *owner)
             owners[i] = owner;
             owner->tidx = i;
             owner->tkey = owner->id << 7 | i;
-            owner->tmatch = owner->tkey ^ (owner->magic == HK__MAGIC_SLAB ? HK__SLAB_SALT : 0);
             break;
         }
     hk__spin_unlock(&hk__handle_lock);
@@ -53,7 +52,7 @@ static void thread_exit(void *arg)
         /* The handle lock keeps destroy from releasing the owner meanwhile. */
         hk__spin_lock(&hk__handle_lock);
         hk__handle_t *o = owners[i];
-        if (o && o->tmatch == s->id) {
+        if (o && o->tkey == s->id) {
             uint32_t m = hk__handle_magic(o);
             if (m == HK__MAGIC_TPOOL) hk__tpool_thread_exit(o, s);
             else if (m == HK__MAGIC_SLAB) hk__slab_thread_exit(o, s);
@@ -85,7 +84,7 @@ int hk__tls_register(hk__handle_t *owner, hk__objstack_t *top, void *ext)
     hk__slot_load(s, top);
     s->ext = ext;
     s->allocs = s->frees = 0;
-    __atomic_store_n(&s->id, owner->tmatch, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->id, owner->tkey, __ATOMIC_RELAXED);
     return 0;
 }
 

@@ -53,7 +53,7 @@ hk_tpool_t *hk_tpool_create(size_t obj_size, size_t align, const hk_pool_options
     if (!hk__checked(&tp->h) && tp->h.tidx) {     /* arm the inline paths */
         tp->h.hot.tbase = hk__pool_base(tp->depot);
         tp->h.hot.tlimit = hk__pool_reserved_objs(tp->depot) * hk__pool_stride(tp->depot);
-        tp->h.hot.tls_key = tp->h.tkey;
+        tp->h.hot.tpool_key = tp->h.tkey;
     }
     return tp;
 }

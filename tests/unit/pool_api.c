@@ -178,6 +178,58 @@ static void test_reset_releases_rss(void)
 }
 
 /* Random alloc/free against a model: every live object keeps its pattern. */
+/* The free list is dealt over several chains: whatever the free order, a
+ * pool (fast, locked or checked) hands objects back in exact LIFO order,
+ * keeps its committed chunks between rounds, and its counts stay exact
+ * across a reset. */
+static void test_lifo_rounds_and_counts(void)
+{
+    unsigned flags[] = { 0, HK_POOL_THREAD_SAFE, HK_POOL_CHECKED };
+    enum { N = 5000 };
+    static void *a[N], *order[N];
+    for (int f = 0; f < 3; f++) {
+        hk_pool_options_t o = { .flags = flags[f], .chunk_size = 4096 };
+        hk_pool_t *p = hk_pool_create(40, 0, &o);
+        REQUIRE(p);
+        hk_pool_stats_t st0, st;
+        for (int round = 0; round < 3; round++) {
+            for (int i = 0; i < N; i++) { a[i] = hk_pool_alloc(p); REQUIRE(a[i]); }
+            CHECK_EQ(hk_pool_stats(p, &st), 0);
+            if (round == 0) st0 = st;
+            /* Round 2 and 3 reuse the memory of round 1: no new chunks. */
+            CHECK_EQ(st.chunks, st0.chunks);
+            CHECK_EQ(st.bytes_committed, st0.bytes_committed);
+            CHECK_EQ(st.in_use, N);
+            for (int i = 0; i < N; i++) {           /* a scattered order */
+                order[i] = a[(size_t)i * 1237 % N];
+                CHECK_EQ(hk_pool_free(p, order[i]), 0);
+            }
+            CHECK_EQ(hk_pool_stats(p, &st), 0);
+            CHECK_EQ(st.in_use, 0);
+            CHECK_EQ(st.allocs, (uint64_t)N * (round + 1) + 100u * round);
+            CHECK_EQ(st.frees, (uint64_t)N * (round + 1) + 100u * round);
+            for (int i = N - 1; i >= N - 100; i--) CHECK(hk_pool_alloc(p) == order[i]);
+            for (int i = N - 100; i < N; i++) CHECK_EQ(hk_pool_free(p, order[i]), 0);
+        }
+        /* 50 live at the reset: dropped, so allocs - frees keeps them. */
+        for (int i = 0; i < 50; i++) REQUIRE(hk_pool_alloc(p));
+        CHECK_EQ(hk_pool_reset(p), 0);
+        CHECK_EQ(hk_pool_stats(p, &st), 0);
+        CHECK_EQ(st.in_use, 0);
+        CHECK_EQ(st.allocs, (uint64_t)N * 3 + 300 + 50);
+        CHECK_EQ(st.frees, (uint64_t)N * 3 + 300);
+        void *x = hk_pool_alloc(p), *y = hk_pool_alloc(p);
+        CHECK(x && y && x != y);
+        CHECK_EQ(hk_pool_free(p, x), 0);
+        CHECK(hk_pool_alloc(p) == x);
+        CHECK_EQ(hk_pool_stats(p, &st), 0);
+        CHECK_EQ(st.in_use, 2);
+        CHECK_EQ(st.allocs, (uint64_t)N * 3 + 300 + 53);
+        CHECK_EQ(st.frees, (uint64_t)N * 3 + 300 + 1);
+        CHECK_EQ(hk_pool_destroy(p), 0);
+    }
+}
+
 static void test_random_model(void)
 {
     enum { N = 4096 };
@@ -224,6 +276,7 @@ int main(void)
     RUN(test_thread_safe_flag_single);
     RUN(test_destroy_releases_rss);
     RUN(test_reset_releases_rss);
+    RUN(test_lifo_rounds_and_counts);
     RUN(test_random_model);
     return t_finish();
 }
