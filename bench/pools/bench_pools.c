@@ -6,8 +6,12 @@
  *   bench_pools JOB IMPL      JOB: batch | churn | burst | mt | arena   IMPL: malloc | pool | tpool | slab | arena | none
  * none (burst and churn only) is no allocator at all: every alloc returns the
  * same object and free does nothing. It measures the job's own loop (the
- * indirect calls, the writes and reads of the objects), which bounds the
- * ratio any allocator can reach against malloc.
+ * writes and reads of the objects), which bounds the ratio any allocator
+ * can reach against malloc.
+ * Each allocator is called the way a program calls it: the job loops are
+ * instantiated once per allocator with direct calls, so the pools' inline
+ * fast paths are inlined (as in any program that includes heapkit/pool.h)
+ * and malloc/free are ordinary calls into the C library.
  * prints: JOB IMPL ops_per_s peak_rss_kib rss_start_kib rss_after_kib */
 #define _GNU_SOURCE
 #include "heapkit/pool.h"
@@ -67,9 +71,11 @@ static void **ptrs;
 static uint32_t *perm;
 static volatile uint64_t sink;
 
-/* The same work for every allocator: calls go through function pointers for
- * all of them, so none gets inlined into the loop. */
-static double job_batch(impl_t *im)
+/* The same work for every allocator. The jobs are always_inline and each
+ * allocator gets its own copy with constant function pointers (below), so
+ * the compiler turns every call into a direct one. */
+#define JOB static inline __attribute__((always_inline)) double
+JOB job_batch(const impl_t *im)
 {
     double t0 = now();
     for (int r = 0; r < ROUNDS; r++) {
@@ -88,7 +94,7 @@ static double job_batch(impl_t *im)
     return 2.0 * N * ROUNDS / t;
 }
 
-static double job_churn(impl_t *im)
+JOB job_churn(const impl_t *im)
 {
     for (int i = 0; i < LIVE; i++) ptrs[i] = im->alloc(im->h);
     uint64_t s = 88172645463325252ull;
@@ -108,7 +114,7 @@ static double job_churn(impl_t *im)
 
 /* Request-style bursts: 64 objects allocated, used, freed; memory stays hot,
  * so this measures the allocator itself rather than cache misses. */
-static double job_burst(impl_t *im)
+JOB job_burst(const impl_t *im)
 {
     enum { B = 64, BURSTS = 500000 };
     double t0 = now();
@@ -133,38 +139,36 @@ static double job_burst(impl_t *im)
  * thread through a hand-off slot. Rate is ops per summed thread CPU-second,
  * so time burned spinning on a lock counts against it. */
 enum { MT_THREADS = 2, MT_B = 64, MT_BURSTS = 200000 };
-typedef struct mt_arg { impl_t *im; double cpu; void *handoff[MT_B]; volatile int ready; struct mt_arg *peer; } mt_arg_t;
+typedef struct mt_arg { const impl_t *im; double cpu; void *handoff[MT_B]; volatile int ready; struct mt_arg *peer; } mt_arg_t;
 
-static void *mt_worker(void *v)
+static inline __attribute__((always_inline)) void mt_worker(mt_arg_t *a, const impl_t *im)
 {
-    mt_arg_t *a = v;
     void *mine[MT_B];
     double t0 = now();
     for (int r = 0; r < MT_BURSTS; r++) {
-        for (int i = 0; i < MT_B; i++) { uint64_t *p = a->im->alloc(a->im->h); p[0] = (uint64_t)i; mine[i] = p; }
-        for (int i = 0; i < MT_B / 2; i++) a->im->free(a->im->h, mine[i]);
+        for (int i = 0; i < MT_B; i++) { uint64_t *p = im->alloc(im->h); p[0] = (uint64_t)i; mine[i] = p; }
+        for (int i = 0; i < MT_B / 2; i++) im->free(im->h, mine[i]);
         /* Hand the other half to the peer if its slot is free, else free locally. */
         if (!__atomic_load_n(&a->peer->ready, __ATOMIC_ACQUIRE)) {
             for (int i = MT_B / 2; i < MT_B; i++) a->peer->handoff[i] = mine[i];
             __atomic_store_n(&a->peer->ready, 1, __ATOMIC_RELEASE);
         } else {
-            for (int i = MT_B / 2; i < MT_B; i++) a->im->free(a->im->h, mine[i]);
+            for (int i = MT_B / 2; i < MT_B; i++) im->free(im->h, mine[i]);
         }
         if (__atomic_load_n(&a->ready, __ATOMIC_ACQUIRE)) {
-            for (int i = MT_B / 2; i < MT_B; i++) a->im->free(a->im->h, a->handoff[i]);
+            for (int i = MT_B / 2; i < MT_B; i++) im->free(im->h, a->handoff[i]);
             __atomic_store_n(&a->ready, 0, __ATOMIC_RELEASE);
         }
     }
     a->cpu = now() - t0;
-    return NULL;
 }
 
-static double job_mt(impl_t *im)
+static double job_mt(const impl_t *im, void *(*worker)(void *))
 {
     static mt_arg_t args[MT_THREADS];
     pthread_t th[MT_THREADS];
     for (int i = 0; i < MT_THREADS; i++) args[i] = (mt_arg_t){ .im = im, .peer = &args[(i + 1) % MT_THREADS] };
-    for (int i = 0; i < MT_THREADS; i++) pthread_create(&th[i], NULL, mt_worker, &args[i]);
+    for (int i = 0; i < MT_THREADS; i++) pthread_create(&th[i], NULL, worker, &args[i]);
     for (int i = 0; i < MT_THREADS; i++) pthread_join(th[i], NULL);
     double cpu = 0;
     for (int i = 0; i < MT_THREADS; i++) {
@@ -173,6 +177,21 @@ static double job_mt(impl_t *im)
     }
     return 2.0 * MT_B * MT_BURSTS * MT_THREADS / cpu;
 }
+
+/* One copy of every job per allocator, with its functions as constants. */
+#define INSTANTIATE(tag, A, F) \
+    static double batch_##tag(void *h) { const impl_t im = { A, F, h }; return job_batch(&im); } \
+    static double churn_##tag(void *h) { const impl_t im = { A, F, h }; return job_churn(&im); } \
+    static double burst_##tag(void *h) { const impl_t im = { A, F, h }; return job_burst(&im); } \
+    static void *mtw_##tag(void *v) { const impl_t im = { A, F, ((mt_arg_t *)v)->im->h }; mt_worker(v, &im); return NULL; } \
+    static double mt_##tag(void *h) { const impl_t im = { A, F, h }; return job_mt(&im, mtw_##tag); }
+INSTANTIATE(m, m_alloc, m_free)
+INSTANTIATE(z, z_alloc, z_free)
+INSTANTIATE(p, p_alloc, p_free)
+INSTANTIATE(t, t_alloc, t_free)
+INSTANTIATE(s, s_alloc, s_free)
+typedef struct jobs { double (*batch)(void *), (*churn)(void *), (*burst)(void *), (*mt)(void *); } jobs_t;
+#define JOBS(tag) (jobs_t){ batch_##tag, churn_##tag, burst_##tag, mt_##tag }
 
 /* Many small objects of mixed sizes that all die together. */
 static double job_arena(int use_arena)
@@ -208,21 +227,23 @@ int main(int argc, char **argv)
     if (!strcmp(job, "arena")) {
         ops = job_arena(!strcmp(which, "arena"));
     } else {
-        impl_t im = { m_alloc, m_free, NULL };
+        void *h = NULL;
+        jobs_t jobs = JOBS(m);
         hk_pool_options_t locked = { .flags = HK_POOL_THREAD_SAFE };
         if (!strcmp(which, "none")) {
             if (strcmp(job, "burst") && strcmp(job, "churn")) { fprintf(stderr, "none: burst and churn only\n"); return 2; }
-            im = (impl_t){ z_alloc, z_free, none_obj };
-        } else if (!strcmp(which, "pool")) im = (impl_t){ p_alloc, p_free, hk_pool_create(OBJ, 0, !strcmp(job, "mt") ? &locked : NULL) };
-        else if (!strcmp(which, "tpool")) im = (impl_t){ t_alloc, t_free, hk_tpool_create(OBJ, 0, NULL) };
-        else if (!strcmp(which, "slab")) im = (impl_t){ s_alloc, s_free, hk_slab_cache_create("bench", OBJ, 0, NULL, NULL, NULL) };
-        else if (strcmp(which, "malloc") && strcmp(which, "none")) { fprintf(stderr, "unknown allocator %s\n", which); return 2; }
-        if (strcmp(which, "malloc") && strcmp(which, "none") && !im.h) { perror("create"); return 1; }
-        ops = !strcmp(job, "batch") ? job_batch(&im) : !strcmp(job, "burst") ? job_burst(&im) :
-              !strcmp(job, "mt") ? job_mt(&im) : job_churn(&im);
-        if (!strcmp(which, "pool")) hk_pool_destroy(im.h);
-        else if (!strcmp(which, "tpool")) hk_tpool_destroy(im.h);
-        else if (!strcmp(which, "slab")) hk_slab_cache_destroy(im.h);
+            jobs = JOBS(z);
+            h = none_obj;
+        } else if (!strcmp(which, "pool")) { jobs = JOBS(p); h = hk_pool_create(OBJ, 0, !strcmp(job, "mt") ? &locked : NULL); }
+        else if (!strcmp(which, "tpool")) { jobs = JOBS(t); h = hk_tpool_create(OBJ, 0, NULL); }
+        else if (!strcmp(which, "slab")) { jobs = JOBS(s); h = hk_slab_cache_create("bench", OBJ, 0, NULL, NULL, NULL); }
+        else if (strcmp(which, "malloc")) { fprintf(stderr, "unknown allocator %s\n", which); return 2; }
+        if (strcmp(which, "malloc") && strcmp(which, "none") && !h) { perror("create"); return 1; }
+        ops = !strcmp(job, "batch") ? jobs.batch(h) : !strcmp(job, "burst") ? jobs.burst(h) :
+              !strcmp(job, "mt") ? jobs.mt(h) : jobs.churn(h);
+        if (!strcmp(which, "pool")) hk_pool_destroy(h);
+        else if (!strcmp(which, "tpool")) hk_tpool_destroy(h);
+        else if (!strcmp(which, "slab")) hk_slab_cache_destroy(h);
     }
     size_t after = statm_kib();
     printf("%s %s %.0f %zu %zu %zu\n", job, which, ops, hwm_kib(), start, after);

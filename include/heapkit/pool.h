@@ -70,7 +70,7 @@ typedef struct hk__objstack {
     void *obj[];
 } hk__objstack_t;
 #define HK__TPOOL_CAP 128     /* objects in a tpool's per-thread cache */
-#define HK__MAG_ROUNDS 32     /* objects in a slab magazine */
+#define HK__MAG_ROUNDS 64     /* objects in a slab magazine */
 
 /* Per thread, per tpool / slab cache (by the index in the handle's key):
  * the stack the fast path pops and pushes; id holds the owner's key, so a
