@@ -27,7 +27,12 @@
 _Static_assert(HK_SEG_PAGES == 64, "the page bitmaps are one 64-bit word");
 
 
-typedef struct hk_block { struct hk_block *next; } hk_block_t;
+/* A free block: the list link, and a tag that marks it free (every block
+ * is at least 16 bytes). malloc clears the tag, free sets it; a free that
+ * finds it set looks for the block in the lists before it goes on, so a
+ * double free is caught instead of linking a block into a list twice. */
+typedef struct hk_block { struct hk_block *next; uintptr_t tag; } hk_block_t;
+#define HK_FREE_TAG(pg) ((uintptr_t)(pg) ^ (uintptr_t)0x5bd1e9955bd1e995ull)
 struct hk_theap;
 
 /* Page flags (read by any thread with __atomic, written by the owner):
@@ -55,7 +60,7 @@ typedef struct hk_page {
     hk_block_t *thread_free;   /* atomic: other threads' frees */
     struct hk_theap *heap;      /* atomic: owner heap (NULL when abandoned) */
     struct hk_page *next, *prev;
-    uintptr_t key;             /* reserved: per-page key for encoded free lists */
+    uint64_t inv;              /* 2^44 / block_size + 1: block index of an offset without a division */
     /* Second line: the owner's hot fields, so that other threads reading
      * the first line never steal the line malloc and free write. */
     hk_block_t *free __attribute__((aligned(64)));   /* malloc pops here */
@@ -307,6 +312,7 @@ HK_INLINE void *hk__theap_malloc(hk_theap_t *heap, size_t size)
             if (x != NULL) {
                 heap->xfree[c] = x->next;
                 heap->xcount[c]--;
+                x->tag = 0;
                 return x;
             }
         }
@@ -314,6 +320,7 @@ HK_INLINE void *hk__theap_malloc(hk_theap_t *heap, size_t size)
         hk_block_t *b = pg->free;
         if (hk_likely(b != NULL)) {
             pg->free = b->next;
+            b->tag = 0;
             pg->used++;
             HK_STAT_ADD(&heap->st.malloc_bytes, pg->block_size);
             return b;
@@ -333,9 +340,15 @@ HK_INLINE void hk__free(void *p)
     }
     if (hk_likely(__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == hk__thread_id())) {
         hk_page_t *pg = hk__page_of(seg, p);
-        if (hk_likely(__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) == 0)) {
-            hk_block_t *b = (hk_block_t *)p;
+        hk_block_t *b = (hk_block_t *)p;
+        /* Flags (aligned, full or free page), a pointer that is not the
+         * start of a block, or a block tagged free: the slow path sorts
+         * them out. The block index comes from the page's reciprocal. */
+        uint64_t off = (uint64_t)((char *)p - pg->start);
+        if (hk_likely(__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) == 0 &&
+                      ((off * pg->inv) >> 44) * pg->block_size == off && b->tag != HK_FREE_TAG(pg))) {
             b->next = pg->local_free;
+            b->tag = HK_FREE_TAG(pg);
             pg->local_free = b;
             HK_STAT_ADD(&seg->heap->st.free_bytes, pg->block_size);
             if (hk_unlikely(--pg->used == 0)) hk__page_now_empty(pg);

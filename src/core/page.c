@@ -129,7 +129,7 @@ static void page_init(hk_theap_t *heap, hk_page_t *pg, size_t cls)
     pg->reserved = (uint16_t)(area / pg->block_size);
     __atomic_store_n(&pg->thread_free, NULL, __ATOMIC_RELAXED);
     pg->start = start;
-    pg->key = 0;
+    pg->inv = ((uint64_t)1 << 44) / pg->block_size + 1;
     __atomic_store_n(&pg->heap, heap, __ATOMIC_RELAXED);
     page_set_flags(pg, 0);
 }
@@ -257,6 +257,7 @@ void *hk__malloc_generic(hk_theap_t *heap, size_t size)
     if (!pg) { errno = ENOMEM; return NULL; }
     hk_block_t *b = pg->free;
     pg->free = b->next;
+    b->tag = 0;
     pg->used++;
     HK_STAT_ADD(&heap->st.malloc_bytes, pg->block_size);
     return b;
@@ -275,16 +276,40 @@ void hk__page_now_empty(hk_page_t *pg)
     hk__page_retire(heap, pg);
 }
 
+/* The block that holds p (p is inside the page's block area). Exact for
+ * offsets below 2^22 and blocks below 2^22 bytes: the error of the
+ * reciprocal stays under 2^-22, too small to cross a block boundary. */
 static inline hk_block_t *block_start(const hk_page_t *pg, void *p)
 {
-    size_t off = (size_t)((char *)p - pg->start);
-    return (hk_block_t *)(pg->start + off - off % pg->block_size);
+    uint64_t off = (uint64_t)((char *)p - pg->start);
+    uint64_t idx = (off * pg->inv) >> 44;
+    return (hk_block_t *)(pg->start + idx * pg->block_size);
+}
+_Static_assert(HK_SEG_SIZE <= ((size_t)1 << 22), "block_start's reciprocal covers a segment");
+
+/* Is b (tagged free) on one of the lists a free can reach from here? The
+ * page's own lists (the owner's, read racily by others: the walk is
+ * bounded) and the calling thread's foreign-block cache. */
+static bool block_listed(const hk_page_t *pg, const hk_block_t *b)
+{
+    const hk_block_t *lists[3] = { pg->free, pg->local_free, __atomic_load_n(&pg->thread_free, __ATOMIC_ACQUIRE) };
+    for (unsigned k = 0; k < 3; k++) {
+        unsigned n = 0;
+        for (const hk_block_t *x = lists[k]; x && n <= pg->reserved; x = x->next, n++)
+            if (x == b) return true;
+    }
+    hk_theap_t *me = hk__tls_heap;
+    if (pg->cls < HK_XCLASSES)
+        for (const hk_block_t *x = me->xfree[pg->cls]; x; x = x->next)
+            if (x == b) return true;
+    return false;
 }
 
 /* Block `b` back to its page: onto local_free when the calling thread owns
  * the segment, else onto the page's atomic thread_free. */
 static void page_free_block(hk_segment_t *seg, hk_page_t *pg, hk_block_t *b, uint32_t flags)
 {
+    b->tag = HK_FREE_TAG(pg);
     if (__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == hk__thread_id()) {
         b->next = pg->local_free;
         pg->local_free = b;
@@ -344,7 +369,11 @@ void hk__free_generic(hk_segment_t *seg, void *p)
     hk_page_t *pg = hk__page_of(seg, p);
     uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
     if (flags & HK_PF_FREE) { hk__invalid_free(p, "page not in use (double free?)"); return; }
-    hk_block_t *b = (flags & HK_PF_ALIGNED) ? block_start(pg, p) : (hk_block_t *)p;
+    if (hk_unlikely((char *)p < pg->start)) { hk__invalid_free(p, "not a block"); return; }
+    hk_block_t *b = block_start(pg, p);
+    if (hk_unlikely((char *)b >= pg->start + (size_t)pg->reserved * pg->block_size)) { hk__invalid_free(p, "not a block"); return; }
+    if (hk_unlikely(b != (hk_block_t *)p && !(flags & HK_PF_ALIGNED))) { hk__invalid_free(p, "not the start of a block"); return; }
+    if (hk_unlikely(b->tag == HK_FREE_TAG(pg)) && block_listed(pg, b)) hk__fatal("heapkit: free(%p): double free\n", p);
     /* A small block of another live thread's page: keep it for this
      * thread's own mallocs of the class instead of sending it home. Blocks
      * then circulate between threads that hand objects to each other with
@@ -362,6 +391,7 @@ void hk__free_generic(hk_segment_t *seg, void *p)
         if (me->xcount[c] >= HK_XCACHE_MAX || (size_t)me->xcount[c] * pg->block_size >= HK_XCACHE_BYTES)
             xcache_flush_class(me, c);
         b->next = me->xfree[c];
+        b->tag = HK_FREE_TAG(pg);
         me->xfree[c] = b;
         me->xcount[c]++;
         return;

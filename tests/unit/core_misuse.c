@@ -1,0 +1,143 @@
+/* Misuse of the general allocator: a double free is caught (report and
+ * abort) whether the first free went to the owner's list, through another
+ * thread's remote free or into a thread's foreign-block cache; a pointer
+ * inside a block, off the 16-byte grid or past a page's blocks is refused
+ * (ignored, with a warning under HK_OPTION_VERBOSE) and corrupts nothing. */
+#include "test.h"
+#include "heapkit.h"
+#include <pthread.h>
+
+static void double_free_local(void *arg)
+{
+    size_t n = (size_t)(uintptr_t)arg;
+    void *keep = hk_malloc(n);        /* the page stays in use */
+    void *p = hk_malloc(n);
+    hk_free(p);
+    hk_free(p);
+    hk_free(keep);
+}
+
+static void double_free_after_reuse_of_neighbours(void *arg)
+{
+    (void)arg;
+    void *v[100];
+    for (int i = 0; i < 100; i++) v[i] = hk_malloc(48);
+    for (int i = 0; i < 100; i += 2) hk_free(v[i]);
+    for (int i = 0; i < 10; i++) v[i] = hk_malloc(48);   /* some freed blocks are reused */
+    hk_free(v[98]);                                /* freed above and still free */
+}
+
+static void *free_it(void *p) { hk_free(p); return NULL; }
+
+/* First free by another thread (remote free, or that thread's cache for
+ * blocks of 64 bytes and more), second free by the owner. */
+static void double_free_remote(void *arg)
+{
+    size_t n = (size_t)(uintptr_t)arg;
+    void *keep = hk_malloc(n);
+    void *p = hk_malloc(n);
+    pthread_t th;
+    pthread_create(&th, NULL, free_it, p);
+    pthread_join(th, NULL);
+    hk_collect(0);                    /* the owner takes in the remote frees */
+    hk_free(p);
+    hk_free(keep);
+}
+
+/* Both frees by a thread that does not own the block: the second finds it
+ * in that thread's foreign-block cache. */
+static void *free_twice(void *p) { void *mine = hk_malloc(100); hk_free(p); hk_free(p); hk_free(mine); return NULL; }
+static void double_free_cached(void *arg)
+{
+    (void)arg;
+    void *keep = hk_malloc(128);
+    void *p = hk_malloc(128);
+    pthread_t th;
+    pthread_create(&th, NULL, free_twice, p);
+    pthread_join(th, NULL);
+    hk_free(keep);
+}
+
+static void test_double_free(void)
+{
+    static const size_t sizes[] = { 16, 24, 100, 1000, 9000, 70000, 600000 };
+    for (unsigned i = 0; i < sizeof sizes / sizeof *sizes; i++)
+        CHECK(t_expect_death(double_free_local, (void *)(uintptr_t)sizes[i], SIGABRT, "double free"));
+    CHECK(t_expect_death(double_free_after_reuse_of_neighbours, NULL, SIGABRT, "double free"));
+    CHECK(t_expect_death(double_free_remote, (void *)(uintptr_t)32, SIGABRT, "double free"));
+    CHECK(t_expect_death(double_free_remote, (void *)(uintptr_t)256, SIGABRT, "double free"));
+    CHECK(t_expect_death(double_free_cached, NULL, SIGABRT, "double free"));
+}
+
+/* A block whose user data happens to start like a free block is freed
+ * normally (the check confirms against the lists, never guesses). */
+static void test_no_false_alarm(void)
+{
+    for (int round = 0; round < 3; round++) {
+        uintptr_t *v[64];
+        for (int i = 0; i < 64; i++) { v[i] = hk_malloc(32); REQUIRE(v[i]); }
+        /* Copy the free tag of a freed neighbour into live blocks. */
+        hk_free(v[0]);
+        uintptr_t tag = v[0][1];
+        for (int i = 1; i < 64; i++) v[i][1] = tag;
+        for (int i = 1; i < 64; i++) hk_free(v[i]);
+    }
+    void *p = hk_malloc(32);
+    CHECK(p != NULL);
+    hk_free(p);
+}
+
+static int stderr_has(void (*fn)(void), const char *needle)
+{
+    int pfd[2];
+    if (pipe(pfd) != 0) return 0;
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(pfd[1], 2);
+    close(pfd[1]);
+    fn();
+    dup2(saved, 2);
+    close(saved);
+    char buf[4096];
+    ssize_t n = read(pfd[0], buf, sizeof buf - 1);
+    close(pfd[0]);
+    buf[n > 0 ? n : 0] = 0;
+    return strstr(buf, needle) != NULL;
+}
+
+static unsigned char *blk;
+static void free_inside(void) { hk_free(blk + 16); }
+static void free_odd(void) { hk_free(blk + 3); }
+
+static void test_interior_pointers(void)
+{
+    blk = hk_malloc(64);
+    REQUIRE(blk);
+    memset(blk, 0x77, 64);
+    hk_free(blk + 16);                 /* on the grid, inside the block */
+    hk_free(blk + 8);                  /* off the grid */
+    hk_free(blk + 1);
+    /* Nothing was linked: the next blocks of the class do not overlap it. */
+    unsigned char *v[200];
+    for (int i = 0; i < 200; i++) {
+        v[i] = hk_malloc(64);
+        REQUIRE(v[i]);
+        CHECK(v[i] + 64 <= blk || v[i] >= blk + 64);
+        memset(v[i], 0x11, 64);
+    }
+    for (int i = 0; i < 64; i++) CHECK(blk[i] == 0x77);
+    for (int i = 0; i < 200; i++) hk_free(v[i]);
+    REQUIRE(hk_option_set(HK_OPTION_VERBOSE, 1) == 0);
+    CHECK(stderr_has(free_inside, "not the start of a block"));
+    CHECK(stderr_has(free_odd, "not the start of a block"));
+    hk_option_set(HK_OPTION_VERBOSE, 0);
+    hk_free(blk);                      /* the real block frees fine */
+}
+
+int main(void)
+{
+    RUN(test_double_free);
+    RUN(test_no_false_alarm);
+    RUN(test_interior_pointers);
+    return t_finish();
+}
