@@ -338,7 +338,9 @@ HK_INLINE void hk__free(void *p)
         if (p) hk__free_outside(p);
         return;
     }
-    if (hk_likely(__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == hk__thread_id())) {
+    /* Only small segments of live thread heaps have an owner thread. */
+    uintptr_t tid = __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED);
+    if (hk_likely(tid != 0)) {
         hk_page_t *pg = hk__page_of(seg, p);
         hk_block_t *b = (hk_block_t *)p;
         /* Flags (aligned, full or free page), a pointer that is not the
@@ -347,12 +349,27 @@ HK_INLINE void hk__free(void *p)
         uint64_t off = (uint64_t)((char *)p - pg->start);
         if (hk_likely(__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) == 0 &&
                       ((off * pg->inv) >> 44) * pg->block_size == off && b->tag != HK_FREE_TAG(pg))) {
-            b->next = pg->local_free;
-            b->tag = HK_FREE_TAG(pg);
-            pg->local_free = b;
-            HK_STAT_ADD(&seg->heap->st.free_bytes, pg->block_size);
-            if (hk_unlikely(--pg->used == 0)) hk__page_now_empty(pg);
-            return;
+            if (hk_likely(tid == hk__thread_id())) {
+                b->next = pg->local_free;
+                b->tag = HK_FREE_TAG(pg);
+                pg->local_free = b;
+                HK_STAT_ADD(&seg->heap->st.free_bytes, pg->block_size);
+                if (hk_unlikely(--pg->used == 0)) hk__page_now_empty(pg);
+                return;
+            }
+            /* Another live thread's block: into this thread's foreign-block
+             * cache while the class has room (the rules are in
+             * hk__free_generic, which also handles a full cache). */
+            unsigned c = pg->cls;
+            hk_theap_t *me = hk__tls_heap;
+            if (c < HK_XCLASSES && pg->block_size >= 64 && me != &hk__heap_empty && me->xcount[c] < HK_XCACHE_MAX &&
+                (size_t)(me->xcount[c] + 1) * pg->block_size <= HK_XCACHE_BYTES) {
+                b->next = me->xfree[c];
+                b->tag = HK_FREE_TAG(pg);
+                me->xfree[c] = b;
+                me->xcount[c]++;
+                return;
+            }
         }
     }
     hk__free_generic(seg, p);
