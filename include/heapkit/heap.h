@@ -44,7 +44,7 @@ typedef struct hk_heap_options {
     const char *engine;     /* NULL or "general": the thread-caching allocator; else a classic engine name */
     size_t max_size;        /* 0: no cap beyond the engine's default (1 GiB for classic engines) */
     unsigned flags;         /* HK_HEAP_SINGLE_THREADED, HK_HEAP_HUGE_PAGES; others: EINVAL */
-    size_t initial_commit;  /* bytes to reserve-and-touch up front (classic engines) */
+    size_t initial_commit;  /* bytes to map and fault in at creation (<= max_size when both are set) */
 } hk_heap_options_t;
 
 #define HK_HEAP_OPTIONS_INIT { sizeof(hk_heap_options_t), NULL, 0, 0, 0 }

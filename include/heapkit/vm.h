@@ -43,6 +43,10 @@ int hk_vm_purge(void *addr, size_t size);
  * faults when it fills, and far less kernel work when it is released.
  * EINVAL where the kernel has no THP; the range works either way. */
 int hk_vm_advise_huge(void *addr, size_t size);
+/* Make committed pages resident now (write-fault them in) without changing
+ * their contents: MADV_POPULATE_WRITE where the kernel has it, else one
+ * read-and-write-back per page (so nobody else may write the range). */
+int hk_vm_populate(void *addr, size_t size);
 /* Unmap a range obtained from hk_vm_reserve or hk_vm_alloc. */
 int hk_vm_release(void *addr, size_t size);
 /* Change access: HK_PROT_NONE, HK_PROT_READ or HK_PROT_RW. */

@@ -262,6 +262,7 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force) HK_HIDDEN;
 /* A free segment from the cache, or a fresh mapping; with huge_pages always
  * a fresh one, advised to use transparent huge pages (seg->thp says if it took). */
 void *hk__segment_map(bool *fresh, unsigned want_pages, bool huge_pages) HK_HIDDEN;
+void hk__segment_prefault(hk_segment_t *seg, size_t bytes) HK_HIDDEN;
 void hk__segment_unmap_or_cache(hk_segment_t *seg) HK_HIDDEN;
 uint64_t hk__cache_purge(uint64_t now, bool force) HK_HIDDEN;
 void hk__segments_lock_all(void) HK_HIDDEN;
@@ -285,6 +286,8 @@ bool  hk__huge_shrink(hk_segment_t *seg, const void *p, size_t size) HK_HIDDEN;
 hk_theap_t *hk__theap_private_new(void *owner, size_t max_size, bool huge_pages) HK_HIDDEN;
 void  hk__theap_private_free(hk_theap_t *heap) HK_HIDDEN;
 void  hk__theap_release_all(hk_theap_t *heap) HK_HIDDEN;
+/* Map and fault in segments for `bytes` of blocks up front; 0 or ENOMEM. */
+int   hk__theap_commit(hk_theap_t *heap, size_t bytes) HK_HIDDEN;
 void  hk__theap_reset(hk_theap_t *heap) HK_HIDDEN;
 void *hk__theap_malloc_aligned(hk_theap_t *heap, size_t align, size_t size) HK_HIDDEN;
 void  hk__theap_collect(hk_theap_t *heap, size_t *live_blocks, size_t *live_bytes) HK_HIDDEN;

@@ -138,6 +138,7 @@ static void page_init(hk_theap_t *heap, hk_page_t *pg, size_t cls)
  * segment itself (it must not be touched afterwards). */
 bool hk__page_retire(hk_theap_t *heap, hk_page_t *pg)
 {
+    hk__cap_give(heap, (size_t)pg->span * HK_PAGE_SIZE);
     HK_ATOMIC_SUB(&hk__gstats.pages, 1);
     HK_ATOMIC_SUB(&hk__gstats.page_bytes, (uint64_t)pg->span * HK_PAGE_SIZE);
     return hk__segment_free_span(heap, pg);
@@ -215,13 +216,17 @@ static hk_page_t *find_page(hk_theap_t *heap, size_t cls)
             page_to_full(heap, pg);
         }
         /* No purging here: while the heap grows its free pages are about
-         * to be reused. Purges run when pages are given back. */
+         * to be reused. Purges run when pages are given back. A private
+         * heap's cap counts the pages its blocks are carved from. */
+        size_t span_bytes = (size_t)class_span(cls) * HK_PAGE_SIZE;
+        if (!hk__cap_take(heap, span_bytes)) return NULL;
         hk_page_t *pg = page_new(heap, cls);
         if (pg) {
             queue_push_front(q, pg);
             page_extend(pg);
             return pg;
         }
+        hk__cap_give(heap, span_bytes);
         /* A new segment: adopted ones bring pages into the queues, so look again. */
         if (!hk__segment_new(heap)) return NULL;
     }

@@ -49,6 +49,19 @@ void hk__theap_release_all(hk_theap_t *heap)
     __atomic_store_n(&heap->reserved, 0, __ATOMIC_RELAXED);
 }
 
+int hk__theap_commit(hk_theap_t *heap, size_t bytes)
+{
+    const size_t per = HK_SEG_SIZE - HK_SEG_HDR;
+    while (bytes) {
+        hk_segment_t *seg = hk__segment_new(heap);
+        if (!seg) return ENOMEM;
+        size_t n = bytes < per ? bytes : per;
+        hk__segment_prefault(seg, n);
+        bytes -= n;
+    }
+    return 0;
+}
+
 /* The heap of a block of a private heap, or NULL (thread heaps' blocks,
  * abandoned or cached segments, pointers heapkit does not own). */
 hk_theap_t *hk__theap_of(const void *p)

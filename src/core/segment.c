@@ -208,7 +208,6 @@ static void segment_unlink(hk_theap_t *heap, hk_segment_t *seg)
     else heap->segments = seg->next;
     if (seg->next) seg->next->prev = seg->prev;
     seg->next = seg->prev = NULL;
-    hk__cap_give(heap, HK_SEG_SIZE);
 }
 
 /* Destroy of a private heap: the segment (or huge block) goes straight back
@@ -249,10 +248,9 @@ hk_segment_t *hk__segment_new(hk_theap_t *heap)
     if (!heap->owner)
         while ((seg = hk__abandoned_pop()) != NULL)
             if (hk__segment_adopt(heap, seg)) return seg;
-    if (!hk__cap_take(heap, HK_SEG_SIZE)) return NULL;
     bool fresh;
     seg = hk__segment_map(&fresh, 64, heap->huge_pages);
-    if (!seg) { hk__cap_give(heap, HK_SEG_SIZE); return NULL; }
+    if (!seg) return NULL;
     if (!heap->huge_pages) seg->thp = 0;   /* a cached segment's field held anything */
     uint64_t purged = seg->purged_mask;
     memset(seg->pages, 0, sizeof seg->pages);
@@ -297,6 +295,22 @@ hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block)
     head->back = 0;
     for (unsigned j = 1; j < n; j++) seg->pages[i + j].back = (uint8_t)j;
     return head;
+}
+
+/* Fault in (commit) the free pages of `seg` that hold its first `bytes`
+ * bytes past the header: a private heap's initial commit. */
+void hk__segment_prefault(hk_segment_t *seg, size_t bytes)
+{
+    size_t end = HK_SEG_HDR + bytes < HK_SEG_SIZE ? HK_SEG_HDR + bytes : HK_SEG_SIZE;
+    end = hk__align_up(end, hk_vm_page_size());
+    (void)hk_vm_populate((char *)seg + HK_SEG_HDR, end - HK_SEG_HDR);   /* advice: a failure only costs faults later */
+    unsigned n = (unsigned)((end + HK_PAGE_SIZE - 1) >> HK_PAGE_SHIFT);
+    uint64_t bits = span_bits(0, n) & seg->free_mask & seg->purged_mask;
+    if (bits) {
+        seg->purged_mask &= ~bits;
+        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(bits) * HK_PAGE_SIZE);
+        update_committed_peak();
+    }
 }
 
 /* An empty segment leaves its heap for the cache (or the OS). */

@@ -135,7 +135,10 @@ static int engine_open(hk_heap_t *h)
 {
     if (h->engine_name == g_general) {
         h->gen = hk__theap_private_new(h, h->max_size, (h->flags & HK_HEAP_HUGE_PAGES) != 0);
-        return h->gen ? 0 : ENOMEM;
+        if (!h->gen) return ENOMEM;
+        int err = h->initial_commit ? hk__theap_commit(h->gen, h->initial_commit) : 0;
+        if (err) { hk__theap_private_free(h->gen); h->gen = NULL; }
+        return err;
     }
     hk_engine_config_t cfg = { .max_size = h->max_size, .flags = 0 };
     hk_engine_t *e = hk_engine_create(h->engine_name, &cfg);
@@ -143,6 +146,7 @@ static int engine_open(hk_heap_t *h)
     if (h->initial_commit) {
         size_t n = HK_MIN(h->initial_commit, e->heap.region.reserved);
         int err = hk_region_commit_to(&e->heap.region, n);
+        if (!err && n) err = hk_vm_populate(e->heap.region.base, HK_MIN(hk__align_up(n, hk_vm_page_size()), e->heap.region.committed));
         if (err) { hk_engine_destroy(e); return err; }
     }
     uintptr_t lo = (uintptr_t)e->heap.region.base;

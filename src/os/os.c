@@ -101,6 +101,23 @@ int hk_vm_advise_huge(void *addr, size_t size)
 #endif
 }
 
+int hk_vm_populate(void *addr, size_t size)
+{
+    int e = check_range(addr, size);
+    if (e) return e;
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23      /* Linux 5.14 */
+#endif
+    if (madvise(addr, size, MADV_POPULATE_WRITE) == 0) return 0;
+    if (errno != EINVAL) return errno;
+    size_t ps = hk_vm_page_size();
+    for (size_t off = 0; off < size; off += ps) {
+        volatile char *c = (volatile char *)addr + off;
+        *c = *c;
+    }
+    return 0;
+}
+
 int hk_vm_release(void *addr, size_t size)
 {
     int e = check_range(addr, size);
