@@ -135,6 +135,7 @@ static void test_initial_commit(void)
     CHECK(rss_kb() < committed + 2 * 1024);
 #endif
     (void)committed;
+    (void)before;
     hk_heap_destroy(h);
     o.initial_commit = (size_t)128 << 20;     /* more than the cap */
     errno = 0;
