@@ -135,7 +135,7 @@ typedef struct hk_theap {
     /* private heaps only (zero in thread heaps) */
     void *owner;                      /* the hk_heap_t handle */
     size_t max_size;                  /* 0: no cap on `reserved` */
-    size_t reserved, reserved_peak;   /* atomic: bytes of its segments and huge blocks */
+    size_t reserved, reserved_peak;   /* atomic: bytes of its pages in use and huge blocks (the cap counts these) */
     hk_segment_t *huge;               /* its huge blocks, linked through their headers */
     hk_lock_t huge_lock;              /* guards `huge`: a huge block is freed by any thread */
     bool huge_pages;                  /* HK_HEAP_HUGE_PAGES: fresh segments on transparent huge pages */
