@@ -401,6 +401,14 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force)
         }
     }
     heap->no_purge--;
+    /* One abandoned segment a purge: live threads take in what exited
+     * threads left even when none of them needs a new segment, so blocks
+     * freed into it (remote frees nobody collects) become reusable and its
+     * emptied pages go back. */
+    if (!heap->owner) {
+        hk_segment_t *a = hk__abandoned_pop();
+        if (a) (void)hk__segment_adopt(heap, a);
+    }
     /* The caches are shared: what waits there comes due on this heap too. */
     uint64_t cache_due = hk__cache_purge(now, force);
     if (cache_due && (!next_due || cache_due < next_due)) next_due = cache_due;
@@ -441,6 +449,9 @@ void hk__segment_abandon(hk_theap_t *heap, hk_segment_t *seg) HK_HIDDEN;
 void hk__segment_abandon(hk_theap_t *heap, hk_segment_t *seg)
 {
     segment_unlink(heap, seg);
+    /* Nobody purges an abandoned segment until a thread adopts it, which
+     * may be never: give its free pages back now. */
+    if (HK_OPT(HK_OPTION_PURGE_DELAY) >= 0) purge_mask(seg, seg->free_mask);
     for (unsigned i = 0; i < HK_SEG_PAGES; i++) {
         hk_page_t *pg = &seg->pages[i];
         if ((seg->free_mask >> i) & 1 || pg->back) continue;

@@ -185,10 +185,48 @@ static void test_producer_consumer(void)
     CHECK(st.allocated < ((size_t)64 << 20));   /* remote frees were reclaimed */
 }
 
+/* A thread exits leaving blocks; another frees them all (remote frees
+ * into the abandoned segments, which no owner collects). A purge in a
+ * live thread adopts abandoned segments one at a time, so their pages
+ * come back without any thread needing a new segment. */
+static void *orphan_maker(void *arg)
+{
+    (void)arg;
+    for (unsigned i = 0; i < PER; i++) { blocks[2][i] = hk_malloc(48 + (i % 8) * 16); if (blocks[2][i]) blocks[2][i][0] = 1; }
+    return NULL;
+}
+
+static void test_adopt_on_purge(void)
+{
+    hk_stats_t before, orphaned, after;
+    void *mine = hk_malloc(32);      /* the purges below run on this thread's heap */
+    REQUIRE(mine);
+    /* Earlier tests' orphans first: each purge takes in one. */
+    for (int k = 0; k < 256; k++) {
+        hk_collect(1);
+        hk_stats_get(&before);
+        if (before.segments_abandoned == 0) break;
+    }
+    CHECK_EQ(before.segments_abandoned, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, orphan_maker, NULL);
+    pthread_join(th, NULL);
+    hk_stats_get(&orphaned);
+    CHECK(orphaned.segments_abandoned > before.segments_abandoned);
+    CHECK(orphaned.pages > before.pages);
+    for (unsigned i = 0; i < PER; i++) hk_free(blocks[2][i]);
+    for (int k = 0; k < 64 && k <= (int)orphaned.segments_abandoned; k++) hk_collect(1);
+    hk_stats_get(&after);
+    CHECK(after.segments_abandoned < orphaned.segments_abandoned);
+    CHECK(after.pages < orphaned.pages);
+    hk_free(mine);
+}
+
 int main(void)
 {
     RUN(test_cross_thread_free);
     RUN(test_thread_exit_and_adoption);
     RUN(test_producer_consumer);
+    RUN(test_adopt_on_purge);
     return t_finish();
 }
