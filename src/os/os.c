@@ -95,7 +95,10 @@ int hk_vm_advise_huge(void *addr, size_t size)
     int e = check_range(addr, size);
     if (e) return e;
 #ifdef MADV_HUGEPAGE
-    return madvise(addr, size, MADV_HUGEPAGE) == 0 ? 0 : errno;
+    int saved = errno;     /* advice on a malloc path: leave the caller's errno alone */
+    e = madvise(addr, size, MADV_HUGEPAGE) == 0 ? 0 : errno;
+    errno = saved;
+    return e;
 #else
     return EINVAL;
 #endif
@@ -108,9 +111,11 @@ int hk_vm_populate(void *addr, size_t size)
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23      /* Linux 5.14 */
 #endif
-    if (madvise(addr, size, MADV_POPULATE_WRITE) == 0) return 0;
-    if (errno != EINVAL) return errno;
-    size_t ps = hk_vm_page_size();
+    int saved = errno;
+    e = madvise(addr, size, MADV_POPULATE_WRITE) == 0 ? 0 : errno;
+    errno = saved;
+    if (e != EINVAL) return e;
+    size_t ps = hk_vm_page_size();      /* a kernel before 5.14: touch each page */
     for (size_t off = 0; off < size; off += ps) {
         volatile char *c = (volatile char *)addr + off;
         *c = *c;
