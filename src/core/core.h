@@ -304,6 +304,29 @@ void hk__invalid_free(const void *p, const char *why) HK_HIDDEN;
 
 /* ---------------------------------------------------------------- fast paths */
 
+/* The foreign-block cache (rules in hk__free_generic). May this thread's
+ * cache keep a block of page pg, another live thread's page? */
+HK_INLINE bool hk__xcache_takes(const hk_theap_t *me, const hk_page_t *pg)
+{
+    return pg->cls < HK_XCLASSES && pg->block_size >= 64 && me != &hk__heap_empty;
+}
+
+/* Room for one more block of pg's class within the per-class bounds? */
+HK_INLINE bool hk__xcache_room(const hk_theap_t *me, const hk_page_t *pg)
+{
+    unsigned n = me->xcount[pg->cls];
+    return n < HK_XCACHE_MAX && (size_t)(n + 1) * pg->block_size <= HK_XCACHE_BYTES;
+}
+
+HK_INLINE void hk__xcache_push(hk_theap_t *me, const hk_page_t *pg, hk_block_t *b)
+{
+    unsigned c = pg->cls;
+    b->next = me->xfree[c];
+    b->tag = HK_FREE_TAG(pg);
+    me->xfree[c] = b;
+    me->xcount[c]++;
+}
+
 /* The allocation fast path on a given heap: the calling thread's, or a
  * private heap's (whose lock the caller then holds). */
 HK_INLINE void *hk__theap_malloc(hk_theap_t *heap, size_t size)
@@ -361,16 +384,11 @@ HK_INLINE void hk__free(void *p)
                 return;
             }
             /* Another live thread's block: into this thread's foreign-block
-             * cache while the class has room (the rules are in
-             * hk__free_generic, which also handles a full cache). */
-            unsigned c = pg->cls;
+             * cache while the class has room (hk__free_generic empties a
+             * full class first). */
             hk_theap_t *me = hk__tls_heap;
-            if (c < HK_XCLASSES && pg->block_size >= 64 && me != &hk__heap_empty && me->xcount[c] < HK_XCACHE_MAX &&
-                (size_t)(me->xcount[c] + 1) * pg->block_size <= HK_XCACHE_BYTES) {
-                b->next = me->xfree[c];
-                b->tag = HK_FREE_TAG(pg);
-                me->xfree[c] = b;
-                me->xcount[c]++;
+            if (hk__xcache_takes(me, pg) && hk__xcache_room(me, pg)) {
+                hk__xcache_push(me, pg, b);
                 return;
             }
         }

@@ -391,14 +391,9 @@ void hk__free_generic(hk_segment_t *seg, void *p)
      * passive false sharing that sending blocks home avoids). */
     uintptr_t tid = __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED);
     hk_theap_t *me = hk__tls_heap;
-    if (pg->cls < HK_XCLASSES && pg->block_size >= 64 && tid != 0 && tid != hk__thread_id() && me != &hk__heap_empty) {
-        unsigned c = pg->cls;
-        if (me->xcount[c] >= HK_XCACHE_MAX || (size_t)me->xcount[c] * pg->block_size >= HK_XCACHE_BYTES)
-            xcache_flush_class(me, c);
-        b->next = me->xfree[c];
-        b->tag = HK_FREE_TAG(pg);
-        me->xfree[c] = b;
-        me->xcount[c]++;
+    if (tid != 0 && tid != hk__thread_id() && hk__xcache_takes(me, pg)) {
+        if (!hk__xcache_room(me, pg)) xcache_flush_class(me, pg->cls);
+        hk__xcache_push(me, pg, b);
         return;
     }
     page_free_block(seg, pg, b, flags);
