@@ -1,6 +1,7 @@
 /* A minimal test harness: CHECK macros that count failures and keep going,
  * a runner that prints one line per case and a closing "N passed, N failed"
- * line, and a helper to assert that a function aborts with a message. */
+ * line, a helper to assert that a function aborts with a message, and one
+ * that captures what a function writes to stderr. */
 #ifndef HK_TEST_H
 #define HK_TEST_H
 
@@ -42,6 +43,26 @@ static inline int t_finish(void)
 {
     printf("%d passed, %d failed\n", t_passed, t_failed);
     return t_failed ? 1 : 0;
+}
+
+/* Run fn with stderr sent to a pipe; return how much it wrote, the text
+ * (NUL-terminated, at most cap - 1 bytes) in out. */
+static inline size_t t_capture_stderr(void (*fn)(void), char *out, size_t cap)
+{
+    int pfd[2];
+    out[0] = 0;
+    if (pipe(pfd) != 0) return 0;
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(pfd[1], 2);
+    close(pfd[1]);
+    fn();
+    dup2(saved, 2);
+    close(saved);
+    ssize_t n = read(pfd[0], out, cap - 1);
+    close(pfd[0]);
+    out[n > 0 ? n : 0] = 0;
+    return n > 0 ? (size_t)n : 0;
 }
 
 /* Run fn in a child; true when it died by `sig` and its stderr contains

@@ -246,24 +246,6 @@ static void test_foreign_pointers(void)
     hk_free(p);
 }
 
-/* Run fn with stderr sent to a pipe; return what it wrote. */
-static size_t capture_stderr(void (*fn)(void), char *out, size_t cap)
-{
-    int pfd[2];
-    if (pipe(pfd) != 0) return 0;
-    fflush(stderr);
-    int saved = dup(2);
-    dup2(pfd[1], 2);
-    close(pfd[1]);
-    fn();
-    dup2(saved, 2);
-    close(saved);
-    ssize_t n = read(pfd[0], out, cap - 1);
-    close(pfd[0]);
-    out[n > 0 ? n : 0] = 0;
-    return n > 0 ? (size_t)n : 0;
-}
-
 static int some_int;
 static void free_foreign(void) { hk_free(&some_int); }
 static void print_stats(void) { hk_stats_print(); }
@@ -271,13 +253,13 @@ static void print_stats(void) { hk_stats_print(); }
 static void test_verbose_and_print(void)
 {
     char buf[4096];
-    CHECK_EQ(capture_stderr(free_foreign, buf, sizeof buf), 0);    /* quiet by default */
+    CHECK_EQ(t_capture_stderr(free_foreign, buf, sizeof buf), 0);    /* quiet by default */
     REQUIRE(hk_option_set(HK_OPTION_VERBOSE, 1) == 0);
-    capture_stderr(free_foreign, buf, sizeof buf);
+    t_capture_stderr(free_foreign, buf, sizeof buf);
     CHECK(strstr(buf, "heapkit: warning: free(") != NULL);
     CHECK(strstr(buf, "not allocated by heapkit") != NULL);
     hk_option_set(HK_OPTION_VERBOSE, 0);
-    capture_stderr(print_stats, buf, sizeof buf);
+    t_capture_stderr(print_stats, buf, sizeof buf);
     CHECK(strstr(buf, "heapkit statistics") != NULL);
     CHECK(strstr(buf, "segments:") != NULL);
 }
