@@ -40,6 +40,7 @@ void *hk__realloc_in(hk_theap_t *heap, void *p, size_t size)
             return p;
         }
     }
+    if (!heap && usable > HK_SMALL_MAX / 64 && size <= HK_SMALL_MAX && hk__page_grow_in_place(p, size)) return p;
     void *q = heap ? hk__theap_malloc(heap, size) : hk__malloc(size);
     if (!q) return NULL;
     memcpy(q, p, size < usable ? size : usable);

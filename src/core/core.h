@@ -292,6 +292,8 @@ void  hk__theap_reset(hk_theap_t *heap) HK_HIDDEN;
 void *hk__theap_malloc_aligned(hk_theap_t *heap, size_t align, size_t size) HK_HIDDEN;
 void  hk__theap_collect(hk_theap_t *heap, size_t *live_blocks, size_t *live_bytes) HK_HIDDEN;
 hk_theap_t *hk__theap_of(const void *p) HK_HIDDEN;
+bool  hk__segment_extend_span(hk_segment_t *seg, hk_page_t *head, unsigned n) HK_HIDDEN;
+bool  hk__page_grow_in_place(void *p, size_t size) HK_HIDDEN;
 bool  hk__cap_take(hk_theap_t *heap, size_t bytes) HK_HIDDEN;
 void  hk__cap_give(hk_theap_t *heap, size_t bytes) HK_HIDDEN;
 void *hk__huge_alloc_in(hk_theap_t *heap, size_t size, size_t align, bool *zeroed) HK_HIDDEN;

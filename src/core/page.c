@@ -204,16 +204,24 @@ static hk_page_t *find_page(hk_theap_t *heap, size_t cls)
     if (hk_unlikely(__atomic_load_n(&heap->full_pending, __ATOMIC_RELAXED) != 0)) collect_full(heap);
     hk_page_queue_t *q = &heap->queues[cls];
     for (;;) {
-        hk_page_t *next;
+        /* Blocks that came back to any page of the class first, then
+         * uncarved memory: carving the first page while freed blocks wait
+         * in the next would make every page of the class resident. */
+        hk_page_t *next, *grow = NULL;
         for (hk_page_t *pg = queue_is_empty(q) ? NULL : q->first; pg; pg = next) {
             next = pg->next;
             if (!pg->free) hk__page_collect(pg);
-            if (!pg->free && pg->capacity < pg->reserved) page_extend(pg);
             if (pg->free) {
                 if (q->first != pg) { hk__queue_remove(q, pg); queue_push_front(q, pg); }
                 return pg;
             }
-            page_to_full(heap, pg);
+            if (pg->capacity < pg->reserved) { if (!grow) grow = pg; }
+            else page_to_full(heap, pg);
+        }
+        if (grow) {
+            page_extend(grow);
+            if (q->first != grow) { hk__queue_remove(q, grow); queue_push_front(q, grow); }
+            return grow;
         }
         /* No purging here: while the heap grows its free pages are about
          * to be reused. Purges run when pages are given back. A private
@@ -397,6 +405,43 @@ void hk__free_generic(hk_segment_t *seg, void *p)
         return;
     }
     page_free_block(seg, pg, b, flags);
+}
+
+/* realloc growth without a copy: a block alone in its span (blocks over
+ * 32 KiB) takes a bigger class in place, the span growing into free pages
+ * right after it when the new size needs more. Only the owning thread
+ * does this (the page lists are its own); private heaps never do (their
+ * segments have no owning thread). glibc grows into free neighbours the
+ * same way; without it a growing buffer leaves an empty span behind at
+ * each class step, resident until the purge delay passes. */
+bool hk__page_grow_in_place(void *p, size_t size)
+{
+    hk_segment_t *seg = hk__segment_of(p);
+    if (seg->kind != HK_SEG_SMALL || __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) != hk__thread_id()) return false;
+    hk_page_t *pg = hk__page_of(seg, p);
+    if (pg->reserved != 1 || pg->start != (char *)p || (pg->flags & ~(uint32_t)HK_PF_FULL) != 0) return false;
+    size_t cls = hk__size_class(size);
+    uint32_t bs = hk__class_size[cls];
+    if (bs <= pg->block_size) return false;
+    unsigned n = class_span(cls);
+    size_t hdr = (size_t)(pg->start - ((char *)seg + (size_t)(pg - seg->pages) * HK_PAGE_SIZE));
+    if ((size_t)n * HK_PAGE_SIZE - hdr < bs) return false;
+    hk_theap_t *heap = seg->heap;
+    if (n > pg->span) {
+        unsigned old = pg->span;
+        if (!hk__segment_extend_span(seg, pg, n)) return false;
+        HK_ATOMIC_ADD(&hk__gstats.page_bytes, (uint64_t)(n - old) * HK_PAGE_SIZE);
+    }
+    hk_page_queue_t *q = (pg->flags & HK_PF_FULL) ? &heap->full : &heap->queues[pg->cls];
+    hk__queue_remove(q, pg);
+    HK_STAT_ADD(&heap->st.malloc_bytes, bs - pg->block_size);
+    pg->block_size = bs;
+    pg->cls = (uint8_t)cls;
+    pg->inv = ((uint64_t)1 << 44) / bs + 1;
+    /* Still its one block, out: the page joins the full list of its new class. */
+    hk__queue_push_back(&heap->full, pg);
+    page_set_flags(pg, HK_PF_FULL);
+    return true;
 }
 
 /* Mark the page of a block handed out at an inner (aligned) address. */

@@ -297,6 +297,27 @@ hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block)
     return head;
 }
 
+/* Grow the span at `head` to `n` pages in place when the pages after it
+ * are free (a one-block span whose block grows). */
+bool hk__segment_extend_span(hk_segment_t *seg, hk_page_t *head, unsigned n)
+{
+    unsigned i = (unsigned)(head - seg->pages), old = head->span;
+    if (i + n > HK_SEG_PAGES) return false;
+    uint64_t bits = span_bits(i + old, n - old);
+    if ((seg->free_mask & bits) != bits) return false;
+    seg->free_mask &= ~bits;
+    uint64_t pur = seg->purged_mask & bits;
+    if (pur) {
+        seg->purged_mask &= ~bits;
+        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(pur) * HK_PAGE_SIZE);
+        update_committed_peak();
+    }
+    seg->used_pages += n - old;
+    for (unsigned j = old; j < n; j++) seg->pages[i + j].back = (uint8_t)j;
+    head->span = (uint8_t)n;
+    return true;
+}
+
 /* Fault in (commit) the free pages of `seg` that hold its first `bytes`
  * bytes past the header: a private heap's initial commit. */
 void hk__segment_prefault(hk_segment_t *seg, size_t bytes)
