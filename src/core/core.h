@@ -67,7 +67,8 @@ typedef struct hk_page {
     hk_block_t *local_free;    /* owner frees push here */
     uint32_t used;             /* blocks out (remote frees count once collected) */
     uint16_t capacity;         /* blocks carved out so far */
-    uint64_t free_time;        /* ms when the span was given back to the segment */
+    uint64_t free_time;        /* ms when the span was given back to the segment; in an
+                                  * empty page its class keeps, the heap's purge_epoch then */
 } hk_page_t;
 _Static_assert(sizeof(hk_page_t) == 128, "a page is two cache lines");
 
@@ -128,6 +129,7 @@ typedef struct hk_theap {
     uint64_t purge_due;               /* ms; 0: nothing waits to be purged */
     uint32_t no_purge;                /* >0 while a page walk is running: no purge from retires */
     uint32_t purge_tick;              /* malloc slow paths since the last look at the clock */
+    uint32_t purge_epoch;             /* purges so far: stamps the empty pages a class keeps */
     uint64_t purge_since;             /* ms when purge_due was set after the last purge: caps the pushback */
     uintptr_t key;                    /* reserved: heap key for the checking modes */
     struct hk_theap *next_heap, *prev_heap;

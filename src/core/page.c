@@ -283,8 +283,13 @@ void hk__page_now_empty(hk_page_t *pg)
     hk_theap_t *heap = hk__segment_of(pg)->heap;
     hk_page_queue_t *q = &heap->queues[pg->cls];
     /* Keep the class's only page: a malloc/free loop stays off the slow
-     * path. (Big empty spans kept this way are retired by the next purge.) */
-    if (q->first == pg && pg->next == NULL) return;
+     * path. A purge retires it once it stayed empty from one purge to the
+     * next (big spans: at the next purge); the stamp says since when. */
+    if (q->first == pg && pg->next == NULL) {
+        pg->free_time = heap->purge_epoch;
+        if (!heap->purge_due) heap->purge_due = 1;
+        return;
+    }
     hk__queue_remove(q, pg);
     hk__page_retire(heap, pg);
 }

@@ -392,15 +392,25 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force)
     long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
     uint64_t next_due = 0;
     heap->no_purge++;         /* the retires below must not re-enter */
-    /* Empty big spans (blocks > 32 KiB) kept as their class's only page go back now. */
-    for (unsigned c = 41; c < HK_NCLASS; c++) {
+    /* Empty pages kept as their class's only page go back to the segment:
+     * big spans (blocks > 32 KiB) at once, others when they stayed empty
+     * since the last purge. Without this a class used once would keep its
+     * carved memory resident for the life of the thread. */
+    bool kept = false;
+    for (unsigned c = 0; c < HK_NCLASS; c++) {
         hk_page_t *pg = heap->queues[c].last;
         if (pg && pg == heap->queues[c].first && pg->used == 0 &&
             __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED) == NULL) {
-            hk__queue_remove(&heap->queues[c], pg);
-            hk__page_retire(heap, pg);
+            if (c >= 41 || force || pg->free_time != heap->purge_epoch) {
+                hk__queue_remove(&heap->queues[c], pg);
+                hk__page_retire(heap, pg);
+            } else {
+                kept = true;
+            }
         }
     }
+    heap->purge_epoch++;
+    if (kept && delay >= 0) next_due = now + (uint64_t)(delay > 0 ? delay : 0);
     if (delay >= 0 || force) {
         hk_segment_t *next;
         for (hk_segment_t *seg = heap->segments; seg; seg = next) {

@@ -136,8 +136,49 @@ static void test_purge_comes_due_under_churn(void)
     hk_option_set(HK_OPTION_PURGE_DELAY, 10);
 }
 
+/* A class used once keeps its one page while it is empty (a malloc/free
+ * loop stays fast), but not for ever: once the page stayed empty from one
+ * purge to the next it goes back to the segment, and after the delay its
+ * memory to the OS. Here 24 classes of 1-32 KiB each carve about 48 KiB,
+ * everything is freed, and later small malloc/free work must see those
+ * pages retired and purged. */
+static void test_unused_class_pages_go_back(void)
+{
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 5) == 0);
+    hk_collect(1);
+    hk_stats_t st0, st1, st2;
+    hk_stats_get(&st0);
+    enum { PER = 64 };
+    void *w[PER];
+    unsigned classes = 0;
+    for (size_t sz = 1024; sz <= 32 * 1024; sz += sz / 4, classes++) {
+        size_t n = (48 * 1024) / sz;
+        for (size_t k = 0; k < n; k++) { w[k] = hk_malloc(sz); REQUIRE(w[k] != NULL); memset(w[k], 1, sz); }
+        for (size_t k = 0; k < n; k++) hk_free(w[k]);
+    }
+    hk_stats_get(&st1);
+    CHECK(st1.pages >= st0.pages + classes);            /* each class kept its page */
+    size_t committed_full = st1.committed;
+    /* later work on one small class, on slow paths now and then */
+    double t0 = now_ms();
+    while (now_ms() - t0 < 60) {
+        for (int k = 0; k < PER; k++) { w[k] = hk_malloc(48); CHECK(w[k] != NULL); }
+        for (int k = 0; k < PER; k++) hk_free(w[k]);
+        struct timespec ts = { 0, 200 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+    hk_stats_get(&st2);
+    fprintf(stderr, "  pages: %llu before, %llu with %u classes kept, %llu later; committed %llu -> %llu KiB\n",
+            (unsigned long long)st0.pages, (unsigned long long)st1.pages, classes, (unsigned long long)st2.pages,
+            (unsigned long long)committed_full >> 10, (unsigned long long)st2.committed >> 10);
+    CHECK(st2.pages <= st0.pages + 1);                   /* only the 48-byte class's page */
+    CHECK(st2.committed + (size_t)classes * 32 * 1024 <= committed_full);
+    hk_option_set(HK_OPTION_PURGE_DELAY, 10);
+}
+
 int main(void)
 {
+    RUN(test_unused_class_pages_go_back);
     RUN(test_purge_comes_due_under_churn);
     RUN(test_purge_comes_due_without_collect);
     RUN(test_rss_shrinks_after_free);
