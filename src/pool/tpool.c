@@ -81,7 +81,8 @@ static int live_flip(hk_tpool_t *tp, void *obj, bool to_user)
 }
 
 /* This thread's slot, with its cache made on first use; NULL when no slot
- * or no memory. While registered, the slot's n and obj are the cache. */
+ * or no memory. While registered, slot->top is the cache (its count kept
+ * in the slot's cursor: hk__slot_unload before reading it). */
 static hk__tls_slot_t *cache_of(hk_tpool_t *tp)
 {
     hk__tls_slot_t *s = hk__tls_mine(&tp->h);
@@ -89,7 +90,7 @@ static hk__tls_slot_t *cache_of(hk_tpool_t *tp)
     tcache_t *c = hk_pool_alloc(tp->caches);
     if (!c) return NULL;
     c->n = 0;
-    if (hk__tls_register(&tp->h, c, NULL) != 0) { hk_pool_free(tp->caches, c); return NULL; }
+    if (hk__tls_register(&tp->h, c, HK__TPOOL_CAP, NULL) != 0) { hk_pool_free(tp->caches, c); return NULL; }
     __atomic_fetch_add(&tp->ncaches, 1, __ATOMIC_RELAXED);
     return hk__tls_mine(&tp->h);
 }
@@ -97,17 +98,20 @@ static hk__tls_slot_t *cache_of(hk_tpool_t *tp)
 void *hk__tpool_alloc_slow(hk_tpool_t *tp)
 {
     if (hk_unlikely(hk__handle_check(tp, HK__MAGIC_TPOOL, "hk_tpool_alloc", "tpool") != 0)) { errno = EINVAL; return NULL; }
-    hk__tls_slot_t *c = cache_of(tp);
+    hk__tls_slot_t *s = cache_of(tp);
     void *o;
-    if (!c) {                          /* no TLS slot: straight from the depot */
+    if (!s) {                          /* no TLS slot: straight from the depot */
         if (hk__pool_alloc_batch(tp->depot, &o, 1) != 1) { errno = ENOMEM; return NULL; }
     } else {
+        hk__slot_unload(s);
+        tcache_t *c = s->top;
         if (!c->n) {
             c->n = hk__pool_alloc_batch(tp->depot, c->obj, TC_BATCH);
             __atomic_fetch_add(&tp->refills, 1, __ATOMIC_RELAXED);
             if (!c->n) { errno = ENOMEM; return NULL; }
         }
         o = c->obj[--c->n];
+        hk__slot_load(s, c, HK__TPOOL_CAP);
     }
     if (hk_unlikely(tp->live != NULL)) live_flip(tp, o, true);
     return o;
@@ -120,21 +124,26 @@ int hk__tpool_free_slow(hk_tpool_t *tp, void *obj)
     int where = hk__pool_locate(tp->depot, obj);
     if (hk_unlikely(where)) return tp_misuse(tp, obj, where == 1 ? "is not from this pool" : "is not on an object boundary");
     if (hk_unlikely(tp->live != NULL) && live_flip(tp, obj, false)) return EINVAL;
-    hk__tls_slot_t *c = cache_of(tp);
-    if (!c) { hk__pool_free_batch(tp->depot, &obj, 1); return 0; }
+    hk__tls_slot_t *s = cache_of(tp);
+    if (!s) { hk__pool_free_batch(tp->depot, &obj, 1); return 0; }
+    hk__slot_unload(s);
+    tcache_t *c = s->top;
     if (c->n == HK__TPOOL_CAP) {
         c->n -= TC_BATCH;
         hk__pool_free_batch(tp->depot, c->obj + c->n, TC_BATCH);
         __atomic_fetch_add(&tp->flushes, 1, __ATOMIC_RELAXED);
     }
     c->obj[c->n++] = obj;
+    hk__slot_load(s, c, HK__TPOOL_CAP);
     return 0;
 }
 
 static void cache_drain(hk_tpool_t *tp, hk__tls_slot_t *s)
 {
-    hk__pool_free_batch(tp->depot, s->obj, s->n);
-    s->n = 0;
+    hk__slot_unload(s);
+    hk__pool_free_batch(tp->depot, s->top->obj, s->top->n);
+    s->top->n = 0;
+    s->cur = s->lo;
     hk_pool_free(tp->caches, s->top);
     __atomic_fetch_sub(&tp->ncaches, 1, __ATOMIC_RELAXED);
 }
