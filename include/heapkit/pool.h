@@ -37,7 +37,7 @@ extern "C" {
  * is taken only when it is safe: a locked or checked object, a destroyed
  * handle or a handle of another kind has the gate fields of every other
  * fast path zero (pool: nfree and limit; tpool: tpool_key; slab:
- * slab_key; arena: aarmed), so every call on it goes to the out-of-line
+ * slab_key; arena: aend), so every call on it goes to the out-of-line
  * path, which validates the handle and reports. The handle memory is never
  * unmapped, so reading this block through a destroyed handle is safe. Do
  * not touch these fields. */
@@ -58,8 +58,9 @@ typedef struct hk__hot {
     size_t tlimit;
     uint64_t tpool_key;       /* tpool: unique id << 7 | slot index; 0: no fast path */
     uint64_t slab_key;        /* slab cache: the same, in its own field */
-    char *aptr, *aend;        /* arena: bump pointer and end of the bump chunk */
-    size_t aarmed;            /* arena: 1 while the inline bump may run */
+    char *aptr, *aend;        /* arena: bump pointer and end of the bump chunk;
+                                 both NULL while the inline bump must not run */
+    size_t apad_;
     uint64_t abytes;          /* arena: requested bytes */
 } hk__hot_t;                  /* 128 bytes: two cache lines at the start of the handle */
 
@@ -229,8 +230,9 @@ static inline void *hk_arena_alloc(hk_arena_t *a, size_t size)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)a;
     char *p = (char *)(((uintptr_t)h->aptr + 15) & ~(uintptr_t)15);
-    /* p never passes aend: chunk ends are page aligned. size 0 wraps and goes out of line. */
-    if (__builtin_expect(h->aarmed != 0 && size - 1 < (size_t)((uintptr_t)h->aend - (uintptr_t)p), 1)) {
+    /* p never passes aend: chunk ends are page aligned. size 0 wraps and
+     * goes out of line, as does everything when aptr = aend = NULL. */
+    if (__builtin_expect(size - 1 < (size_t)((uintptr_t)h->aend - (uintptr_t)p), 1)) {
         h->aptr = p + size;
         h->abytes += size;
         return p;
