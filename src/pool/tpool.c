@@ -121,6 +121,11 @@ void *hk__tpool_alloc_slow(hk_tpool_t *tp)
     hk__tls_slot_t *s = cache_of(tp);
     void *o;
     if (!s) {                          /* no TLS slot: straight from the depot */
+        tcache_t *b = batch_take(tp);  /* parked arrays first, as a cache would (the cap) */
+        if (b) {
+            hk__pool_free_batch(tp->depot, b->obj, b->n);
+            hk_pool_free(tp->caches, b);
+        }
         if (hk__pool_alloc_batch(tp->depot, &o, 1) != 1) { errno = ENOMEM; return NULL; }
     } else {
         hk__slot_unload(s);
