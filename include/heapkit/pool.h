@@ -37,7 +37,7 @@ extern "C" {
  * is taken only when it is safe: a locked or checked object, a destroyed
  * handle or a handle of another kind has the gate fields of every other
  * fast path zero (pool: nfree and limit; tpool: tpool_key; slab:
- * slab_key; arena: aarmed), so every call on it goes to the out-of-line
+ * slab_key; arena: aend), so every call on it goes to the out-of-line
  * path, which validates the handle and reports. The handle memory is never
  * unmapped, so reading this block through a destroyed handle is safe. Do
  * not touch these fields. */
@@ -58,8 +58,9 @@ typedef struct hk__hot {
     size_t tlimit;
     uint64_t tpool_key;       /* tpool: unique id << 7 | slot index; 0: no fast path */
     uint64_t slab_key;        /* slab cache: the same, in its own field */
-    char *aptr, *aend;        /* arena: bump pointer and end of the bump chunk */
-    size_t aarmed;            /* arena: 1 while the inline bump may run */
+    char *aptr, *aend;        /* arena: bump pointer and end of the bump chunk;
+                                 both NULL while the inline bump must not run */
+    size_t apad_;
     uint64_t abytes;          /* arena: requested bytes */
 } hk__hot_t;                  /* 128 bytes: two cache lines at the start of the handle */
 
@@ -75,15 +76,17 @@ typedef struct hk__objstack {
 /* Per thread, per tpool / slab cache (by the index in the handle's key):
  * the stack the fast path pops and pushes; id holds the owner's key, so a
  * slot left by a destroyed owner never matches. Slot 0 matches no key
- * (neither 0, the key of a handle without a fast path). */
+ * (neither 0, the key of a handle without a fast path). The stack is kept
+ * as a cursor between two bounds rather than a count: a pop or push then
+ * carries only the cursor from one call to the next (a count needs the
+ * array's address added back before the object can be read or written). */
 typedef struct hk__tls_slot {
     uint64_t id;
-    size_t n;                 /* top's count, kept here while top is loaded */
-    void **obj;               /* top->obj */
+    void **cur;               /* top->obj + top's count, kept here while top is loaded */
+    void **lo, **hi;          /* top->obj and top->obj + its capacity */
     hk__objstack_t *top;      /* tpool: the cache; slab: the loaded magazine */
     void *ext;                /* slab: the thread's magazine pair */
     uint64_t allocs, frees;   /* slab: this thread's counts (read by stats) */
-    uint64_t pad_;
 } __attribute__((aligned(64))) hk__tls_slot_t;   /* one cache line each */
 #define HK__TLS_SLOTS 128     /* = 1 << 7, the index bits of tpool_key / slab_key */
 /* The calling thread's slot array. Every thread starts on a shared
@@ -227,8 +230,9 @@ static inline void *hk_arena_alloc(hk_arena_t *a, size_t size)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)a;
     char *p = (char *)(((uintptr_t)h->aptr + 15) & ~(uintptr_t)15);
-    /* p never passes aend: chunk ends are page aligned. size 0 wraps and goes out of line. */
-    if (__builtin_expect(h->aarmed != 0 && size - 1 < (size_t)((uintptr_t)h->aend - (uintptr_t)p), 1)) {
+    /* p never passes aend: chunk ends are page aligned. size 0 wraps and
+     * goes out of line, as does everything when aptr = aend = NULL. */
+    if (__builtin_expect(size - 1 < (size_t)((uintptr_t)h->aend - (uintptr_t)p), 1)) {
         h->aptr = p + size;
         h->abytes += size;
         return p;
@@ -277,10 +281,10 @@ static inline void *hk_tpool_alloc(hk_tpool_t *tp)
     hk__hot_t *h = (hk__hot_t *)(void *)tp;
     uint64_t key = h->tpool_key;
     hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
-    size_t n;
-    if (__builtin_expect(s->id == key && (n = s->n) != 0, 1)) {
-        s->n = --n;
-        return s->obj[n];
+    void **c;
+    if (__builtin_expect(s->id == key && (c = s->cur) != s->lo, 1)) {
+        s->cur = --c;
+        return *c;
     }
     return hk__tpool_alloc_slow(tp);
 }
@@ -289,11 +293,11 @@ static inline int hk_tpool_free(hk_tpool_t *tp, void *obj)
     hk__hot_t *h = (hk__hot_t *)(void *)tp;
     uint64_t key = h->tpool_key;
     hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
-    size_t n;
+    void **c;
     if (__builtin_expect((uintptr_t)obj - (uintptr_t)h->tbase < h->tlimit && s->id == key &&
-                         (n = s->n) < HK__TPOOL_CAP, 1)) {
-        s->obj[n] = obj;
-        s->n = n + 1;
+                         (c = s->cur) != s->hi, 1)) {
+        *c = obj;
+        s->cur = c + 1;
         return 0;
     }
     return hk__tpool_free_slow(tp, obj);
@@ -357,11 +361,11 @@ static inline void *hk_slab_alloc(hk_slab_cache_t *c)
     hk__hot_t *h = (hk__hot_t *)(void *)c;
     uint64_t key = h->slab_key;
     hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
-    size_t n;
-    if (__builtin_expect(s->id == key && (n = s->n) != 0, 1)) {
+    void **cp;
+    if (__builtin_expect(s->id == key && (cp = s->cur) != s->lo, 1)) {
         __atomic_store_n(&s->allocs, s->allocs + 1, __ATOMIC_RELAXED);
-        s->n = --n;
-        return s->obj[n];
+        s->cur = --cp;
+        return *cp;
     }
     return hk__slab_alloc_slow(c);
 }
@@ -371,11 +375,11 @@ static inline int hk_slab_free(hk_slab_cache_t *c, void *obj)
     uint64_t key = h->slab_key;
     hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
     uintptr_t off = (uintptr_t)obj - (uintptr_t)__atomic_load_n(&h->tbase, __ATOMIC_RELAXED);
-    size_t n;
+    void **cp;
     if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) && s->id == key &&
-                         (n = s->n) < HK__MAG_ROUNDS, 1)) {
-        s->obj[n] = obj;
-        s->n = n + 1;
+                         (cp = s->cur) != s->hi, 1)) {
+        *cp = obj;
+        s->cur = cp + 1;
         __atomic_store_n(&s->frees, s->frees + 1, __ATOMIC_RELAXED);
         return 0;
     }

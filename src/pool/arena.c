@@ -22,10 +22,12 @@ _Static_assert(sizeof(chunk_t) <= HDR, "chunk header");
 /* The bump range and the requested-byte count live in the handle's hot
  * block, where the inline hk_arena_alloc of heapkit/pool.h reads them:
  * aptr is the bump pointer, aend the end of the bump chunk, abytes the
- * sum of requested sizes; aarmed is 1 while that fast path may run (0 in
- * checked mode and after destroy, so those calls come here). */
-#define PTR(a)   ((char *)(a)->h.hot.aptr)
-#define END(a)   ((a)->h.hot.aend)
+ * sum of requested sizes. The inline path runs whenever the range is not
+ * empty (no separate "armed" flag to load and test): a checked arena keeps
+ * its range in cptr/cend instead and leaves aptr = aend = NULL, so every
+ * call comes here; destroy clears them (hk__handle_kill) for the same reason. */
+#define PTR(a)   (*ptr_ref(a))
+#define END(a)   (*end_ref(a))
 #define BYTES(a) ((a)->h.hot.abytes)
 
 struct hk_arena {
@@ -38,8 +40,12 @@ struct hk_arena {
     uint64_t floor;                  /* marks numbered <= floor are stale (reset) */
     uint64_t dead_lo, dead_hi;       /* marks in [lo, hi] were undone by a restore */
     hk_arena_stats_t st;
+    char *cptr, *cend;               /* checked mode: the bump range */
 };
 _Static_assert(sizeof(struct hk_arena) <= HK__HANDLE_SLOT, "arena descriptor fits a slot");
+
+HK_INLINE char **ptr_ref(hk_arena_t *a) { return hk__checked(&a->h) ? &a->cptr : &a->h.hot.aptr; }
+HK_INLINE char **end_ref(hk_arena_t *a) { return hk__checked(&a->h) ? &a->cend : &a->h.hot.aend; }
 
 hk_arena_t *hk_arena_create_ex(size_t first_chunk, unsigned flags)
 {
@@ -49,7 +55,6 @@ hk_arena_t *hk_arena_create_ex(size_t first_chunk, unsigned flags)
     hk_arena_t *a = hk__handle_new(HK__MAGIC_ARENA, flags, "arena");
     if (!a) return NULL;
     a->first_size = a->next_size = hk__align_up(first_chunk, ps);
-    if (!hk__checked(&a->h)) a->h.hot.aarmed = 1;
     return a;
 }
 
@@ -116,7 +121,7 @@ static HK_NOINLINE void *arena_alloc_slow(hk_arena_t *a, size_t size, size_t ali
     a->cur = c;
     END(a) = (char *)c + c->size;
     char *p = (char *)hk__align_up((uintptr_t)c + HDR, align);
-    a->h.hot.aptr = p + size;
+    PTR(a) = p + size;
     BYTES(a) += size;
     return p;
 }
@@ -125,7 +130,7 @@ HK_INLINE void *arena_alloc(hk_arena_t *a, size_t size, size_t align)
 {
     char *p = (char *)hk__align_up((uintptr_t)PTR(a), align);
     if (hk_likely(PTR(a) && p <= END(a) && size <= (size_t)(END(a) - p))) {
-        a->h.hot.aptr = p + size;
+        PTR(a) = p + size;
         BYTES(a) += size;
         return p;
     }
@@ -201,7 +206,7 @@ int hk_arena_restore(hk_arena_t *a, hk_arena_mark_t m)
         chunk_retire(a, c);
     }
     a->cur = m.chunk;
-    a->h.hot.aptr = m.chunk ? (char *)m.chunk + m.used : NULL;
+    PTR(a) = m.chunk ? (char *)m.chunk + m.used : NULL;
     END(a) = m.chunk ? (char *)m.chunk + ((chunk_t *)m.chunk)->size : NULL;
     BYTES(a) = m.allocated;
     if (a->dead_lo <= a->dead_hi && a->dead_hi >= m.seq) a->dead_lo = HK_MIN(a->dead_lo, m.seq + 1);
@@ -220,12 +225,12 @@ int hk_arena_reset(hk_arena_t *a)
     }
     /* The largest kept chunk becomes current; the others follow as it fills. */
     a->cur = NULL;
-    a->h.hot.aptr = NULL;
+    PTR(a) = NULL;
     END(a) = NULL;
     if (a->spares) {
         chunk_t *c = chunk_new(a, a->spares->size, false);
         a->cur = c;
-        a->h.hot.aptr = (char *)c + HDR;
+        PTR(a) = (char *)c + HDR;
         END(a) = (char *)c + c->size;
         a->next_size = HK_MIN(c->size * 2, MAX_CHUNK);
     } else {

@@ -94,7 +94,8 @@ void hk__handle_kill(void *hv)
     __atomic_store_n(&h->hot.slab_key, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&h->hot.nfree, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&h->hot.limit, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&h->hot.aarmed, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->hot.aend, NULL, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->hot.aptr, NULL, __ATOMIC_RELAXED);
     __atomic_store_n(&h->hot.tlimit, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&h->hot.tbase, NULL, __ATOMIC_RELAXED);
     hk__tls_index_free(h);

@@ -97,15 +97,16 @@ HK_INLINE hk__tls_slot_t *hk__tls_mine(const hk__handle_t *owner)
 }
 /* top's count lives in the slot while top is loaded: write it back before
  * top is read or swapped out, and load a stack into the slot after. */
-HK_INLINE void hk__slot_unload(hk__tls_slot_t *s) { s->top->n = s->n; }
-HK_INLINE void hk__slot_load(hk__tls_slot_t *s, hk__objstack_t *top)
+HK_INLINE void hk__slot_unload(hk__tls_slot_t *s) { s->top->n = (size_t)(s->cur - s->lo); }
+HK_INLINE void hk__slot_load(hk__tls_slot_t *s, hk__objstack_t *top, size_t cap)
 {
     s->top = top;
-    s->obj = top->obj;
-    s->n = top->n;
+    s->lo = top->obj;
+    s->hi = top->obj + cap;
+    s->cur = top->obj + top->n;
 }
 /* Claim this thread's slot for owner: 0, or ENOMEM (no index or no key). */
-int  hk__tls_register(hk__handle_t *owner, hk__objstack_t *top, void *ext) HK_HIDDEN;
+int  hk__tls_register(hk__handle_t *owner, hk__objstack_t *top, size_t cap, void *ext) HK_HIDDEN;
 /* Release this thread's slot for owner (the caller has its contents). */
 void hk__tls_unregister(hk__handle_t *owner) HK_HIDDEN;
 /* Called at thread exit, with hk__handle_lock held and owner alive. */

@@ -273,7 +273,7 @@ static tcache_t *tcache_of(hk_slab_cache_t *c)
     memset(t, 0, sizeof *t);
     mag_t *loaded = mag_new(c);
     t->prev = mag_new(c);
-    if (!loaded || !t->prev || hk__tls_register(&c->h, loaded, t) != 0) {
+    if (!loaded || !t->prev || hk__tls_register(&c->h, loaded, MAG_ROUNDS, t) != 0) {
         hk_pool_free(c->mags, loaded);
         hk_pool_free(c->mags, t->prev);
         hk_pool_free(c->tcpool, t);
@@ -331,7 +331,7 @@ static void *slab_alloc_inner(hk_slab_cache_t *c)
     mag_t *l = loaded_of(t);
     if (!l->n) {
         if (t->prev->n) {
-            hk__slot_load(t->slot, t->prev);
+            hk__slot_load(t->slot, t->prev, MAG_ROUNDS);
             t->prev = l;
         } else {
             hk__spin_lock(&c->lock);
@@ -341,10 +341,10 @@ static void *slab_alloc_inner(hk_slab_cache_t *c)
                 c->nfull--;
                 MNEXT(l) = c->empty;
                 c->empty = l;
-                hk__slot_load(t->slot, f);
+                hk__slot_load(t->slot, f, MAG_ROUNDS);
             } else {
                 while (l->n < MAG_ROUNDS / 2 && (o = slab_take(c))) l->obj[l->n++] = o;
-                hk__slot_load(t->slot, l);
+                hk__slot_load(t->slot, l, MAG_ROUNDS);
             }
             hk__spin_unlock(&c->lock);
         }
@@ -353,7 +353,7 @@ static void *slab_alloc_inner(hk_slab_cache_t *c)
     }
     count(&t->slot->allocs);
     o = l->obj[--l->n];
-    t->slot->n = l->n;
+    t->slot->cur = l->obj + l->n;
     return o;
 }
 
@@ -379,7 +379,7 @@ static int slab_free_inner(hk_slab_cache_t *c, void *obj)
     mag_t *l = loaded_of(t);
     if (l->n == MAG_ROUNDS) {
         if (t->prev->n == 0) {
-            hk__slot_load(t->slot, t->prev);
+            hk__slot_load(t->slot, t->prev, MAG_ROUNDS);
             t->prev = l;
         } else {
             mag_t *e = NULL;
@@ -397,14 +397,14 @@ static int slab_free_inner(hk_slab_cache_t *c, void *obj)
             MNEXT(l) = c->full;           /* the full magazine goes to the depot */
             c->full = l;
             c->nfull++;
-            hk__slot_load(t->slot, e);
+            hk__slot_load(t->slot, e, MAG_ROUNDS);
             hk__spin_unlock(&c->lock);
         }
         l = loaded_of(t);
     }
     count(&t->slot->frees);
     l->obj[l->n++] = obj;
-    t->slot->n = l->n;
+    t->slot->cur = l->obj + l->n;
     return 0;
 }
 

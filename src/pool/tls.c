@@ -66,7 +66,7 @@ static void thread_exit(void *arg)
 
 static void make_key(void) { (void)pthread_key_create(&exit_key, thread_exit); }
 
-int hk__tls_register(hk__handle_t *owner, hk__objstack_t *top, void *ext)
+int hk__tls_register(hk__handle_t *owner, hk__objstack_t *top, size_t cap, void *ext)
 {
     if (!owner->tidx) return ENOMEM;
     if (!key_set) {
@@ -81,7 +81,7 @@ int hk__tls_register(hk__handle_t *owner, hk__objstack_t *top, void *ext)
         hk__tls_slots = mem;
     }
     hk__tls_slot_t *s = &hk__tls_slots[owner->tidx];
-    hk__slot_load(s, top);
+    hk__slot_load(s, top, cap);
     s->ext = ext;
     s->allocs = s->frees = 0;
     __atomic_store_n(&s->id, owner->tkey, __ATOMIC_RELAXED);

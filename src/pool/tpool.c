@@ -20,6 +20,13 @@ struct hk_tpool {
     size_t live_bytes;
     size_t ncaches;                  /* atomics: touched only on slow paths */
     uint64_t refills, flushes;
+    /* Flushed halves of caches, kept as arrays (nodes from `caches`) rather
+     * than pushed object by object onto the depot's free list: a flush or
+     * a refill then copies 64 pointers and touches no object, where the
+     * list would write (flush) or chase (refill) a link in each one. */
+    hk__spin_t block;
+    tcache_t *batches;               /* chained through link; n = TC_BATCH each */
+    size_t nbatched;                 /* objects in them (counted as free in stats) */
 };
 _Static_assert(sizeof(struct hk_tpool) <= HK__HANDLE_SLOT, "tpool descriptor fits a slot");
 
@@ -80,8 +87,22 @@ static int live_flip(hk_tpool_t *tp, void *obj, bool to_user)
     return (old & bit) ? 0 : tp_misuse(tp, obj, "double free");
 }
 
+static tcache_t *batch_take(hk_tpool_t *tp)
+{
+    if (!__atomic_load_n(&tp->batches, __ATOMIC_RELAXED)) return NULL;
+    hk__spin_lock(&tp->block);
+    tcache_t *b = tp->batches;
+    if (b) {
+        __atomic_store_n(&tp->batches, (tcache_t *)b->link, __ATOMIC_RELAXED);
+        tp->nbatched -= TC_BATCH;
+    }
+    hk__spin_unlock(&tp->block);
+    return b;
+}
+
 /* This thread's slot, with its cache made on first use; NULL when no slot
- * or no memory. While registered, the slot's n and obj are the cache. */
+ * or no memory. While registered, slot->top is the cache (its count kept
+ * in the slot's cursor: hk__slot_unload before reading it). */
 static hk__tls_slot_t *cache_of(hk_tpool_t *tp)
 {
     hk__tls_slot_t *s = hk__tls_mine(&tp->h);
@@ -89,7 +110,7 @@ static hk__tls_slot_t *cache_of(hk_tpool_t *tp)
     tcache_t *c = hk_pool_alloc(tp->caches);
     if (!c) return NULL;
     c->n = 0;
-    if (hk__tls_register(&tp->h, c, NULL) != 0) { hk_pool_free(tp->caches, c); return NULL; }
+    if (hk__tls_register(&tp->h, c, HK__TPOOL_CAP, NULL) != 0) { hk_pool_free(tp->caches, c); return NULL; }
     __atomic_fetch_add(&tp->ncaches, 1, __ATOMIC_RELAXED);
     return hk__tls_mine(&tp->h);
 }
@@ -97,17 +118,32 @@ static hk__tls_slot_t *cache_of(hk_tpool_t *tp)
 void *hk__tpool_alloc_slow(hk_tpool_t *tp)
 {
     if (hk_unlikely(hk__handle_check(tp, HK__MAGIC_TPOOL, "hk_tpool_alloc", "tpool") != 0)) { errno = EINVAL; return NULL; }
-    hk__tls_slot_t *c = cache_of(tp);
+    hk__tls_slot_t *s = cache_of(tp);
     void *o;
-    if (!c) {                          /* no TLS slot: straight from the depot */
+    if (!s) {                          /* no TLS slot: straight from the depot */
+        tcache_t *b = batch_take(tp);  /* parked arrays first, as a cache would (the cap) */
+        if (b) {
+            hk__pool_free_batch(tp->depot, b->obj, b->n);
+            hk_pool_free(tp->caches, b);
+        }
         if (hk__pool_alloc_batch(tp->depot, &o, 1) != 1) { errno = ENOMEM; return NULL; }
     } else {
+        hk__slot_unload(s);
+        tcache_t *c = s->top;
         if (!c->n) {
-            c->n = hk__pool_alloc_batch(tp->depot, c->obj, TC_BATCH);
+            tcache_t *b = batch_take(tp);
+            if (b) {
+                memcpy(c->obj, b->obj, TC_BATCH * sizeof(void *));
+                c->n = TC_BATCH;
+                hk_pool_free(tp->caches, b);
+            } else {
+                c->n = hk__pool_alloc_batch(tp->depot, c->obj, TC_BATCH);
+            }
             __atomic_fetch_add(&tp->refills, 1, __ATOMIC_RELAXED);
             if (!c->n) { errno = ENOMEM; return NULL; }
         }
         o = c->obj[--c->n];
+        hk__slot_load(s, c, HK__TPOOL_CAP);
     }
     if (hk_unlikely(tp->live != NULL)) live_flip(tp, o, true);
     return o;
@@ -120,21 +156,37 @@ int hk__tpool_free_slow(hk_tpool_t *tp, void *obj)
     int where = hk__pool_locate(tp->depot, obj);
     if (hk_unlikely(where)) return tp_misuse(tp, obj, where == 1 ? "is not from this pool" : "is not on an object boundary");
     if (hk_unlikely(tp->live != NULL) && live_flip(tp, obj, false)) return EINVAL;
-    hk__tls_slot_t *c = cache_of(tp);
-    if (!c) { hk__pool_free_batch(tp->depot, &obj, 1); return 0; }
+    hk__tls_slot_t *s = cache_of(tp);
+    if (!s) { hk__pool_free_batch(tp->depot, &obj, 1); return 0; }
+    hk__slot_unload(s);
+    tcache_t *c = s->top;
     if (c->n == HK__TPOOL_CAP) {
         c->n -= TC_BATCH;
-        hk__pool_free_batch(tp->depot, c->obj + c->n, TC_BATCH);
+        tcache_t *b = hk_pool_alloc(tp->caches);
+        if (b) {
+            memcpy(b->obj, c->obj + c->n, TC_BATCH * sizeof(void *));
+            b->n = TC_BATCH;
+            hk__spin_lock(&tp->block);
+            b->link = tp->batches;
+            __atomic_store_n(&tp->batches, b, __ATOMIC_RELAXED);   /* batch_take peeks without the lock */
+            tp->nbatched += TC_BATCH;
+            hk__spin_unlock(&tp->block);
+        } else {                       /* no node memory: the objects go onto the depot's list */
+            hk__pool_free_batch(tp->depot, c->obj + c->n, TC_BATCH);
+        }
         __atomic_fetch_add(&tp->flushes, 1, __ATOMIC_RELAXED);
     }
     c->obj[c->n++] = obj;
+    hk__slot_load(s, c, HK__TPOOL_CAP);
     return 0;
 }
 
 static void cache_drain(hk_tpool_t *tp, hk__tls_slot_t *s)
 {
-    hk__pool_free_batch(tp->depot, s->obj, s->n);
-    s->n = 0;
+    hk__slot_unload(s);
+    hk__pool_free_batch(tp->depot, s->top->obj, s->top->n);
+    s->top->n = 0;
+    s->cur = s->lo;
     hk_pool_free(tp->caches, s->top);
     __atomic_fetch_sub(&tp->ncaches, 1, __ATOMIC_RELAXED);
 }
@@ -174,6 +226,12 @@ int hk_tpool_stats(hk_tpool_t *tp, hk_tpool_stats_t *out)
     if (hk__handle_check(tp, HK__MAGIC_TPOOL, "hk_tpool_stats", "tpool") != 0 || !out) return EINVAL;
     memset(out, 0, sizeof *out);
     hk_pool_stats(tp->depot, &out->depot);
+    hk__spin_lock(&tp->block);
+    size_t nb = tp->nbatched;
+    hk__spin_unlock(&tp->block);
+    /* Objects parked in batches are free, though the depot lent them out. */
+    out->depot.in_use -= HK_MIN(nb, out->depot.in_use);
+    out->depot.frees += nb;
     out->caches = __atomic_load_n(&tp->ncaches, __ATOMIC_RELAXED);
     out->refills = __atomic_load_n(&tp->refills, __ATOMIC_RELAXED);
     out->flushes = __atomic_load_n(&tp->flushes, __ATOMIC_RELAXED);

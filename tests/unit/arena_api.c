@@ -149,6 +149,44 @@ static void test_reset(void)
     hk_arena_destroy(a);
 }
 
+/* A checked arena keeps its bump range outside the inline fast path's
+ * fields, so every call goes out of line; it must hand out exactly the
+ * same layout as a release arena, through growth, mark/restore and reset. */
+static void test_checked_same_layout(void)
+{
+    hk_arena_t *a[2] = { hk_arena_create(4096), hk_arena_create_ex(4096, HK_POOL_CHECKED) };
+    REQUIRE(a[0] && a[1]);
+    char *first[2];
+    size_t off[2][64];
+    for (int k = 0; k < 2; k++) {
+        first[k] = hk_arena_alloc(a[k], 24);
+        REQUIRE(first[k]);
+        hk_arena_mark_t m = hk_arena_mark(a[k]);
+        int j = 0;
+        for (int i = 0; i < 40; i++) {        /* 40 x up to 600 bytes: past the 4 KiB first chunk */
+            char *p = hk_arena_alloc(a[k], (size_t)(1 + i * 15));
+            REQUIRE(p);
+            CHECK(((uintptr_t)p & 15) == 0);
+            memset(p, k, (size_t)(1 + i * 15));
+            if (i % 4 == 0) off[k][j++] = (size_t)((uintptr_t)p & 4095);
+        }
+        CHECK_EQ(hk_arena_restore(a[k], m), 0);
+        off[k][j++] = (size_t)((char *)hk_arena_alloc(a[k], 1) - first[k]);   /* rewound next to first */
+        CHECK_EQ(hk_arena_reset(a[k]), 0);
+        off[k][j++] = (size_t)((uintptr_t)hk_arena_alloc(a[k], 8) & 4095);
+        CHECK_EQ(j, 12);
+    }
+    for (int j = 0; j < 12; j++) CHECK_EQ(off[0][j], off[1][j]);
+    CHECK_EQ(off[0][10], 32);
+    hk_arena_stats_t s0, s1;
+    CHECK_EQ(hk_arena_stats(a[0], &s0), 0);
+    CHECK_EQ(hk_arena_stats(a[1], &s1), 0);
+    CHECK_EQ(s0.bytes_allocated, 8);
+    CHECK_EQ(s1.bytes_allocated, 8);
+    CHECK_EQ(s0.chunks, s1.chunks);
+    for (int k = 0; k < 2; k++) CHECK_EQ(hk_arena_destroy(a[k]), 0);
+}
+
 static void test_destroy_rss(void)
 {
     size_t before = rss_kb();
@@ -167,6 +205,7 @@ int main(void)
     RUN(test_doubling_and_huge);
     RUN(test_mark_restore);
     RUN(test_reset);
+    RUN(test_checked_same_layout);
     RUN(test_destroy_rss);
     return t_finish();
 }
