@@ -7,7 +7,28 @@
 #include "../heap/heap_impl.h"
 #include <errno.h>
 
-void hk__segment_drop(hk_segment_t *seg) HK_HIDDEN;
+size_t hk__segment_forget(hk_segment_t *seg) HK_HIDDEN;
+
+/* Unmaps for a heap's destroy, adjacent mappings joined: a heap's segments
+ * usually lie next to each other, and one munmap of a run costs the kernel
+ * less than one per 4 MiB segment. */
+typedef struct { char *lo, *hi; } unmap_run_t;
+
+static void run_add(unmap_run_t *r, void *p, size_t n)
+{
+    char *a = p;
+    if (r->lo && a == r->hi) { r->hi = a + n; return; }
+    if (r->lo && a + n == r->lo) { r->lo = a; return; }
+    if (r->lo) (void)hk_vm_release(r->lo, (size_t)(r->hi - r->lo));
+    r->lo = a;
+    r->hi = a + n;
+}
+
+static void run_flush(unmap_run_t *r)
+{
+    if (r->lo) (void)hk_vm_release(r->lo, (size_t)(r->hi - r->lo));
+    r->lo = r->hi = NULL;
+}
 
 /* Charge `bytes` to a private heap's cap; thread heaps have none. */
 bool hk__cap_take(hk_theap_t *heap, size_t bytes)
@@ -32,10 +53,11 @@ void hk__cap_give(hk_theap_t *heap, size_t bytes)
  * heap's lock; a free racing with destroy is the caller's bug. */
 void hk__theap_release_all(hk_theap_t *heap)
 {
+    unmap_run_t run = { NULL, NULL };
     while (heap->segments) {
         hk_segment_t *seg = heap->segments;
         heap->segments = seg->next;
-        hk__segment_drop(seg);
+        run_add(&run, seg, hk__segment_forget(seg));
     }
     hk__lock(&heap->huge_lock);
     hk_segment_t *huge = heap->huge;
@@ -43,9 +65,10 @@ void hk__theap_release_all(hk_theap_t *heap)
     hk__unlock(&heap->huge_lock);
     while (huge) {
         hk_segment_t *next = huge->next;
-        hk__segment_drop(huge);
+        run_add(&run, huge, hk__segment_forget(huge));
         huge = next;
     }
+    run_flush(&run);
     __atomic_store_n(&heap->reserved, 0, __ATOMIC_RELAXED);
 }
 

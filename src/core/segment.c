@@ -210,11 +210,14 @@ static void segment_unlink(hk_theap_t *heap, hk_segment_t *seg)
     seg->next = seg->prev = NULL;
 }
 
-/* Destroy of a private heap: the segment (or huge block) goes straight back
- * to the OS whatever it holds; no block is visited. */
-void hk__segment_drop(hk_segment_t *seg) HK_HIDDEN;
-void hk__segment_drop(hk_segment_t *seg)
+/* Destroy of a private heap: the segment (or huge block) is forgotten
+ * whatever it holds, no block visited; the caller unmaps the returned
+ * number of bytes at seg (hk__theap_release_all joins neighbours into one
+ * munmap). */
+size_t hk__segment_forget(hk_segment_t *seg) HK_HIDDEN;
+size_t hk__segment_forget(hk_segment_t *seg)
 {
+    size_t sz = HK_SEG_SIZE;
     if (seg->kind == HK_SEG_SMALL) {
         uint64_t pages = 0, bytes = 0;
         for (unsigned i = 0; i < HK_SEG_PAGES; i++) {
@@ -225,20 +228,19 @@ void hk__segment_drop(hk_segment_t *seg)
         }
         HK_ATOMIC_SUB(&hk__gstats.pages, pages);
         HK_ATOMIC_SUB(&hk__gstats.page_bytes, bytes);
+        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(seg->purged_mask) * HK_PAGE_SIZE);
     } else {
+        sz = seg->map_size;
         HK_ATOMIC_SUB(&hk__gstats.huge_blocks, 1);
-        HK_ATOMIC_SUB(&hk__gstats.huge_bytes, seg->map_size);
-        if (seg->map_size != HK_SEG_SIZE) {
-            size_t sz = seg->map_size;
-            seg->magic = 0;
-            hk__segmap_set(seg, false);
-            HK_ATOMIC_SUB(&hk__gstats.reserved, sz);
-            hk_vm_release(seg, sz);
-            return;
-        }
+        HK_ATOMIC_SUB(&hk__gstats.huge_bytes, sz);
+        /* A segment-sized huge block was counted like a segment (purged mask included). */
+        if (sz == HK_SEG_SIZE) HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(seg->purged_mask) * HK_PAGE_SIZE);
     }
     seg->magic = 0;
-    segment_release(seg);
+    hk__segmap_set(seg, false);
+    HK_ATOMIC_SUB(&hk__gstats.reserved, sz);
+    if (sz == HK_SEG_SIZE) HK_ATOMIC_SUB(&hk__gstats.segments, 1);
+    return sz;
 }
 
 hk_segment_t *hk__segment_new(hk_theap_t *heap)
