@@ -119,12 +119,21 @@ void hk__segment_take_for_huge(hk_segment_t *seg, size_t bytes)
     update_committed_peak();
 }
 
+/* The counters and the segment bitmap forget a mapping of `sz` bytes at
+ * seg (a segment when sz is the segment size, else a bigger huge block). */
+static void segment_unaccount(hk_segment_t *seg, size_t sz)
+{
+    if (sz == HK_SEG_SIZE) {
+        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(seg->purged_mask) * HK_PAGE_SIZE);
+        HK_ATOMIC_SUB(&hk__gstats.segments, 1);
+    }
+    hk__segmap_set(seg, false);
+    HK_ATOMIC_SUB(&hk__gstats.reserved, sz);
+}
+
 static void segment_release(hk_segment_t *seg)
 {
-    HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(seg->purged_mask) * HK_PAGE_SIZE);
-    hk__segmap_set(seg, false);
-    HK_ATOMIC_SUB(&hk__gstats.reserved, HK_SEG_SIZE);
-    HK_ATOMIC_SUB(&hk__gstats.segments, 1);
+    segment_unaccount(seg, HK_SEG_SIZE);
     hk_vm_release(seg, HK_SEG_SIZE);
 }
 
@@ -228,18 +237,13 @@ size_t hk__segment_forget(hk_segment_t *seg)
         }
         HK_ATOMIC_SUB(&hk__gstats.pages, pages);
         HK_ATOMIC_SUB(&hk__gstats.page_bytes, bytes);
-        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(seg->purged_mask) * HK_PAGE_SIZE);
     } else {
         sz = seg->map_size;
         HK_ATOMIC_SUB(&hk__gstats.huge_blocks, 1);
         HK_ATOMIC_SUB(&hk__gstats.huge_bytes, sz);
-        /* A segment-sized huge block was counted like a segment (purged mask included). */
-        if (sz == HK_SEG_SIZE) HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(seg->purged_mask) * HK_PAGE_SIZE);
     }
     seg->magic = 0;
-    hk__segmap_set(seg, false);
-    HK_ATOMIC_SUB(&hk__gstats.reserved, sz);
-    if (sz == HK_SEG_SIZE) HK_ATOMIC_SUB(&hk__gstats.segments, 1);
+    segment_unaccount(seg, sz);
     return sz;
 }
 
@@ -269,6 +273,20 @@ hk_segment_t *hk__segment_new(hk_theap_t *heap)
     return seg;
 }
 
+/* The free pages in `bits` (n of them) go into use; purged ones count as
+ * committed again. */
+static void take_pages(hk_segment_t *seg, uint64_t bits, unsigned n)
+{
+    seg->free_mask &= ~bits;
+    uint64_t pur = seg->purged_mask & bits;
+    if (pur) {
+        seg->purged_mask &= ~bits;
+        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(pur) * HK_PAGE_SIZE);
+        update_committed_peak();
+    }
+    seg->used_pages += n;
+}
+
 hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block)
 {
     uint64_t m = seg->free_mask;
@@ -283,15 +301,7 @@ hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block)
     for (unsigned k = 1; k < n && r; k++) r &= res >> k;
     if (r & m) m &= r;
     unsigned i = (unsigned)__builtin_ctzll(m);
-    uint64_t bits = span_bits(i, n);
-    seg->free_mask &= ~bits;
-    uint64_t pur = seg->purged_mask & bits;
-    if (pur) {
-        seg->purged_mask &= ~bits;
-        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(pur) * HK_PAGE_SIZE);
-        update_committed_peak();
-    }
-    seg->used_pages += n;
+    take_pages(seg, span_bits(i, n), n);
     hk_page_t *head = &seg->pages[i];
     head->span = (uint8_t)n;
     head->back = 0;
@@ -307,14 +317,7 @@ bool hk__segment_extend_span(hk_segment_t *seg, hk_page_t *head, unsigned n)
     if (i + n > HK_SEG_PAGES) return false;
     uint64_t bits = span_bits(i + old, n - old);
     if ((seg->free_mask & bits) != bits) return false;
-    seg->free_mask &= ~bits;
-    uint64_t pur = seg->purged_mask & bits;
-    if (pur) {
-        seg->purged_mask &= ~bits;
-        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(pur) * HK_PAGE_SIZE);
-        update_committed_peak();
-    }
-    seg->used_pages += n - old;
+    take_pages(seg, bits, n - old);
     for (unsigned j = old; j < n; j++) seg->pages[i + j].back = (uint8_t)j;
     head->span = (uint8_t)n;
     return true;
