@@ -53,7 +53,7 @@ typedef struct hk_page {
     uint8_t  cls;
     uint8_t  span;             /* pages in this span (head only) */
     uint8_t  back;             /* distance back to the span head */
-    uint8_t  pad_;
+    uint8_t  lone;             /* free page: it was a span of one page (see purge_over_budget) */
     uint16_t reserved;         /* blocks that fit in the span */
     uint16_t pad2_;
     char *start;               /* first block */
@@ -130,6 +130,7 @@ typedef struct hk_theap {
     uint32_t no_purge;                /* >0 while a page walk is running: no purge from retires */
     uint32_t purge_tick;              /* malloc slow paths since the last look at the clock */
     uint32_t purge_epoch;             /* purges so far: stamps the empty pages a class keeps */
+    uint32_t freed_pages;             /* pages given back to segments since the last budget check */
     uint64_t purge_since;             /* ms when purge_due was set after the last purge: caps the pushback */
     uintptr_t key;                    /* reserved: heap key for the checking modes */
     struct hk_theap *next_heap, *prev_heap;

@@ -347,6 +347,58 @@ void hk__segment_release_empty(hk_theap_t *heap, hk_segment_t *seg, bool purge)
     hk__segment_unmap_or_cache(seg);
 }
 
+/* Freed pages wait out the purge delay resident, so that a working set
+ * which shrinks and grows again does not fault its pages back in. Under
+ * steady churn of one-page spans (pages of blocks up to 64 KiB) that wait
+ * lets the resident free pages pile up to whatever the heap freed in the
+ * last delay or two: past an eighth of the pages in use (and never under
+ * 512 KiB) the oldest of them go back at once. Pages of bigger spans wait out
+ * the delay: a program that frees and allocates big blocks by turns would
+ * otherwise fault its pages back on every allocation. */
+#define HK_RESFREE_MIN_PAGES  8
+#define HK_RESFREE_SHARE      8
+#define HK_RESFREE_CHECK      8      /* one-page spans freed between two looks */
+
+static inline uint64_t lone_resident(const hk_segment_t *s)
+{
+    uint64_t m = 0;
+    for (uint64_t c = s->free_mask & ~s->purged_mask; c; c &= c - 1) {
+        unsigned i = (unsigned)__builtin_ctzll(c);
+        if (s->pages[i].lone) m |= (uint64_t)1 << i;
+    }
+    return m;
+}
+
+static void purge_over_budget(hk_theap_t *heap)
+{
+    uint64_t used = 0, res = 0;
+    for (hk_segment_t *s = heap->segments; s; s = s->next) {
+        used += s->used_pages;
+        res += (uint64_t)__builtin_popcountll(lone_resident(s));
+    }
+    uint64_t budget = used / HK_RESFREE_SHARE;
+    if (budget < HK_RESFREE_MIN_PAGES) budget = HK_RESFREE_MIN_PAGES;
+    if (res <= budget) return;
+    uint64_t excess = res - budget / 2;     /* down to half the budget: no purge on every free */
+    while (excess) {
+        uint64_t oldest = UINT64_MAX;
+        for (hk_segment_t *s = heap->segments; s; s = s->next)
+            for (uint64_t c = lone_resident(s); c; c &= c - 1) {
+                uint64_t t = s->pages[__builtin_ctzll(c)].free_time;
+                if (t < oldest) oldest = t;
+            }
+        if (oldest == UINT64_MAX) break;
+        for (hk_segment_t *s = heap->segments; s && excess; s = s->next) {
+            uint64_t todo = 0;
+            for (uint64_t c = lone_resident(s); c && excess; c &= c - 1) {
+                unsigned i = (unsigned)__builtin_ctzll(c);
+                if (s->pages[i].free_time == oldest) { todo |= (uint64_t)1 << i; excess--; }
+            }
+            purge_mask(s, todo);
+        }
+    }
+}
+
 bool hk__segment_free_span(hk_theap_t *heap, hk_page_t *pg)
 {
     hk_segment_t *seg = hk__segment_of(pg);
@@ -356,6 +408,7 @@ bool hk__segment_free_span(hk_theap_t *heap, hk_page_t *pg)
         hk_page_t *p = &seg->pages[i + j];
         __atomic_store_n(&p->flags, HK_PF_FREE, __ATOMIC_RELAXED);
         p->back = 0;
+        p->lone = n == 1;
         p->next = p->prev = NULL;
     }
     seg->free_mask |= bits;
@@ -387,6 +440,7 @@ bool hk__segment_free_span(hk_theap_t *heap, hk_page_t *pg)
                 heap->purge_due = ext < due ? ext : due;
             }
             if (!heap->purge_due) { heap->purge_due = due; heap->purge_since = now; }
+            if (n == 1 && ++heap->freed_pages >= HK_RESFREE_CHECK) { heap->freed_pages = 0; purge_over_budget(heap); }
         }
     }
     return false;

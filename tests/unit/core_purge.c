@@ -181,8 +181,38 @@ static void test_unused_class_pages_go_back(void)
     hk_option_set(HK_OPTION_PURGE_DELAY, 10);
 }
 
+/* Pages of 64 KiB blocks freed under a long purge delay: the resident free
+ * ones stay within the budget (an eighth of the pages in use, at least
+ * 512 KiB, looked at every 8 frees) instead of waiting out the delay; with
+ * the delay at -1 (never) nothing goes back. */
+static void test_churned_pages_stay_under_budget(void)
+{
+    enum { N = 256, KEEP = 32, BLOCK = 64 * 1024 };
+    static void *v[N];
+    for (int never = 0; never <= 1; never++) {
+        REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, never ? -1 : 3600000) == 0);
+        hk_collect(1);
+        hk_stats_t st0, st1, st2;
+        hk_stats_get(&st0);
+        for (int i = 0; i < N; i++) { v[i] = hk_malloc(BLOCK); REQUIRE(v[i] != NULL); memset(v[i], 7, BLOCK); }
+        hk_stats_get(&st1);
+        for (int i = KEEP; i < N; i++) hk_free(v[i]);
+        hk_stats_get(&st2);
+        fprintf(stderr, "  delay %s: committed %llu KiB before, %llu with %d blocks, %llu with %d left\n",
+                never ? "never" : "1 h", (unsigned long long)st0.committed >> 10,
+                (unsigned long long)st1.committed >> 10, N, (unsigned long long)st2.committed >> 10, KEEP);
+        CHECK(st1.committed >= st0.committed + (size_t)(N - KEEP) * BLOCK);
+        if (never) CHECK_EQ(st2.committed, st1.committed);
+        else CHECK(st2.committed <= st0.committed + (size_t)(KEEP + 8 + 8 + 1) * BLOCK);
+        for (int i = 0; i < KEEP; i++) hk_free(v[i]);
+    }
+    hk_option_set(HK_OPTION_PURGE_DELAY, 10);
+    hk_collect(1);
+}
+
 int main(void)
 {
+    RUN(test_churned_pages_stay_under_budget);
     RUN(test_unused_class_pages_go_back);
     RUN(test_purge_comes_due_under_churn);
     RUN(test_purge_comes_due_without_collect);
