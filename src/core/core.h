@@ -92,6 +92,18 @@ typedef struct hk_segment {
 } hk_segment_t;
 
 #define HK_SEG_HDR  (((sizeof(hk_segment_t)) + 4095) & ~(size_t)4095)
+
+/* The two words that identify a segment or huge block. Left to itself,
+ * GCC merges the two constant stores into one load from .rodata, the only
+ * read a running program would make there (its fault brings in the pages
+ * around it too): the asm hides the constants. */
+HK_INLINE void hk__segment_stamp(hk_segment_t *seg, uint32_t kind)
+{
+    uint32_t m = HK_SEG_MAGIC;
+    __asm__("" : "+r"(m), "+r"(kind));
+    seg->magic = m;
+    seg->kind = kind;
+}
 _Static_assert(__builtin_offsetof(hk_segment_t, free_mask) <= HK_HUGE_OFF, "huge header fits");
 _Static_assert(__builtin_offsetof(hk_segment_t, purged_mask) + 8 <= HK_HUGE_OFF, "huge blocks keep the purge bitmap");
 
@@ -204,7 +216,7 @@ HK_INLINE size_t hk__size_class_calc(size_t size)
 }
 
 /* Sizes up to 1 KiB map through a 65-byte table. */
-extern const uint8_t hk__class_small[65] HK_HIDDEN;
+extern uint8_t hk__class_small[65] HK_HIDDEN;
 
 HK_INLINE size_t hk__size_class(size_t size)
 {

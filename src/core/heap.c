@@ -53,6 +53,22 @@ static void fork_prepare(void);
 static void fork_parent(void);
 static void fork_child(void);
 
+/* pthread_atfork itself comes from libc_nonshared.a, linked at the far end
+ * of the library's code: a page touched for one call at start-up, and the
+ * pages faulted in around it, would stay resident in every process. glibc's
+ * pthread_atfork only forwards to __register_atfork with the DSO handle
+ * (handlers go away if the library is unloaded); call that directly. */
+#if defined(__GLIBC__)
+extern int __register_atfork(void (*)(void), void (*)(void), void (*)(void), void *);
+extern void *__dso_handle __attribute__((weak, visibility("hidden")));
+static void register_atfork(void)
+{
+    __register_atfork(fork_prepare, fork_parent, fork_child, &__dso_handle ? __dso_handle : NULL);
+}
+#else
+static void register_atfork(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
+#endif
+
 void hk__process_init(void)
 {
     if (hk_likely(__atomic_load_n(&g_init_state, __ATOMIC_ACQUIRE) == 2)) return;
@@ -62,7 +78,7 @@ void hk__process_init(void)
         g_key_ok = pthread_key_create(&g_key, heap_thread_done) == 0;
         __atomic_store_n(&g_init_state, 2, __ATOMIC_RELEASE);
         /* May allocate (glibc's handler list); everything it needs is ready. */
-        pthread_atfork(fork_prepare, fork_parent, fork_child);
+        register_atfork();
         return;
     }
     while (__atomic_load_n(&g_init_state, __ATOMIC_ACQUIRE) != 2) sched_yield();

@@ -181,8 +181,7 @@ void *hk__huge_alloc_in(hk_theap_t *heap, size_t size, size_t align, bool *zeroe
         HK_ATOMIC_ADD(&hk__gstats.reserved, need);
         hk__segmap_set(seg, true);
     }
-    seg->magic = HK_SEG_MAGIC;
-    seg->kind = HK_SEG_HUGE;
+    hk__segment_stamp(seg, HK_SEG_HUGE);
     seg->map_size = need;
     seg->heap = heap;
     seg->next = seg->prev = NULL;

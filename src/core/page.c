@@ -17,8 +17,11 @@ uint32_t hk__class_size[HK_NCLASS] = {
 #undef HK_CLS4
 };
 
-/* hk__size_class_calc(16 * i) for i = 0..64 (checked by tests/unit/core_alloc.c). */
-const uint8_t hk__class_small[65] = {
+/* hk__size_class_calc(16 * i) for i = 0..64 (checked by tests/unit/core_alloc.c).
+ * Not const: in .data, next to the other tables malloc reads, rather than
+ * the only thing a running program reads from the library's read-only
+ * data (its first read faults in the pages around it as well). */
+uint8_t hk__class_small[65] = {
     0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14,
     15, 15, 15, 15, 16, 16, 16, 16, 17, 17, 17, 17, 17, 17, 17, 17, 18, 18, 18, 18, 18, 18,
     18, 18, 19, 19, 19, 19, 19, 19, 19, 19, 20, 20, 20, 20, 20, 20, 20, 20

@@ -51,7 +51,7 @@ static void purge_mask(hk_segment_t *seg, uint64_t mask)
     mask &= ~seg->purged_mask;
     if (!mask) return;
     seg->purged_mask |= mask;
-    HK_ATOMIC_ADD(&g_purged_now, (uint64_t)__builtin_popcountll(mask) * HK_PAGE_SIZE);
+    HK_ATOMIC_ADD(&g_purged_now, (uint64_t)hk__popcount64(mask) * HK_PAGE_SIZE);
     while (mask) {
         unsigned i = (unsigned)__builtin_ctzll(mask);
         uint64_t rest = ~(mask >> i);
@@ -77,7 +77,7 @@ void *hk__segment_map(bool *fresh, unsigned want_pages, bool huge_pages)
          * the need is reused without purging or refaulting. */
         unsigned best = g_cache_n - 1, best_cost = ~0u;
         for (unsigned i = g_cache_n; i-- > 0;) {
-            unsigned res = 64u - (unsigned)__builtin_popcountll(g_cache[i]->purged_mask);
+            unsigned res = 64u - (unsigned)hk__popcount64(g_cache[i]->purged_mask);
             unsigned cost = res > want_pages ? res - want_pages : want_pages - res;
             if (cost < best_cost) { best_cost = cost; best = i; }
         }
@@ -113,7 +113,7 @@ void hk__segment_take_for_huge(hk_segment_t *seg, size_t bytes)
     unsigned n = (unsigned)((bytes + HK_PAGE_SIZE - 1) >> HK_PAGE_SHIFT);
     uint64_t used = span_bits(0, n);
     uint64_t pur = seg->purged_mask & used;
-    if (pur) HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(pur) * HK_PAGE_SIZE);
+    if (pur) HK_ATOMIC_SUB(&g_purged_now, (uint64_t)hk__popcount64(pur) * HK_PAGE_SIZE);
     seg->purged_mask &= ~used;
     if (n < 64) purge_mask(seg, ~used);
     update_committed_peak();
@@ -124,7 +124,7 @@ void hk__segment_take_for_huge(hk_segment_t *seg, size_t bytes)
 static void segment_unaccount(hk_segment_t *seg, size_t sz)
 {
     if (sz == HK_SEG_SIZE) {
-        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(seg->purged_mask) * HK_PAGE_SIZE);
+        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)hk__popcount64(seg->purged_mask) * HK_PAGE_SIZE);
         HK_ATOMIC_SUB(&hk__gstats.segments, 1);
     }
     hk__segmap_set(seg, false);
@@ -261,8 +261,7 @@ hk_segment_t *hk__segment_new(hk_theap_t *heap)
     uint64_t purged = seg->purged_mask;
     memset(seg->pages, 0, sizeof seg->pages);
     for (unsigned i = 0; i < HK_SEG_PAGES; i++) seg->pages[i].flags = HK_PF_FREE;
-    seg->magic = HK_SEG_MAGIC;
-    seg->kind = HK_SEG_SMALL;
+    hk__segment_stamp(seg, HK_SEG_SMALL);
     seg->map_size = HK_SEG_SIZE;
     seg->heap = heap;
     seg->used_pages = 0;
@@ -281,7 +280,7 @@ static void take_pages(hk_segment_t *seg, uint64_t bits, unsigned n)
     uint64_t pur = seg->purged_mask & bits;
     if (pur) {
         seg->purged_mask &= ~bits;
-        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(pur) * HK_PAGE_SIZE);
+        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)hk__popcount64(pur) * HK_PAGE_SIZE);
         update_committed_peak();
     }
     seg->used_pages += n;
@@ -334,7 +333,7 @@ void hk__segment_prefault(hk_segment_t *seg, size_t bytes)
     uint64_t bits = span_bits(0, n) & seg->free_mask & seg->purged_mask;
     if (bits) {
         seg->purged_mask &= ~bits;
-        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)__builtin_popcountll(bits) * HK_PAGE_SIZE);
+        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)hk__popcount64(bits) * HK_PAGE_SIZE);
         update_committed_peak();
     }
 }
@@ -374,7 +373,7 @@ static void purge_over_budget(hk_theap_t *heap)
     uint64_t used = 0, res = 0;
     for (hk_segment_t *s = heap->segments; s; s = s->next) {
         used += s->used_pages;
-        res += (uint64_t)__builtin_popcountll(lone_resident(s));
+        res += (uint64_t)hk__popcount64(lone_resident(s));
     }
     uint64_t budget = used / HK_RESFREE_SHARE;
     if (budget < HK_RESFREE_MIN_PAGES) budget = HK_RESFREE_MIN_PAGES;

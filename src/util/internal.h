@@ -26,6 +26,17 @@ HK_INLINE size_t hk__align_up(size_t x, size_t a)   { return (x + a - 1) & ~(a -
 HK_INLINE size_t hk__align_down(size_t x, size_t a) { return x & ~(a - 1); }
 HK_INLINE bool   hk__is_pow2(size_t x)              { return x && !(x & (x - 1)); }
 HK_INLINE bool   hk__is_aligned(const void *p, size_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
+/* Bits set in x. Not __builtin_popcountll: without -mpopcnt that calls
+ * libgcc's __popcountdi2, linked at the far end of the library's code,
+ * whose page (and the pages faulted in around it) would stay resident in
+ * every process that preloads heapkit. */
+HK_INLINE unsigned hk__popcount64(uint64_t x)
+{
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+    return (unsigned)((x * 0x0101010101010101ull) >> 56);
+}
 
 /* Raw output: write(2) on fd 2, no buffering, no allocation. */
 void hk__write_str(const char *s) HK_HIDDEN;
