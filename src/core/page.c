@@ -389,7 +389,7 @@ void hk__free_generic(hk_segment_t *seg, void *p)
     }
     hk_page_t *pg = hk__page_of(seg, p);
     uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
-    if (flags & HK_PF_FREE) { hk__invalid_free(p, "page not in use (double free?)"); return; }
+    if ((flags & HK_PF_FREE) || pg->block_size == 0) { hk__invalid_free(p, "page not in use (double free?)"); return; }
     if (hk_unlikely((char *)p < pg->start)) { hk__invalid_free(p, "not a block"); return; }
     hk_block_t *b = block_start(pg, p);
     if (hk_unlikely((char *)b >= pg->start + (size_t)pg->reserved * pg->block_size)) { hk__invalid_free(p, "not a block"); return; }
@@ -476,7 +476,7 @@ size_t hk__usable_size(const void *p)
     if (seg->kind != HK_SEG_SMALL) return 0;
     hk_page_t *pg = hk__page_of(seg, p);
     uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
-    if (flags & HK_PF_FREE) return 0;
+    if ((flags & HK_PF_FREE) || pg->block_size == 0) return 0;
     if (flags & HK_PF_ALIGNED) {
         char *b = (char *)block_start(pg, (void *)(uintptr_t)p);
         return pg->block_size - (size_t)((const char *)p - b);

@@ -259,8 +259,14 @@ hk_segment_t *hk__segment_new(hk_theap_t *heap)
     if (!seg) return NULL;
     if (!heap->huge_pages) seg->thp = 0;   /* a cached segment's field held anything */
     uint64_t purged = seg->purged_mask;
-    memset(seg->pages, 0, sizeof seg->pages);
-    for (unsigned i = 0; i < HK_SEG_PAGES; i++) seg->pages[i].flags = HK_PF_FREE;
+    /* A fresh mapping reads as zero: its page descriptors (8 of the 12 KiB
+     * header) stay untouched until their pages are used. free and
+     * usable_size take a zero descriptor (block_size 0) for a page not in
+     * use, as they take HK_PF_FREE. */
+    if (!fresh) {
+        memset(seg->pages, 0, sizeof seg->pages);
+        for (unsigned i = 0; i < HK_SEG_PAGES; i++) seg->pages[i].flags = HK_PF_FREE;
+    }
     hk__segment_stamp(seg, HK_SEG_SMALL);
     seg->map_size = HK_SEG_SIZE;
     seg->heap = heap;

@@ -117,8 +117,28 @@ static void test_interior_pointers(void)
     hk_free(blk);                      /* the real block frees fine */
 }
 
+/* A pointer into a page of the segment that no block has used yet (a
+ * fresh segment leaves those page descriptors untouched, all zero): the
+ * free is refused as a page not in use and usable_size says 0. */
+static unsigned char *g_unused;
+static void free_unused_page(void) { hk_free(g_unused); }
+static void test_unused_page(void)
+{
+    char buf[512];
+    unsigned char *blk = hk_malloc(32);
+    REQUIRE(blk);
+    uintptr_t seg = (uintptr_t)blk & ~(((uintptr_t)4 << 20) - 1);
+    g_unused = (unsigned char *)(seg + (uintptr_t)60 * 65536 + 256);   /* page 60 of 64 */
+    CHECK_EQ(hk_malloc_usable_size(g_unused), 0);
+    REQUIRE(hk_option_set(HK_OPTION_VERBOSE, 1) == 0);
+    CHECK(t_capture_stderr(free_unused_page, buf, sizeof buf) && strstr(buf, "page not in use"));
+    hk_option_set(HK_OPTION_VERBOSE, 0);
+    hk_free(blk);
+}
+
 int main(void)
 {
+    RUN(test_unused_page);
     RUN(test_double_free);
     RUN(test_no_false_alarm);
     RUN(test_interior_pointers);
