@@ -36,23 +36,28 @@ extern "C" {
  * paths only the second. The library sets the fields so that a fast path
  * is taken only when it is safe: a locked or checked object, a destroyed
  * handle or a handle of another kind has the gate fields of every other
- * fast path zero (pool: nfree and limit; tpool: tpool_key; slab:
+ * fast path zero (pool: ncache and limit; tpool: tpool_key; slab:
  * slab_key; arena: aend), so every call on it goes to the out-of-line
  * path, which validates the handle and reports. The handle memory is never
  * unmapped, so reading this block through a destroyed handle is safe. Do
  * not touch these fields. */
-#define HK__POOL_LISTS 4      /* a pool's free list is dealt over this many chains */
+#define HK__POOL_CACHE 64     /* a fast pool's front cache: objects */
+#define HK__POOL_CACHE_AT 512 /* its byte offset in the handle (an array of void *) */
 typedef struct hk__hot {
-    /* hk_pool_t fast mode. One LIFO stack of nfree objects, its entry k on
-     * chain k % HK__POOL_LISTS (linked through the objects' first words):
-     * pops and pushes stay in exact LIFO order, but a run of allocations
-     * follows four independent chains, so four cache misses on a scattered
-     * list are in flight at once instead of one. */
-    void *free_head[HK__POOL_LISTS];
-    size_t nfree;
+    /* hk_pool_t fast mode. The free objects form one LIFO stack: its top
+     * ncache entries sit in a small array inside the handle (the front
+     * cache), the rest in the free list kept in the objects themselves,
+     * which the out-of-line path refills the cache from and spills it to,
+     * half a cache at a time. Alloc and free then touch only the handle,
+     * never the object, and the depth is a 32-bit count: a program's own
+     * stores of 64-bit words and pointers cannot alias it, so the compiler
+     * may keep it in a register across a loop of calls. */
+    uint32_t ncache;
+    uint32_t pad0_;
     char *base;               /* first object */
     size_t limit;             /* committed object bytes when fast, else 0 */
     uint64_t allocs;          /* count (frees and in_use are derived) */
+    void *pad1_[4];
     /* tpool / slab cache / arena. */
     char *tbase;              /* tpool: the depot's object range; slab: the span of its slabs */
     size_t tlimit;
@@ -149,15 +154,12 @@ int   hk__pool_free_slow(hk_pool_t *p, void *obj);
 static inline void *hk_pool_alloc(hk_pool_t *p)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)p;
-    size_t n = h->nfree;
+    uint32_t n = h->ncache;
     if (__builtin_expect(n != 0, 1)) {
-        void **head = &h->free_head[--n & (HK__POOL_LISTS - 1)];
-        void *o = *head;
-        void *next = *(void **)o;
-        *head = next;
-        h->nfree = n;
+        void **cache = (void **)(void *)((char *)(void *)p + HK__POOL_CACHE_AT);
+        h->ncache = --n;
         h->allocs++;
-        return o;
+        return cache[n];
     }
     return hk__pool_alloc_slow(p);
 }
@@ -165,12 +167,11 @@ static inline void *hk_pool_alloc(hk_pool_t *p)
 static inline int hk_pool_free(hk_pool_t *p, void *obj)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)p;
-    if (__builtin_expect((uintptr_t)obj - (uintptr_t)h->base < h->limit, 1)) {
-        size_t n = h->nfree;
-        void **head = &h->free_head[n & (HK__POOL_LISTS - 1)];
-        *(void **)obj = *head;
-        *head = obj;
-        h->nfree = n + 1;
+    uint32_t n = h->ncache;
+    if (__builtin_expect((uintptr_t)obj - (uintptr_t)h->base < h->limit && n < HK__POOL_CACHE, 1)) {
+        void **cache = (void **)(void *)((char *)(void *)p + HK__POOL_CACHE_AT);
+        cache[n] = obj;
+        h->ncache = n + 1;
         return 0;
     }
     return hk__pool_free_slow(p, obj);
