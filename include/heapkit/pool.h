@@ -32,12 +32,12 @@ extern "C" {
 
 /* ---- private: read by the inline fast paths below, nothing else ----
  * Every pool-family handle begins with this block of two cache lines: the
- * pool's fast path reads only the first, the tpool, slab and arena fast
- * paths only the second. The library sets the fields so that a fast path
+ * pool's fast path reads only the first, the tpool and arena fast paths
+ * only the second, the slab's both. The library sets the fields so that a fast path
  * is taken only when it is safe: a locked or checked object, a destroyed
  * handle or a handle of another kind has the gate fields of every other
  * fast path zero (pool: ncache and limit; tpool: tpool_key; slab:
- * slab_key; arena: aend), so every call on it goes to the out-of-line
+ * slab_key and shome; arena: aend), so every call on it goes to the out-of-line
  * path, which validates the handle and reports. The handle memory is never
  * unmapped, so reading this block through a destroyed handle is safe. Do
  * not touch these fields. */
@@ -57,7 +57,14 @@ typedef struct hk__hot {
     char *base;               /* first object */
     size_t limit;             /* committed object bytes when fast, else 0 */
     uint64_t allocs;          /* count (frees and in_use are derived) */
-    void *pad1_[4];
+    /* hk_slab_cache_t: the home thread's front cache, the same idea as the
+     * pool's: an array in the handle over that thread's magazines, found
+     * by comparing the thread pointer (no thread-local load), with a 32-bit
+     * depth that only the home thread reads or writes. */
+    uintptr_t shome;          /* the home thread's thread pointer; 0: none */
+    uint32_t sn;              /* objects in the home cache */
+    uint32_t pad1_;
+    uint64_t sallocs, sfrees; /* the home thread's allocs and frees through it */
     /* tpool / slab cache / arena. */
     char *tbase;              /* tpool: the depot's object range; slab: the span of its slabs */
     size_t tlimit;
@@ -77,6 +84,8 @@ typedef struct hk__objstack {
 } hk__objstack_t;
 #define HK__TPOOL_CAP 128     /* objects in a tpool's per-thread cache */
 #define HK__MAG_ROUNDS 64     /* objects in a slab magazine */
+#define HK__SLAB_HOME 64      /* objects in a slab cache's home-thread cache */
+#define HK__SLAB_HOME_AT 512  /* its byte offset in the handle (an array of void *) */
 
 /* Per thread, per tpool / slab cache (by the index in the handle's key):
  * the stack the fast path pops and pushes; id holds the owner's key, so a
@@ -350,8 +359,11 @@ static inline hk_slab_cache_t *hk_slab_cache_create(const char *name, size_t siz
 { return hk_slab_cache_create_ex(name, size, align, ctor, dtor, arg, 0); }
 void *hk__slab_alloc_slow(hk_slab_cache_t *c);
 int   hk__slab_free_slow(hk_slab_cache_t *c, void *obj);
-/* Release mode: pop/push the thread's loaded magazine, found by the cache's
- * index into a thread-local array. free checks only that obj lies within
+/* Release mode: the cache's home thread (the first to use it; a flush or
+ * its exit gives the role up) pops and pushes a 64-object array in the
+ * handle, over its magazines; every other thread pops and pushes its
+ * loaded magazine, found by the cache's index into a thread-local array.
+ * free checks only that obj lies within
  * the span of addresses the cache's slabs have ever covered (a pointer from
  * the stack or malloc gives EINVAL; a pointer into another cache's slab in
  * between, an off-boundary pointer or a double free is NOT detected).
@@ -360,6 +372,16 @@ int   hk__slab_free_slow(hk_slab_cache_t *c, void *obj);
 static inline void *hk_slab_alloc(hk_slab_cache_t *c)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)c;
+    if ((uintptr_t)__builtin_thread_pointer() == __atomic_load_n(&h->shome, __ATOMIC_RELAXED)) {
+        uint32_t n = h->sn;
+        if (__builtin_expect(n != 0, 1)) {
+            void **home = (void **)(void *)((char *)(void *)c + HK__SLAB_HOME_AT);
+            h->sn = --n;
+            __atomic_store_n(&h->sallocs, h->sallocs + 1, __ATOMIC_RELAXED);
+            return home[n];
+        }
+        return hk__slab_alloc_slow(c);
+    }
     uint64_t key = h->slab_key;
     hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
     void **cp;
@@ -373,16 +395,28 @@ static inline void *hk_slab_alloc(hk_slab_cache_t *c)
 static inline int hk_slab_free(hk_slab_cache_t *c, void *obj)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)c;
-    uint64_t key = h->slab_key;
-    hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
     uintptr_t off = (uintptr_t)obj - (uintptr_t)__atomic_load_n(&h->tbase, __ATOMIC_RELAXED);
-    void **cp;
-    if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) && s->id == key &&
-                         (cp = s->cur) != s->hi, 1)) {
-        *cp = obj;
-        s->cur = cp + 1;
-        __atomic_store_n(&s->frees, s->frees + 1, __ATOMIC_RELAXED);
-        return 0;
+    if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED), 1)) {
+        if ((uintptr_t)__builtin_thread_pointer() == __atomic_load_n(&h->shome, __ATOMIC_RELAXED)) {
+            uint32_t n = h->sn;
+            if (__builtin_expect(n < HK__SLAB_HOME, 1)) {
+                void **home = (void **)(void *)((char *)(void *)c + HK__SLAB_HOME_AT);
+                home[n] = obj;
+                h->sn = n + 1;
+                __atomic_store_n(&h->sfrees, h->sfrees + 1, __ATOMIC_RELAXED);
+                return 0;
+            }
+        } else {
+            uint64_t key = h->slab_key;
+            hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
+            void **cp;
+            if (__builtin_expect(s->id == key && (cp = s->cur) != s->hi, 1)) {
+                *cp = obj;
+                s->cur = cp + 1;
+                __atomic_store_n(&s->frees, s->frees + 1, __ATOMIC_RELAXED);
+                return 0;
+            }
+        }
     }
     return hk__slab_free_slow(c, obj);
 }
