@@ -42,9 +42,10 @@ static void test_pool_cache_lifo(void)
         CHECK_EQ(st.peak_in_use, N);                 /* the cache never carves ahead */
         for (int i = 0; i < N; i++) CHECK_EQ(hk_pool_free(p, order[i]), 0);
     }
-    /* A foreign pointer with a non-full cache still goes out of line: EINVAL. */
+#if HK_DEBUG < 1   /* release: a foreign pointer with a non-full cache still goes out of line */
     int x;
     CHECK_EQ(hk_pool_free(p, &x), EINVAL);
+#endif
     CHECK_EQ(hk_pool_reset(p), 0);
     hk_pool_stats_t st;
     CHECK_EQ(hk_pool_stats(p, &st), 0);
@@ -110,8 +111,10 @@ static void test_slab_home_lifo(void)
         frees += TOP;
         check_slab_counts(c, allocs, frees);
     }
+#if HK_DEBUG < 1
     int x;
     CHECK_EQ(hk_slab_free(c, &x), EINVAL);           /* foreign: out of line, structure intact */
+#endif
     CHECK_EQ(hk_slab_free(c, NULL), 0);
     check_slab_counts(c, allocs, frees);
     /* Flush gives the home role up: every object goes back to its slab. */
