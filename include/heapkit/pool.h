@@ -323,8 +323,10 @@ int   hk_tpool_stats(hk_tpool_t *tp, hk_tpool_stats_t *out);
 /* slab is reaped or the cache destroyed - not on every alloc/free.     */
 /* Slabs are 64 KiB (or larger for big objects) blocks aligned to their */
 /* size; a global slab map tells safely whether an address is a slab.   */
-/* Each thread keeps two magazines of 32 objects; full and empty       */
-/* magazines are exchanged with the cache's depot under a lock.         */
+/* Each thread keeps two magazines of 64 objects; full and empty       */
+/* magazines are exchanged with the cache's depot under a lock. The     */
+/* first thread to use a cache (its home thread) also keeps 64 objects  */
+/* in an array in the handle, in front of its magazines.               */
 /*                                                                      */
 /*     static void conn_init(void *o, void *arg) { memset(o, 0, 256); } */
 /*     hk_slab_cache_t *c = hk_slab_cache_create("conn", 256, 0,        */

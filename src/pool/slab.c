@@ -340,7 +340,8 @@ static void home_drain(hk_slab_cache_t *c)
     c->frees += c->h.hot.sfrees;
     __atomic_store_n(&c->h.hot.sallocs, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&c->h.hot.sfrees, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&c->h.hot.shome, 0, __ATOMIC_RELAXED);
+    /* Release: the next home thread claims with acquire, so it sees sn = 0. */
+    __atomic_store_n(&c->h.hot.shome, 0, __ATOMIC_RELEASE);
     hk__spin_unlock(&c->lock);
 }
 
@@ -409,7 +410,7 @@ static tcache_t *tcache_claim(hk_slab_cache_t *c)
     if (t && c->h.hot.slab_key && !__atomic_load_n(&c->h.hot.shome, __ATOMIC_RELAXED)) {
         uintptr_t none = 0;
         __atomic_compare_exchange_n(&c->h.hot.shome, &none, (uintptr_t)__builtin_thread_pointer(), false,
-                                    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+                                    __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
     }
     return t;
 }
