@@ -57,14 +57,11 @@ typedef struct hk__hot {
     char *base;               /* first object */
     size_t limit;             /* committed object bytes when fast, else 0 */
     uint64_t allocs;          /* count (frees and in_use are derived) */
-    /* hk_slab_cache_t: the home thread's front cache, the same idea as the
-     * pool's: an array in the handle over that thread's magazines, found
-     * by comparing the thread pointer (no thread-local load), with a 32-bit
-     * depth that only the home thread reads or writes. */
+    /* hk_slab_cache_t: which thread owns the home block (below); read by
+     * every thread's fast path, written only when the role changes hands,
+     * so it sits apart from the fields the home thread writes per call. */
     uintptr_t shome;          /* the home thread's thread pointer; 0: none */
-    uint32_t sn;              /* objects in the home cache */
-    uint32_t pad1_;
-    uint64_t sallocs, sfrees; /* the home thread's allocs and frees through it */
+    void *pad1_[3];
     /* tpool / slab cache / arena. */
     char *tbase;              /* tpool: the depot's object range; slab: the span of its slabs */
     size_t tlimit;
@@ -85,7 +82,19 @@ typedef struct hk__objstack {
 #define HK__TPOOL_CAP 128     /* objects in a tpool's per-thread cache */
 #define HK__MAG_ROUNDS 64     /* objects in a slab magazine */
 #define HK__SLAB_HOME 64      /* objects in a slab cache's home-thread cache */
-#define HK__SLAB_HOME_AT 512  /* its byte offset in the handle (an array of void *) */
+/* A slab cache's home block, at HK__SLAB_HOME_AT in its handle: the home
+ * thread's front cache, the same idea as the pool's (an array in the handle
+ * over that thread's magazines, with a 32-bit depth), found by comparing
+ * the thread pointer (no thread-local load). Only the home thread writes it;
+ * its first line holds the depth and counts, the rest the array. */
+typedef struct hk__slab_home {
+    uint32_t n;               /* objects in obj[] */
+    uint32_t pad0_;
+    uint64_t allocs, frees;   /* the home thread's, through this block (read by stats) */
+    uint64_t pad1_[5];
+    void *obj[HK__SLAB_HOME];
+} hk__slab_home_t;
+#define HK__SLAB_HOME_AT 448  /* = 1024 - sizeof(hk__slab_home_t): the end of the handle slot */
 
 /* Per thread, per tpool / slab cache (by the index in the handle's key):
  * the stack the fast path pops and pushes; id holds the owner's key, so a
@@ -375,12 +384,12 @@ static inline void *hk_slab_alloc(hk_slab_cache_t *c)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)c;
     if ((uintptr_t)__builtin_thread_pointer() == __atomic_load_n(&h->shome, __ATOMIC_RELAXED)) {
-        uint32_t n = h->sn;
+        hk__slab_home_t *hm = (hk__slab_home_t *)(void *)((char *)(void *)c + HK__SLAB_HOME_AT);
+        uint32_t n = hm->n;
         if (__builtin_expect(n != 0, 1)) {
-            void **home = (void **)(void *)((char *)(void *)c + HK__SLAB_HOME_AT);
-            h->sn = --n;
-            __atomic_store_n(&h->sallocs, h->sallocs + 1, __ATOMIC_RELAXED);
-            return home[n];
+            hm->n = --n;
+            __atomic_store_n(&hm->allocs, hm->allocs + 1, __ATOMIC_RELAXED);
+            return hm->obj[n];
         }
         return hk__slab_alloc_slow(c);
     }
@@ -400,12 +409,12 @@ static inline int hk_slab_free(hk_slab_cache_t *c, void *obj)
     uintptr_t off = (uintptr_t)obj - (uintptr_t)__atomic_load_n(&h->tbase, __ATOMIC_RELAXED);
     if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED), 1)) {
         if ((uintptr_t)__builtin_thread_pointer() == __atomic_load_n(&h->shome, __ATOMIC_RELAXED)) {
-            uint32_t n = h->sn;
+            hk__slab_home_t *hm = (hk__slab_home_t *)(void *)((char *)(void *)c + HK__SLAB_HOME_AT);
+            uint32_t n = hm->n;
             if (__builtin_expect(n < HK__SLAB_HOME, 1)) {
-                void **home = (void **)(void *)((char *)(void *)c + HK__SLAB_HOME_AT);
-                home[n] = obj;
-                h->sn = n + 1;
-                __atomic_store_n(&h->sfrees, h->sfrees + 1, __ATOMIC_RELAXED);
+                hm->obj[n] = obj;
+                hm->n = n + 1;
+                __atomic_store_n(&hm->frees, hm->frees + 1, __ATOMIC_RELAXED);
                 return 0;
             }
         } else {

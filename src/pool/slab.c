@@ -104,11 +104,12 @@ struct hk_slab_cache {
    };
    char head_[HK__SLAB_HOME_AT];
   };
-  /* The home thread's cache: hot.sn objects, home[sn - 1] on top. Only the
-   * home thread touches it (and hot.sn), so it needs no lock. */
-  void *home[HK__SLAB_HOME];
+  /* The home thread's cache: hm.n objects, hm.obj[n - 1] on top. Only the
+   * home thread touches it, so it needs no lock. */
+  hk__slab_home_t hm;
 };
-_Static_assert(offsetof(struct hk_slab_cache, home) == HK__SLAB_HOME_AT, "the inline paths find the home cache here");
+_Static_assert(offsetof(struct hk_slab_cache, hm) == HK__SLAB_HOME_AT, "the inline paths find the home block here");
+_Static_assert(HK__SLAB_HOME_AT % 64 == 0 && offsetof(hk__slab_home_t, obj) == 64, "the counts have a line of their own");
 _Static_assert(sizeof(struct hk_slab_cache) <= HK__HANDLE_SLOT, "slab descriptor fits a slot");
 _Static_assert(HK__SLAB_HOME % 2 == 0 && HOME_HALF <= MAG_ROUNDS, "the home cache moves halves");
 
@@ -334,12 +335,12 @@ HK_INLINE bool is_home(hk_slab_cache_t *c)
 static void home_drain(hk_slab_cache_t *c)
 {
     hk__spin_lock(&c->lock);
-    for (uint32_t i = 0; i < c->h.hot.sn; i++) slab_give(c, c->home[i]);
-    c->h.hot.sn = 0;
-    c->allocs += c->h.hot.sallocs;
-    c->frees += c->h.hot.sfrees;
-    __atomic_store_n(&c->h.hot.sallocs, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&c->h.hot.sfrees, 0, __ATOMIC_RELAXED);
+    for (uint32_t i = 0; i < c->hm.n; i++) slab_give(c, c->hm.obj[i]);
+    c->hm.n = 0;
+    c->allocs += c->hm.allocs;
+    c->frees += c->hm.frees;
+    __atomic_store_n(&c->hm.allocs, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->hm.frees, 0, __ATOMIC_RELAXED);
     /* Release: the next home thread claims with acquire, so it sees sn = 0. */
     __atomic_store_n(&c->h.hot.shome, 0, __ATOMIC_RELEASE);
     hk__spin_unlock(&c->lock);
@@ -393,12 +394,13 @@ static void *home_alloc(hk_slab_cache_t *c, tcache_t *t)
 {
     void *o = tc_take(c, t);
     if (!o) return NULL;
-    void *tmp[HOME_HALF];
-    size_t k = 0;
-    while (k < HOME_HALF && t->slot->cur != t->slot->lo) tmp[k++] = tc_take(c, t);  /* loaded magazine only: no lock */
-    for (size_t i = 0; i < k; i++) c->home[k - 1 - i] = tmp[i];
-    c->h.hot.sn = (uint32_t)k;
-    count(&c->h.hot.sallocs);
+    /* The loaded magazine's top k, in one copy (no lock). */
+    hk__tls_slot_t *sl = t->slot;
+    size_t k = HK_MIN((size_t)(sl->cur - sl->lo), (size_t)HOME_HALF);
+    memcpy(c->hm.obj, sl->cur - k, k * sizeof(void *));
+    sl->cur -= k;
+    c->hm.n = (uint32_t)k;
+    count(&c->hm.allocs);
     return o;
 }
 
@@ -427,9 +429,9 @@ static void *slab_alloc_inner(hk_slab_cache_t *c)
         return o;
     }
     if (is_home(c)) {
-        if (c->h.hot.sn) {                /* the caller saw it empty, or came in through the checked path */
-            count(&c->h.hot.sallocs);
-            return c->home[--c->h.hot.sn];
+        if (c->hm.n) {                /* the caller saw it empty, or came in through the checked path */
+            count(&c->hm.allocs);
+            return c->hm.obj[--c->hm.n];
         }
         return home_alloc(c, t);
     }
@@ -490,17 +492,23 @@ static int slab_free_inner(hk_slab_cache_t *c, void *obj)
         return 0;
     }
     if (is_home(c)) {
-        uint32_t n = c->h.hot.sn;
+        uint32_t n = c->hm.n;
         if (n == HK__SLAB_HOME) {
             /* Full: its bottom half goes onto the magazines, oldest first,
              * so the order of the whole stack is kept. */
-            for (size_t i = 0; i < HOME_HALF; i++) tc_put(c, t, c->home[i]);
-            memmove(c->home, c->home + HOME_HALF, (HK__SLAB_HOME - HOME_HALF) * sizeof(void *));
+            hk__tls_slot_t *sl = t->slot;
+            if ((size_t)(sl->hi - sl->cur) >= HOME_HALF) {   /* room in the loaded magazine: one copy */
+                memcpy(sl->cur, c->hm.obj, HOME_HALF * sizeof(void *));
+                sl->cur += HOME_HALF;
+            } else {
+                for (size_t i = 0; i < HOME_HALF; i++) tc_put(c, t, c->hm.obj[i]);
+            }
+            memmove(c->hm.obj, c->hm.obj + HOME_HALF, (HK__SLAB_HOME - HOME_HALF) * sizeof(void *));
             n = HK__SLAB_HOME - HOME_HALF;
         }
-        c->home[n] = obj;
-        c->h.hot.sn = n + 1;
-        count(&c->h.hot.sfrees);
+        c->hm.obj[n] = obj;
+        c->hm.n = n + 1;
+        count(&c->hm.frees);
         return 0;
     }
     tc_put(c, t, obj);
@@ -590,8 +598,8 @@ int hk_slab_cache_stats(hk_slab_cache_t *c, hk_slab_stats_t *out)
     out->slabs_partial = c->counts[L_PARTIAL];
     out->slabs_full = c->counts[L_FULL];
     out->slabs_empty = c->counts[L_EMPTY];
-    out->allocs = c->allocs + __atomic_load_n(&c->h.hot.sallocs, __ATOMIC_RELAXED);
-    out->frees = c->frees + __atomic_load_n(&c->h.hot.sfrees, __ATOMIC_RELAXED);
+    out->allocs = c->allocs + __atomic_load_n(&c->hm.allocs, __ATOMIC_RELAXED);
+    out->frees = c->frees + __atomic_load_n(&c->hm.frees, __ATOMIC_RELAXED);
     for (tcache_t *t = c->tcs; t; t = t->tnext) {
         out->allocs += __atomic_load_n(&t->slot->allocs, __ATOMIC_RELAXED);
         out->frees += __atomic_load_n(&t->slot->frees, __ATOMIC_RELAXED);
