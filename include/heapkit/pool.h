@@ -88,9 +88,11 @@ typedef struct hk__objstack {
  * the thread pointer (no thread-local load). Only the home thread writes it;
  * its first line holds the depth and counts, the rest the array. */
 typedef struct hk__slab_home {
-    uint32_t n;               /* objects in obj[] */
+    uint32_t n;               /* objects in obj[] (read by stats) */
     uint32_t pad0_;
-    uint64_t allocs, frees;   /* the home thread's, through this block (read by stats) */
+    uint64_t allocs;          /* the home thread's allocs through this block (read by stats) */
+    uint64_t moved_in;        /* objects moved in from its magazines, less those moved out:
+                                 its frees are allocs + n - moved_in, so free counts nothing */
     uint64_t pad1_[5];
     void *obj[HK__SLAB_HOME];
 } hk__slab_home_t;
@@ -370,10 +372,16 @@ static inline hk_slab_cache_t *hk_slab_cache_create(const char *name, size_t siz
 { return hk_slab_cache_create_ex(name, size, align, ctor, dtor, arg, 0); }
 void *hk__slab_alloc_slow(hk_slab_cache_t *c);
 int   hk__slab_free_slow(hk_slab_cache_t *c, void *obj);
+/* Out of line but lock-free: every thread but the home thread pops and
+ * pushes its loaded magazine here (kept out of the inline code so that it
+ * stays small enough to inline at every call site). */
+void *hk__slab_alloc_mag(hk_slab_cache_t *c);
+int   hk__slab_free_mag(hk_slab_cache_t *c, void *obj);
 /* Release mode: the cache's home thread (the first to use it; a flush or
  * its exit gives the role up) pops and pushes a 64-object array in the
- * handle, over its magazines; every other thread pops and pushes its
- * loaded magazine, found by the cache's index into a thread-local array.
+ * handle, over its magazines, inline; every other thread pops and pushes
+ * its loaded magazine, found by the cache's index into a thread-local
+ * array, in hk__slab_alloc_mag / hk__slab_free_mag (a call, no lock).
  * free checks only that obj lies within
  * the span of addresses the cache's slabs have ever covered (a pointer from
  * the stack or malloc gives EINVAL; a pointer into another cache's slab in
@@ -383,53 +391,32 @@ int   hk__slab_free_slow(hk_slab_cache_t *c, void *obj);
 static inline void *hk_slab_alloc(hk_slab_cache_t *c)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)c;
-    if ((uintptr_t)__builtin_thread_pointer() == __atomic_load_n(&h->shome, __ATOMIC_RELAXED)) {
+    if (__builtin_expect((uintptr_t)__builtin_thread_pointer() == __atomic_load_n(&h->shome, __ATOMIC_RELAXED), 1)) {
         hk__slab_home_t *hm = (hk__slab_home_t *)(void *)((char *)(void *)c + HK__SLAB_HOME_AT);
         uint32_t n = hm->n;
         if (__builtin_expect(n != 0, 1)) {
-            hm->n = --n;
+            __atomic_store_n(&hm->n, n - 1, __ATOMIC_RELAXED);
             __atomic_store_n(&hm->allocs, hm->allocs + 1, __ATOMIC_RELAXED);
-            return hm->obj[n];
+            return hm->obj[n - 1];
         }
-        return hk__slab_alloc_slow(c);
     }
-    uint64_t key = h->slab_key;
-    hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
-    void **cp;
-    if (__builtin_expect(s->id == key && (cp = s->cur) != s->lo, 1)) {
-        __atomic_store_n(&s->allocs, s->allocs + 1, __ATOMIC_RELAXED);
-        s->cur = --cp;
-        return *cp;
-    }
-    return hk__slab_alloc_slow(c);
+    return hk__slab_alloc_mag(c);
 }
 static inline int hk_slab_free(hk_slab_cache_t *c, void *obj)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)c;
     uintptr_t off = (uintptr_t)obj - (uintptr_t)__atomic_load_n(&h->tbase, __ATOMIC_RELAXED);
-    if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED), 1)) {
-        if ((uintptr_t)__builtin_thread_pointer() == __atomic_load_n(&h->shome, __ATOMIC_RELAXED)) {
-            hk__slab_home_t *hm = (hk__slab_home_t *)(void *)((char *)(void *)c + HK__SLAB_HOME_AT);
-            uint32_t n = hm->n;
-            if (__builtin_expect(n < HK__SLAB_HOME, 1)) {
-                hm->obj[n] = obj;
-                hm->n = n + 1;
-                __atomic_store_n(&hm->frees, hm->frees + 1, __ATOMIC_RELAXED);
-                return 0;
-            }
-        } else {
-            uint64_t key = h->slab_key;
-            hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
-            void **cp;
-            if (__builtin_expect(s->id == key && (cp = s->cur) != s->hi, 1)) {
-                *cp = obj;
-                s->cur = cp + 1;
-                __atomic_store_n(&s->frees, s->frees + 1, __ATOMIC_RELAXED);
-                return 0;
-            }
+    if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) &&
+                         (uintptr_t)__builtin_thread_pointer() == __atomic_load_n(&h->shome, __ATOMIC_RELAXED), 1)) {
+        hk__slab_home_t *hm = (hk__slab_home_t *)(void *)((char *)(void *)c + HK__SLAB_HOME_AT);
+        uint32_t n = hm->n;
+        if (__builtin_expect(n < HK__SLAB_HOME, 1)) {
+            hm->obj[n] = obj;
+            __atomic_store_n(&hm->n, n + 1, __ATOMIC_RELAXED);
+            return 0;
         }
     }
-    return hk__slab_free_slow(c, obj);
+    return hk__slab_free_mag(c, obj);
 }
 /* Empty the depot's magazines into the slabs, then destroy every empty
  * slab (dtor on each object) and give it back. Returns slabs released,

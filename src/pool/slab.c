@@ -105,7 +105,9 @@ struct hk_slab_cache {
    char head_[HK__SLAB_HOME_AT];
   };
   /* The home thread's cache: hm.n objects, hm.obj[n - 1] on top. Only the
-   * home thread touches it, so it needs no lock. */
+   * home thread writes it; n and moved_in change together only under the
+   * cache lock (refill, spill, drain), so the stats, which hold the lock,
+   * derive the home thread's frees from a consistent pair. */
   hk__slab_home_t hm;
 };
 _Static_assert(offsetof(struct hk_slab_cache, hm) == HK__SLAB_HOME_AT, "the inline paths find the home block here");
@@ -331,16 +333,25 @@ HK_INLINE bool is_home(hk_slab_cache_t *c)
     return __atomic_load_n(&c->h.hot.shome, __ATOMIC_RELAXED) == (uintptr_t)__builtin_thread_pointer();
 }
 
+/* Objects come into the home cache from its magazines (moved_in) and from
+ * frees, and leave to allocs and back to the magazines. Caller holds c->lock
+ * (or is the home thread). */
+HK_INLINE uint64_t home_frees(hk_slab_cache_t *c)
+{
+    return __atomic_load_n(&c->hm.allocs, __ATOMIC_RELAXED) + __atomic_load_n(&c->hm.n, __ATOMIC_RELAXED) -
+           c->hm.moved_in;
+}
+
 /* Give this thread's home role up: its objects go back to their slabs. */
 static void home_drain(hk_slab_cache_t *c)
 {
     hk__spin_lock(&c->lock);
     for (uint32_t i = 0; i < c->hm.n; i++) slab_give(c, c->hm.obj[i]);
-    c->hm.n = 0;
     c->allocs += c->hm.allocs;
-    c->frees += c->hm.frees;
+    c->frees += home_frees(c);
+    __atomic_store_n(&c->hm.n, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&c->hm.allocs, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&c->hm.frees, 0, __ATOMIC_RELAXED);
+    c->hm.moved_in = 0;
     /* Release: the next home thread claims with acquire, so it sees sn = 0. */
     __atomic_store_n(&c->h.hot.shome, 0, __ATOMIC_RELEASE);
     hk__spin_unlock(&c->lock);
@@ -399,8 +410,11 @@ static void *home_alloc(hk_slab_cache_t *c, tcache_t *t)
     size_t k = HK_MIN((size_t)(sl->cur - sl->lo), (size_t)HOME_HALF);
     memcpy(c->hm.obj, sl->cur - k, k * sizeof(void *));
     sl->cur -= k;
-    c->hm.n = (uint32_t)k;
+    hk__spin_lock(&c->lock);
+    c->hm.moved_in += k + 1;              /* o passes through the home cache too */
+    __atomic_store_n(&c->hm.n, (uint32_t)k, __ATOMIC_RELAXED);
     count(&c->hm.allocs);
+    hk__spin_unlock(&c->lock);
     return o;
 }
 
@@ -429,9 +443,11 @@ static void *slab_alloc_inner(hk_slab_cache_t *c)
         return o;
     }
     if (is_home(c)) {
-        if (c->hm.n) {                /* the caller saw it empty, or came in through the checked path */
+        uint32_t n = c->hm.n;
+        if (n) {                          /* the caller saw it empty before */
+            __atomic_store_n(&c->hm.n, n - 1, __ATOMIC_RELAXED);
             count(&c->hm.allocs);
-            return c->hm.obj[--c->hm.n];
+            return c->hm.obj[n - 1];
         }
         return home_alloc(c, t);
     }
@@ -505,10 +521,15 @@ static int slab_free_inner(hk_slab_cache_t *c, void *obj)
             }
             memmove(c->hm.obj, c->hm.obj + HOME_HALF, (HK__SLAB_HOME - HOME_HALF) * sizeof(void *));
             n = HK__SLAB_HOME - HOME_HALF;
+            hk__spin_lock(&c->lock);
+            c->hm.moved_in -= HOME_HALF;
+            c->hm.obj[n] = obj;
+            __atomic_store_n(&c->hm.n, n + 1, __ATOMIC_RELAXED);
+            hk__spin_unlock(&c->lock);
+            return 0;
         }
         c->hm.obj[n] = obj;
-        c->hm.n = n + 1;
-        count(&c->hm.frees);
+        __atomic_store_n(&c->hm.n, n + 1, __ATOMIC_RELAXED);
         return 0;
     }
     tc_put(c, t, obj);
@@ -526,6 +547,39 @@ int hk__slab_free_slow(hk_slab_cache_t *c, void *obj)
     if (hk_unlikely(idx == SIZE_MAX)) return slab_misuse(c, obj, "is not on an object boundary");
     if (hk_unlikely(hk__checked(&c->h)) && held_flip(c, obj, false)) return EINVAL;
     return slab_free_inner(c, obj);
+}
+
+/* The magazine fast path of the threads other than the home thread. */
+void *hk__slab_alloc_mag(hk_slab_cache_t *c)
+{
+    hk__hot_t *h = &c->h.hot;
+    uint64_t key = h->slab_key;
+    hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
+    void **cp;
+    /* The home thread comes here with its home cache empty: refill it. */
+    if (hk_likely(!is_home(c) && s->id == key && (cp = s->cur) != s->lo)) {
+        count(&s->allocs);
+        s->cur = --cp;
+        return *cp;
+    }
+    return hk__slab_alloc_slow(c);
+}
+
+int hk__slab_free_mag(hk_slab_cache_t *c, void *obj)
+{
+    hk__hot_t *h = &c->h.hot;
+    uint64_t key = h->slab_key;
+    hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
+    uintptr_t off = (uintptr_t)obj - (uintptr_t)__atomic_load_n(&h->tbase, __ATOMIC_RELAXED);
+    void **cp;
+    if (hk_likely(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) && !is_home(c) && s->id == key &&
+                  (cp = s->cur) != s->hi)) {
+        *cp = obj;
+        s->cur = cp + 1;
+        count(&s->frees);
+        return 0;
+    }
+    return hk__slab_free_slow(c, obj);
 }
 
 int hk_slab_cache_flush(hk_slab_cache_t *c)
@@ -599,7 +653,7 @@ int hk_slab_cache_stats(hk_slab_cache_t *c, hk_slab_stats_t *out)
     out->slabs_full = c->counts[L_FULL];
     out->slabs_empty = c->counts[L_EMPTY];
     out->allocs = c->allocs + __atomic_load_n(&c->hm.allocs, __ATOMIC_RELAXED);
-    out->frees = c->frees + __atomic_load_n(&c->hm.frees, __ATOMIC_RELAXED);
+    out->frees = c->frees + home_frees(c);
     for (tcache_t *t = c->tcs; t; t = t->tnext) {
         out->allocs += __atomic_load_n(&t->slot->allocs, __ATOMIC_RELAXED);
         out->frees += __atomic_load_n(&t->slot->frees, __ATOMIC_RELAXED);
