@@ -81,6 +81,19 @@ typedef struct hk__objstack {
 } hk__objstack_t;
 #define HK__TPOOL_CAP 128     /* objects in a tpool's per-thread cache */
 #define HK__MAG_ROUNDS 64     /* objects in a slab magazine */
+/* The calling thread's thread pointer (x86-64 Linux: the TCB's self
+ * pointer at %fs:0): unique among live threads, read without a memory
+ * access the compiler must order against the program's stores. */
+static inline uintptr_t hk__thread_pointer(void)
+{
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+    return (uintptr_t)__builtin_thread_pointer();
+#else
+    uintptr_t tp;
+    __asm__("mov %%fs:0, %0" : "=r"(tp));
+    return tp;
+#endif
+}
 #define HK__SLAB_HOME 64      /* objects in a slab cache's home-thread cache */
 /* A slab cache's home block, at HK__SLAB_HOME_AT in its handle: the home
  * thread's front cache, the same idea as the pool's (an array in the handle
@@ -391,7 +404,7 @@ int   hk__slab_free_mag(hk_slab_cache_t *c, void *obj);
 static inline void *hk_slab_alloc(hk_slab_cache_t *c)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)c;
-    if (__builtin_expect((uintptr_t)__builtin_thread_pointer() == __atomic_load_n(&h->shome, __ATOMIC_RELAXED), 1)) {
+    if (__builtin_expect(hk__thread_pointer() == __atomic_load_n(&h->shome, __ATOMIC_RELAXED), 1)) {
         hk__slab_home_t *hm = (hk__slab_home_t *)(void *)((char *)(void *)c + HK__SLAB_HOME_AT);
         uint32_t n = hm->n;
         if (__builtin_expect(n != 0, 1)) {
@@ -407,7 +420,7 @@ static inline int hk_slab_free(hk_slab_cache_t *c, void *obj)
     hk__hot_t *h = (hk__hot_t *)(void *)c;
     uintptr_t off = (uintptr_t)obj - (uintptr_t)__atomic_load_n(&h->tbase, __ATOMIC_RELAXED);
     if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) &&
-                         (uintptr_t)__builtin_thread_pointer() == __atomic_load_n(&h->shome, __ATOMIC_RELAXED), 1)) {
+                         hk__thread_pointer() == __atomic_load_n(&h->shome, __ATOMIC_RELAXED), 1)) {
         hk__slab_home_t *hm = (hk__slab_home_t *)(void *)((char *)(void *)c + HK__SLAB_HOME_AT);
         uint32_t n = hm->n;
         if (__builtin_expect(n < HK__SLAB_HOME, 1)) {

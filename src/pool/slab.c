@@ -330,7 +330,7 @@ static void tcache_drain(hk_slab_cache_t *c, tcache_t *t)
 
 HK_INLINE bool is_home(hk_slab_cache_t *c)
 {
-    return __atomic_load_n(&c->h.hot.shome, __ATOMIC_RELAXED) == (uintptr_t)__builtin_thread_pointer();
+    return __atomic_load_n(&c->h.hot.shome, __ATOMIC_RELAXED) == hk__thread_pointer();
 }
 
 /* Objects come into the home cache from its magazines (moved_in) and from
@@ -425,7 +425,7 @@ static tcache_t *tcache_claim(hk_slab_cache_t *c)
     tcache_t *t = tcache_of(c);
     if (t && c->h.hot.slab_key && !__atomic_load_n(&c->h.hot.shome, __ATOMIC_RELAXED)) {
         uintptr_t none = 0;
-        __atomic_compare_exchange_n(&c->h.hot.shome, &none, (uintptr_t)__builtin_thread_pointer(), false,
+        __atomic_compare_exchange_n(&c->h.hot.shome, &none, hk__thread_pointer(), false,
                                     __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
     }
     return t;
