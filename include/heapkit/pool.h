@@ -106,7 +106,9 @@ typedef struct hk__slab_home {
     uint64_t allocs;          /* the home thread's allocs through this block (read by stats) */
     uint64_t moved_in;        /* objects moved in from its magazines, less those moved out:
                                  its frees are allocs + n - moved_in, so free counts nothing */
-    uint64_t pad1_[5];
+    char *lo;                 /* the home thread's copy of tbase / tlimit: read with plain */
+    size_t span;              /* loads; stale only by being narrower (the span only grows), */
+    uint64_t pad1_[3];        /* which sends a free out of line, where it is refreshed */
     void *obj[HK__SLAB_HOME];
 } hk__slab_home_t;
 #define HK__SLAB_HOME_AT 448  /* = 1024 - sizeof(hk__slab_home_t): the end of the handle slot */
@@ -418,12 +420,10 @@ static inline void *hk_slab_alloc(hk_slab_cache_t *c)
 static inline int hk_slab_free(hk_slab_cache_t *c, void *obj)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)c;
-    uintptr_t off = (uintptr_t)obj - (uintptr_t)__atomic_load_n(&h->tbase, __ATOMIC_RELAXED);
-    if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) &&
-                         hk__thread_pointer() == __atomic_load_n(&h->shome, __ATOMIC_RELAXED), 1)) {
+    if (__builtin_expect(hk__thread_pointer() == __atomic_load_n(&h->shome, __ATOMIC_RELAXED), 1)) {
         hk__slab_home_t *hm = (hk__slab_home_t *)(void *)((char *)(void *)c + HK__SLAB_HOME_AT);
         uint32_t n = hm->n;
-        if (__builtin_expect(n < HK__SLAB_HOME, 1)) {
+        if (__builtin_expect((uintptr_t)obj - (uintptr_t)hm->lo < hm->span && n < HK__SLAB_HOME, 1)) {
             hm->obj[n] = obj;
             __atomic_store_n(&hm->n, n + 1, __ATOMIC_RELAXED);
             return 0;

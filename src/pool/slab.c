@@ -333,6 +333,13 @@ HK_INLINE bool is_home(hk_slab_cache_t *c)
     return __atomic_load_n(&c->h.hot.shome, __ATOMIC_RELAXED) == hk__thread_pointer();
 }
 
+/* The home thread's copy of the span its inline free accepts (home thread only). */
+HK_INLINE void home_sync_span(hk_slab_cache_t *c)
+{
+    c->hm.lo = __atomic_load_n(&c->h.hot.tbase, __ATOMIC_RELAXED);
+    c->hm.span = __atomic_load_n(&c->h.hot.tlimit, __ATOMIC_RELAXED);
+}
+
 /* Objects come into the home cache from its magazines (moved_in) and from
  * frees, and leave to allocs and back to the magazines. Caller holds c->lock
  * (or is the home thread). */
@@ -443,6 +450,7 @@ static void *slab_alloc_inner(hk_slab_cache_t *c)
         return o;
     }
     if (is_home(c)) {
+        home_sync_span(c);
         uint32_t n = c->hm.n;
         if (n) {                          /* the caller saw it empty before */
             __atomic_store_n(&c->hm.n, n - 1, __ATOMIC_RELAXED);
@@ -508,6 +516,7 @@ static int slab_free_inner(hk_slab_cache_t *c, void *obj)
         return 0;
     }
     if (is_home(c)) {
+        home_sync_span(c);
         uint32_t n = c->hm.n;
         if (n == HK__SLAB_HOME) {
             /* Full: its bottom half goes onto the magazines, oldest first,

@@ -168,11 +168,47 @@ static void test_slab_home_thread_exit(void)
     CHECK_EQ(hk_slab_cache_destroy(shared), 0);
 }
 
+/* The home thread's inline free checks its own copy of the span; objects
+ * from slabs another thread created since lie outside that copy and must
+ * still be accepted (out of line, which refreshes the copy). */
+static void *far[3000];
+static void *grower(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 3000; i++) far[i] = hk_slab_alloc(shared);   /* several new slabs */
+    return NULL;
+}
+static void test_slab_home_span_grows(void)
+{
+    shared = hk_slab_cache_create("span", 64, 0, NULL, NULL, NULL);
+    REQUIRE(shared);
+    void *mine = hk_slab_alloc(shared);                  /* the main thread is home */
+    REQUIRE(mine);
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, grower, NULL) == 0);
+    pthread_join(th, NULL);
+    for (int i = 0; i < 3000; i++) { REQUIRE(far[i]); CHECK_EQ(hk_slab_free(shared, far[i]), 0); }
+    CHECK_EQ(hk_slab_free(shared, mine), 0);
+    check_slab_counts(shared, 3001, 3001);
+#if HK_DEBUG < 1
+    int x;
+    CHECK_EQ(hk_slab_free(shared, &x), EINVAL);
+#endif
+    CHECK_EQ(hk_slab_cache_flush(shared), 0);
+    hk_slab_cache_reap(shared);
+    hk_slab_stats_t st;
+    CHECK_EQ(hk_slab_cache_stats(shared, &st), 0);
+    CHECK_EQ(st.in_magazines, 0);
+    CHECK_EQ(st.slabs_full + st.slabs_partial + st.slabs_empty, 0);
+    CHECK_EQ(hk_slab_cache_destroy(shared), 0);
+}
+
 int main(void)
 {
     RUN(test_pool_cache_lifo);
     RUN(test_pool_cache_cap);
     RUN(test_slab_home_lifo);
     RUN(test_slab_home_thread_exit);
+    RUN(test_slab_home_span_grows);
     return t_finish();
 }
