@@ -32,27 +32,36 @@ extern "C" {
 
 /* ---- private: read by the inline fast paths below, nothing else ----
  * Every pool-family handle begins with this block of two cache lines: the
- * pool's fast path reads only the first, the tpool, slab and arena fast
- * paths only the second. The library sets the fields so that a fast path
+ * pool's fast path reads only the first, the tpool and arena fast paths
+ * only the second, the slab's both. The library sets the fields so that a fast path
  * is taken only when it is safe: a locked or checked object, a destroyed
  * handle or a handle of another kind has the gate fields of every other
- * fast path zero (pool: nfree and limit; tpool: tpool_key; slab:
- * slab_key; arena: aend), so every call on it goes to the out-of-line
+ * fast path zero (pool: ncache and limit; tpool: tpool_key; slab:
+ * slab_key and shome; arena: aend), so every call on it goes to the out-of-line
  * path, which validates the handle and reports. The handle memory is never
  * unmapped, so reading this block through a destroyed handle is safe. Do
  * not touch these fields. */
-#define HK__POOL_LISTS 4      /* a pool's free list is dealt over this many chains */
+#define HK__POOL_CACHE 64     /* a fast pool's front cache: objects */
+#define HK__POOL_CACHE_AT 512 /* its byte offset in the handle (an array of void *) */
 typedef struct hk__hot {
-    /* hk_pool_t fast mode. One LIFO stack of nfree objects, its entry k on
-     * chain k % HK__POOL_LISTS (linked through the objects' first words):
-     * pops and pushes stay in exact LIFO order, but a run of allocations
-     * follows four independent chains, so four cache misses on a scattered
-     * list are in flight at once instead of one. */
-    void *free_head[HK__POOL_LISTS];
-    size_t nfree;
+    /* hk_pool_t fast mode. The free objects form one LIFO stack: its top
+     * ncache entries sit in a small array inside the handle (the front
+     * cache), the rest in the free list kept in the objects themselves,
+     * which the out-of-line path refills the cache from and spills it to,
+     * half a cache at a time. Alloc and free then touch only the handle,
+     * never the object, and the depth is a 32-bit count: a program's own
+     * stores of 64-bit words and pointers cannot alias it, so the compiler
+     * may keep it in a register across a loop of calls. */
+    uint32_t ncache;
+    uint32_t pad0_;
     char *base;               /* first object */
     size_t limit;             /* committed object bytes when fast, else 0 */
     uint64_t allocs;          /* count (frees and in_use are derived) */
+    /* hk_slab_cache_t: which thread owns the home block (below); read by
+     * every thread's fast path, written only when the role changes hands,
+     * so it sits apart from the fields the home thread writes per call. */
+    uintptr_t shome;          /* the home thread's thread pointer; 0: none */
+    void *pad1_[3];
     /* tpool / slab cache / arena. */
     char *tbase;              /* tpool: the depot's object range; slab: the span of its slabs */
     size_t tlimit;
@@ -72,6 +81,37 @@ typedef struct hk__objstack {
 } hk__objstack_t;
 #define HK__TPOOL_CAP 128     /* objects in a tpool's per-thread cache */
 #define HK__MAG_ROUNDS 64     /* objects in a slab magazine */
+/* The calling thread's thread pointer (x86-64 Linux: the TCB's self
+ * pointer at %fs:0): unique among live threads, read without a memory
+ * access the compiler must order against the program's stores. */
+static inline uintptr_t hk__thread_pointer(void)
+{
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+    return (uintptr_t)__builtin_thread_pointer();
+#else
+    uintptr_t tp;
+    __asm__("mov %%fs:0, %0" : "=r"(tp));
+    return tp;
+#endif
+}
+#define HK__SLAB_HOME 64      /* objects in a slab cache's home-thread cache */
+/* A slab cache's home block, at HK__SLAB_HOME_AT in its handle: the home
+ * thread's front cache, the same idea as the pool's (an array in the handle
+ * over that thread's magazines, with a 32-bit depth), found by comparing
+ * the thread pointer (no thread-local load). Only the home thread writes it;
+ * its first line holds the depth and counts, the rest the array. */
+typedef struct hk__slab_home {
+    uint32_t n;               /* objects in obj[] (read by stats) */
+    uint32_t pad0_;
+    uint64_t allocs;          /* the home thread's allocs through this block (read by stats) */
+    uint64_t moved_in;        /* objects moved in from its magazines, less those moved out:
+                                 its frees are allocs + n - moved_in, so free counts nothing */
+    char *lo;                 /* the home thread's copy of tbase / tlimit: read with plain */
+    size_t span;              /* loads; stale only by being narrower (the span only grows), */
+    uint64_t pad1_[3];        /* which sends a free out of line, where it is refreshed */
+    void *obj[HK__SLAB_HOME];
+} hk__slab_home_t;
+#define HK__SLAB_HOME_AT 448  /* = 1024 - sizeof(hk__slab_home_t): the end of the handle slot */
 
 /* Per thread, per tpool / slab cache (by the index in the handle's key):
  * the stack the fast path pops and pushes; id holds the owner's key, so a
@@ -149,15 +189,12 @@ int   hk__pool_free_slow(hk_pool_t *p, void *obj);
 static inline void *hk_pool_alloc(hk_pool_t *p)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)p;
-    size_t n = h->nfree;
+    uint32_t n = h->ncache;
     if (__builtin_expect(n != 0, 1)) {
-        void **head = &h->free_head[--n & (HK__POOL_LISTS - 1)];
-        void *o = *head;
-        void *next = *(void **)o;
-        *head = next;
-        h->nfree = n;
+        void **cache = (void **)(void *)((char *)(void *)p + HK__POOL_CACHE_AT);
+        h->ncache = --n;
         h->allocs++;
-        return o;
+        return cache[n];
     }
     return hk__pool_alloc_slow(p);
 }
@@ -165,12 +202,11 @@ static inline void *hk_pool_alloc(hk_pool_t *p)
 static inline int hk_pool_free(hk_pool_t *p, void *obj)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)p;
-    if (__builtin_expect((uintptr_t)obj - (uintptr_t)h->base < h->limit, 1)) {
-        size_t n = h->nfree;
-        void **head = &h->free_head[n & (HK__POOL_LISTS - 1)];
-        *(void **)obj = *head;
-        *head = obj;
-        h->nfree = n + 1;
+    uint32_t n = h->ncache;
+    if (__builtin_expect((uintptr_t)obj - (uintptr_t)h->base < h->limit && n < HK__POOL_CACHE, 1)) {
+        void **cache = (void **)(void *)((char *)(void *)p + HK__POOL_CACHE_AT);
+        cache[n] = obj;
+        h->ncache = n + 1;
         return 0;
     }
     return hk__pool_free_slow(p, obj);
@@ -313,8 +349,10 @@ int   hk_tpool_stats(hk_tpool_t *tp, hk_tpool_stats_t *out);
 /* slab is reaped or the cache destroyed - not on every alloc/free.     */
 /* Slabs are 64 KiB (or larger for big objects) blocks aligned to their */
 /* size; a global slab map tells safely whether an address is a slab.   */
-/* Each thread keeps two magazines of 32 objects; full and empty       */
-/* magazines are exchanged with the cache's depot under a lock.         */
+/* Each thread keeps two magazines of 64 objects; full and empty       */
+/* magazines are exchanged with the cache's depot under a lock. The     */
+/* first thread to use a cache (its home thread) also keeps 64 objects  */
+/* in an array in the handle, in front of its magazines.               */
 /*                                                                      */
 /*     static void conn_init(void *o, void *arg) { memset(o, 0, 256); } */
 /*     hk_slab_cache_t *c = hk_slab_cache_create("conn", 256, 0,        */
@@ -349,8 +387,17 @@ static inline hk_slab_cache_t *hk_slab_cache_create(const char *name, size_t siz
 { return hk_slab_cache_create_ex(name, size, align, ctor, dtor, arg, 0); }
 void *hk__slab_alloc_slow(hk_slab_cache_t *c);
 int   hk__slab_free_slow(hk_slab_cache_t *c, void *obj);
-/* Release mode: pop/push the thread's loaded magazine, found by the cache's
- * index into a thread-local array. free checks only that obj lies within
+/* Out of line but lock-free: every thread but the home thread pops and
+ * pushes its loaded magazine here (kept out of the inline code so that it
+ * stays small enough to inline at every call site). */
+void *hk__slab_alloc_mag(hk_slab_cache_t *c);
+int   hk__slab_free_mag(hk_slab_cache_t *c, void *obj);
+/* Release mode: the cache's home thread (the first to use it; a flush or
+ * its exit gives the role up) pops and pushes a 64-object array in the
+ * handle, over its magazines, inline; every other thread pops and pushes
+ * its loaded magazine, found by the cache's index into a thread-local
+ * array, in hk__slab_alloc_mag / hk__slab_free_mag (a call, no lock).
+ * free checks only that obj lies within
  * the span of addresses the cache's slabs have ever covered (a pointer from
  * the stack or malloc gives EINVAL; a pointer into another cache's slab in
  * between, an off-boundary pointer or a double free is NOT detected).
@@ -359,31 +406,30 @@ int   hk__slab_free_slow(hk_slab_cache_t *c, void *obj);
 static inline void *hk_slab_alloc(hk_slab_cache_t *c)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)c;
-    uint64_t key = h->slab_key;
-    hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
-    void **cp;
-    if (__builtin_expect(s->id == key && (cp = s->cur) != s->lo, 1)) {
-        __atomic_store_n(&s->allocs, s->allocs + 1, __ATOMIC_RELAXED);
-        s->cur = --cp;
-        return *cp;
+    if (__builtin_expect(hk__thread_pointer() == __atomic_load_n(&h->shome, __ATOMIC_RELAXED), 1)) {
+        hk__slab_home_t *hm = (hk__slab_home_t *)(void *)((char *)(void *)c + HK__SLAB_HOME_AT);
+        uint32_t n = hm->n;
+        if (__builtin_expect(n != 0, 1)) {
+            __atomic_store_n(&hm->n, n - 1, __ATOMIC_RELAXED);
+            __atomic_store_n(&hm->allocs, hm->allocs + 1, __ATOMIC_RELAXED);
+            return hm->obj[n - 1];
+        }
     }
-    return hk__slab_alloc_slow(c);
+    return hk__slab_alloc_mag(c);
 }
 static inline int hk_slab_free(hk_slab_cache_t *c, void *obj)
 {
     hk__hot_t *h = (hk__hot_t *)(void *)c;
-    uint64_t key = h->slab_key;
-    hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
-    uintptr_t off = (uintptr_t)obj - (uintptr_t)__atomic_load_n(&h->tbase, __ATOMIC_RELAXED);
-    void **cp;
-    if (__builtin_expect(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) && s->id == key &&
-                         (cp = s->cur) != s->hi, 1)) {
-        *cp = obj;
-        s->cur = cp + 1;
-        __atomic_store_n(&s->frees, s->frees + 1, __ATOMIC_RELAXED);
-        return 0;
+    if (__builtin_expect(hk__thread_pointer() == __atomic_load_n(&h->shome, __ATOMIC_RELAXED), 1)) {
+        hk__slab_home_t *hm = (hk__slab_home_t *)(void *)((char *)(void *)c + HK__SLAB_HOME_AT);
+        uint32_t n = hm->n;
+        if (__builtin_expect((uintptr_t)obj - (uintptr_t)hm->lo < hm->span && n < HK__SLAB_HOME, 1)) {
+            hm->obj[n] = obj;
+            __atomic_store_n(&hm->n, n + 1, __ATOMIC_RELAXED);
+            return 0;
+        }
     }
-    return hk__slab_free_slow(c, obj);
+    return hk__slab_free_mag(c, obj);
 }
 /* Empty the depot's magazines into the slabs, then destroy every empty
  * slab (dtor on each object) and give it back. Returns slabs released,

@@ -92,7 +92,8 @@ void hk__handle_kill(void *hv)
     /* Turn the inline fast paths off: every later call goes out of line and is reported. */
     __atomic_store_n(&h->hot.tpool_key, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&h->hot.slab_key, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&h->hot.nfree, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->hot.ncache, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->hot.shome, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&h->hot.limit, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&h->hot.aend, NULL, __ATOMIC_RELAXED);
     __atomic_store_n(&h->hot.aptr, NULL, __ATOMIC_RELAXED);

@@ -1,19 +1,26 @@
 /* Fixed-size pool: objects live in one reserved address range committed a
  * chunk at a time, so ownership is a range check and an object's index is
  * its offset over the stride. Free objects form a LIFO list threaded through
- * their first word (dealt over four chains, so that allocating from a
- * scattered list overlaps four cache misses); never-used objects are carved
- * lazily from the top. A release pool keeps its list in the handle's hot
- * block, where the inline hk_pool_alloc/free in heapkit/pool.h pop and push
- * it; locked and checked pools keep it here and go out of line. Checked pools add a bitmap (one
- * bit per object, "allocated") that makes double frees exact. */
+ * their first word (dealt over four chains, so that walking a scattered list
+ * overlaps four cache misses); never-used objects are carved lazily from the
+ * top. A release pool puts a bounded front cache (an array in the handle)
+ * on top of that list: the inline hk_pool_alloc/free in heapkit/pool.h pop
+ * and push the array, and the code here refills it from the list and
+ * spills half of it back. Locked and checked pools use the list alone, out
+ * of line. Checked pools add a bitmap (one bit per object, "allocated")
+ * that makes double frees exact. */
 #include "pool_internal.h"
 #include <string.h>
 
 #define DEFAULT_RESERVE ((size_t)16 << 30)
 #define DEFAULT_CHUNK   ((size_t)64 << 10)
 
+#define POOL_LISTS 4
+#define CACHE_HALF (HK__POOL_CACHE / 2)
+
 struct hk_pool {
+  union {
+   struct {
     hk__handle_t h;
     hk__spin_t lock;
     size_t stride;
@@ -29,14 +36,21 @@ struct hk_pool {
     size_t bump;            /* objects [0, bump) have been handed out at least once */
     size_t peak;            /* highest bump since create: the list is used before carving, so = peak in_use */
     uint64_t dropped;       /* objects live at resets, so frees = allocs - in_use - dropped */
-    bool fast;              /* the inline paths own the hot free list and hot.limit */
-    void *list[HK__POOL_LISTS];  /* the free list when !fast (hot.nfree stays 0 then) */
+    bool fast;              /* release pool: the inline paths own cache, hot.ncache and hot.limit */
+    void *list[POOL_LISTS]; /* the free list below the cache: heads of the four chains */
     size_t nlist;
     uint64_t *bitmap;       /* checked pools only */
     size_t bm_reserved, bm_committed;
     hk_pool_stats_t st;
+   };
+   char head_[HK__POOL_CACHE_AT];
+  };
+  /* The top hot.ncache free objects (fast pools), cache[ncache - 1] on top. */
+  void *cache[HK__POOL_CACHE];
 };
+_Static_assert(offsetof(struct hk_pool, cache) == HK__POOL_CACHE_AT, "the inline paths find the cache here");
 _Static_assert(sizeof(struct hk_pool) <= HK__HANDLE_SLOT, "pool descriptor fits a slot");
+_Static_assert(HK__POOL_CACHE % 2 == 0 && HK__POOL_CACHE < UINT32_MAX, "the cache spills halves");
 
 size_t hk__pool_stride(const hk_pool_t *p) { return p->stride; }
 char  *hk__pool_base(const hk_pool_t *p) { return p->base; }
@@ -143,14 +157,11 @@ HK_INLINE size_t obj_index(const hk_pool_t *p, size_t off)
 }
 
 /* The free list: entry k of the LIFO stack (k = 0 at the bottom) is on chain
- * k % HK__POOL_LISTS, so pop and push touch the chain the count selects. */
-HK_INLINE void **list_of(hk_pool_t *p) { return p->fast ? p->h.hot.free_head : p->list; }
-HK_INLINE size_t *count_of(hk_pool_t *p) { return p->fast ? &p->h.hot.nfree : &p->nlist; }
+ * k % POOL_LISTS, so pop and push touch the chain the count selects. */
 HK_INLINE void *list_pop(hk_pool_t *p)
 {
-    size_t *n = count_of(p);
-    if (!*n) return NULL;
-    void **head = &list_of(p)[--*n & (HK__POOL_LISTS - 1)];
+    if (!p->nlist) return NULL;
+    void **head = &p->list[--p->nlist & (POOL_LISTS - 1)];
     void *o = *head;
     *head = *(void **)o;
     __builtin_prefetch(*head, 1);   /* scattered lists: fetch the chain's next one early */
@@ -158,12 +169,16 @@ HK_INLINE void *list_pop(hk_pool_t *p)
 }
 HK_INLINE void list_push(hk_pool_t *p, void *o)
 {
-    size_t *n = count_of(p);
-    void **head = &list_of(p)[(*n)++ & (HK__POOL_LISTS - 1)];
+    void **head = &p->list[p->nlist++ & (POOL_LISTS - 1)];
     *(void **)o = *head;
     *head = o;
 }
+/* Free objects: the list and the front cache (hot.ncache is 0 unless fast). */
+HK_INLINE size_t pool_nfree(const hk_pool_t *p) { return p->nlist + p->h.hot.ncache; }
 
+/* The next free object in LIFO order is on the cache (fast pools), then the
+ * list, then carved: so bump only grows when every object is live, and the
+ * highest bump is the peak of in_use. */
 HK_INLINE void *pool_alloc_locked(hk_pool_t *p)
 {
     char *o = list_pop(p);
@@ -209,6 +224,20 @@ HK_INLINE int pool_free_locked(hk_pool_t *p, void *obj)
         return pool_misuse(p, obj, "is not from this pool");
     size_t idx = obj_index(p, off);
     if (hk_unlikely(idx * p->stride != off)) return pool_misuse(p, obj, "is not on an object boundary");
+    if (p->fast) {
+        /* The cache is full (else the inline path had taken obj): its
+         * bottom half goes onto the list, oldest first, so the order of
+         * the whole stack is kept. */
+        uint32_t n = p->h.hot.ncache;
+        if (n == HK__POOL_CACHE) {
+            for (size_t i = 0; i < CACHE_HALF; i++) list_push(p, p->cache[i]);
+            memmove(p->cache, p->cache + CACHE_HALF, (HK__POOL_CACHE - CACHE_HALF) * sizeof(void *));
+            n = HK__POOL_CACHE - CACHE_HALF;
+        }
+        p->cache[n] = obj;
+        p->h.hot.ncache = n + 1;
+        return 0;
+    }
     if (p->bitmap) {
         uint64_t bit = (uint64_t)1 << (idx & 63);
         if (hk_unlikely(!(p->bitmap[idx >> 6] & bit)))
@@ -227,8 +256,19 @@ void *hk__pool_alloc_slow(hk_pool_t *p)
         hk__spin_lock(&p->lock);
         o = pool_alloc_locked(p);
         hk__spin_unlock(&p->lock);
+    } else if (p->fast && p->h.hot.ncache) {
+        o = p->cache[--p->h.hot.ncache];   /* a caller that saw the cache empty before */
+        p->h.hot.allocs++;
     } else {
         o = pool_alloc_locked(p);
+        if (o && p->fast && p->nlist) {
+            /* Refill the empty cache from the list (never by carving: that
+             * would count objects nobody holds in the peak), in LIFO order:
+             * the list's top becomes the cache's top. */
+            size_t k = HK_MIN(p->nlist, (size_t)CACHE_HALF);
+            for (size_t i = k; i-- > 0;) p->cache[i] = list_pop(p);
+            p->h.hot.ncache = (uint32_t)k;
+        }
     }
     return o;
 }
@@ -280,8 +320,10 @@ int hk_pool_owns(hk_pool_t *p, const void *obj)
             r = (int)(p->bitmap[idx >> 6] >> (idx & 63) & 1);
         } else {                         /* no bitmap: allocated unless on the free list */
             r = 1;
-            for (int k = 0; k < HK__POOL_LISTS && r; k++)
-                for (void *f = list_of(p)[k]; f; f = *(void **)f)
+            for (uint32_t i = 0; i < p->h.hot.ncache && r; i++)
+                if (p->cache[i] == obj) r = 0;
+            for (int k = 0; k < POOL_LISTS && r; k++)
+                for (void *f = p->list[k]; f; f = *(void **)f)
                     if (f == obj) { r = 0; break; }
         }
     }
@@ -309,10 +351,11 @@ int hk_pool_reset(hk_pool_t *p)
         p->bm_committed = bm_keep;
     if (p->bm_committed) memset(p->bitmap, 0, p->bm_committed);
     p->capacity = p->committed / p->stride;
-    p->dropped += p->bump - *count_of(p);   /* the objects live until now */
+    p->dropped += p->bump - pool_nfree(p);   /* the objects live until now */
     p->bump = 0;
-    memset(list_of(p), 0, HK__POOL_LISTS * sizeof(void *));
-    *count_of(p) = 0;
+    memset(p->list, 0, sizeof p->list);
+    p->nlist = 0;
+    p->h.hot.ncache = 0;
     if (p->fast) p->h.hot.limit = p->committed;
     hk__spin_unlock(&p->lock);
     return e;
@@ -339,7 +382,7 @@ int hk_pool_stats(hk_pool_t *p, hk_pool_stats_t *out)
     hk__spin_lock(&p->lock);
     *out = p->st;
     /* Every object below the carve mark is live or on the free list. */
-    out->in_use = p->bump - *count_of(p);
+    out->in_use = p->bump - pool_nfree(p);
     out->allocs = p->h.hot.allocs;
     out->frees = out->allocs - out->in_use - p->dropped;
     out->peak_in_use = p->peak;

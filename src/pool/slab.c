@@ -5,7 +5,11 @@
  * memory. In front sit per-thread magazines (two stacks of 32 objects),
  * exchanged whole with the cache's depot of full and empty magazines. The
  * loaded magazine sits in the thread's hk__tls_slots entry, where the inline
- * hk_slab_alloc/free (heapkit/pool.h) pop and push it in release mode. */
+ * hk_slab_alloc/free (heapkit/pool.h) pop and push it in release mode. One
+ * thread, the home thread (the first to use the cache), has a third stack
+ * on top of its magazines: an array in the handle, which its inline paths
+ * reach without a thread-local load and with a depth the compiler may keep
+ * in a register; it is refilled from and spilled to its magazines. */
 #include "pool_internal.h"
 #include <string.h>
 
@@ -77,7 +81,11 @@ typedef struct tcache {
     struct tcache *tnext, *tprev;    /* the cache's list of live tcaches */
 } tcache_t;
 
+#define HOME_HALF (HK__SLAB_HOME / 2)
+
 struct hk_slab_cache {
+  union {
+   struct {
     hk__handle_t h;
     hk__spin_t lock;                 /* slab lists, depot, tcache list, counters */
     size_t stride, slab_size, nobj, objs_off;
@@ -93,8 +101,19 @@ struct hk_slab_cache {
     hk_pool_t *mags, *tcpool;
     uint64_t allocs, frees;          /* totals of retired tcaches and direct paths */
     uint64_t constructed, destructed, created, reaped;
+   };
+   char head_[HK__SLAB_HOME_AT];
+  };
+  /* The home thread's cache: hm.n objects, hm.obj[n - 1] on top. Only the
+   * home thread writes it; n and moved_in change together only under the
+   * cache lock (refill, spill, drain), so the stats, which hold the lock,
+   * derive the home thread's frees from a consistent pair. */
+  hk__slab_home_t hm;
 };
+_Static_assert(offsetof(struct hk_slab_cache, hm) == HK__SLAB_HOME_AT, "the inline paths find the home block here");
+_Static_assert(HK__SLAB_HOME_AT % 64 == 0 && offsetof(hk__slab_home_t, obj) == 64, "the counts have a line of their own");
 _Static_assert(sizeof(struct hk_slab_cache) <= HK__HANDLE_SLOT, "slab descriptor fits a slot");
+_Static_assert(HK__SLAB_HOME % 2 == 0 && HOME_HALF <= MAG_ROUNDS, "the home cache moves halves");
 
 __extension__ typedef unsigned __int128 u128;
 
@@ -309,24 +328,55 @@ static void tcache_drain(hk_slab_cache_t *c, tcache_t *t)
     hk_pool_free(c->tcpool, t);
 }
 
+HK_INLINE bool is_home(hk_slab_cache_t *c)
+{
+    return __atomic_load_n(&c->h.hot.shome, __ATOMIC_RELAXED) == hk__thread_pointer();
+}
+
+/* The home thread's copy of the span its inline free accepts (home thread only). */
+HK_INLINE void home_sync_span(hk_slab_cache_t *c)
+{
+    c->hm.lo = __atomic_load_n(&c->h.hot.tbase, __ATOMIC_RELAXED);
+    c->hm.span = __atomic_load_n(&c->h.hot.tlimit, __ATOMIC_RELAXED);
+}
+
+/* Objects come into the home cache from its magazines (moved_in) and from
+ * frees, and leave to allocs and back to the magazines. Caller holds c->lock
+ * (or is the home thread). */
+HK_INLINE uint64_t home_frees(hk_slab_cache_t *c)
+{
+    return __atomic_load_n(&c->hm.allocs, __ATOMIC_RELAXED) + __atomic_load_n(&c->hm.n, __ATOMIC_RELAXED) -
+           c->hm.moved_in;
+}
+
+/* Give this thread's home role up: its objects go back to their slabs. */
+static void home_drain(hk_slab_cache_t *c)
+{
+    hk__spin_lock(&c->lock);
+    for (uint32_t i = 0; i < c->hm.n; i++) slab_give(c, c->hm.obj[i]);
+    c->allocs += c->hm.allocs;
+    c->frees += home_frees(c);
+    __atomic_store_n(&c->hm.n, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->hm.allocs, 0, __ATOMIC_RELAXED);
+    c->hm.moved_in = 0;
+    /* Release: the next home thread claims with acquire, so it sees sn = 0. */
+    __atomic_store_n(&c->h.hot.shome, 0, __ATOMIC_RELEASE);
+    hk__spin_unlock(&c->lock);
+}
+
 void hk__slab_thread_exit(hk__handle_t *owner, hk__tls_slot_t *slot)
 {
-    tcache_drain((hk_slab_cache_t *)owner, slot->ext);
+    hk_slab_cache_t *c = (hk_slab_cache_t *)owner;
+    if (is_home(c)) home_drain(c);   /* before the thread pointer can name another thread */
+    tcache_drain(c, slot->ext);
 }
 
 HK_INLINE void count(uint64_t *ctr) { __atomic_store_n(ctr, *ctr + 1, __ATOMIC_RELAXED); }
 
-static void *slab_alloc_inner(hk_slab_cache_t *c)
+/* Pop t's magazines (refilling them from the depot or the slabs); no count. */
+static void *tc_take(hk_slab_cache_t *c, tcache_t *t)
 {
     void *o = NULL;
-    tcache_t *t = tcache_of(c);
-    if (!t) {                             /* no TLS slot: straight from the slabs */
-        hk__spin_lock(&c->lock);
-        o = slab_take(c);
-        if (o) c->allocs++;
-        hk__spin_unlock(&c->lock);
-        return o;
-    }
     hk__slot_unload(t->slot);
     mag_t *l = loaded_of(t);
     if (!l->n) {
@@ -351,9 +401,66 @@ static void *slab_alloc_inner(hk_slab_cache_t *c)
         l = loaded_of(t);
         if (!l->n) { errno = ENOMEM; return NULL; }
     }
-    count(&t->slot->allocs);
     o = l->obj[--l->n];
     t->slot->cur = l->obj + l->n;
+    return o;
+}
+
+/* The home cache is empty: refill half of it from the magazines, in LIFO
+ * order (the magazines' top becomes its top), after taking obj for the caller. */
+static void *home_alloc(hk_slab_cache_t *c, tcache_t *t)
+{
+    void *o = tc_take(c, t);
+    if (!o) return NULL;
+    /* The loaded magazine's top k, in one copy (no lock). */
+    hk__tls_slot_t *sl = t->slot;
+    size_t k = HK_MIN((size_t)(sl->cur - sl->lo), (size_t)HOME_HALF);
+    memcpy(c->hm.obj, sl->cur - k, k * sizeof(void *));
+    sl->cur -= k;
+    hk__spin_lock(&c->lock);
+    c->hm.moved_in += k + 1;              /* o passes through the home cache too */
+    __atomic_store_n(&c->hm.n, (uint32_t)k, __ATOMIC_RELAXED);
+    count(&c->hm.allocs);
+    hk__spin_unlock(&c->lock);
+    return o;
+}
+
+/* This thread's tcache; the first thread with one and no home thread
+ * yet becomes the home thread (release caches only). */
+static tcache_t *tcache_claim(hk_slab_cache_t *c)
+{
+    tcache_t *t = tcache_of(c);
+    if (t && c->h.hot.slab_key && !__atomic_load_n(&c->h.hot.shome, __ATOMIC_RELAXED)) {
+        uintptr_t none = 0;
+        __atomic_compare_exchange_n(&c->h.hot.shome, &none, hk__thread_pointer(), false,
+                                    __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+    }
+    return t;
+}
+
+static void *slab_alloc_inner(hk_slab_cache_t *c)
+{
+    void *o = NULL;
+    tcache_t *t = tcache_claim(c);
+    if (!t) {                             /* no TLS slot: straight from the slabs */
+        hk__spin_lock(&c->lock);
+        o = slab_take(c);
+        if (o) c->allocs++;
+        hk__spin_unlock(&c->lock);
+        return o;
+    }
+    if (is_home(c)) {
+        home_sync_span(c);
+        uint32_t n = c->hm.n;
+        if (n) {                          /* the caller saw it empty before */
+            __atomic_store_n(&c->hm.n, n - 1, __ATOMIC_RELAXED);
+            count(&c->hm.allocs);
+            return c->hm.obj[n - 1];
+        }
+        return home_alloc(c, t);
+    }
+    o = tc_take(c, t);
+    if (o) count(&t->slot->allocs);
     return o;
 }
 
@@ -365,16 +472,9 @@ void *hk__slab_alloc_slow(hk_slab_cache_t *c)
     return o;
 }
 
-static int slab_free_inner(hk_slab_cache_t *c, void *obj)
+/* Push obj onto t's magazines (trading a full one at the depot); no count. */
+static void tc_put(hk_slab_cache_t *c, tcache_t *t, void *obj)
 {
-    tcache_t *t = tcache_of(c);
-    if (!t) {
-        hk__spin_lock(&c->lock);
-        slab_give(c, obj);
-        c->frees++;
-        hk__spin_unlock(&c->lock);
-        return 0;
-    }
     hk__slot_unload(t->slot);
     mag_t *l = loaded_of(t);
     if (l->n == MAG_ROUNDS) {
@@ -390,9 +490,8 @@ static int slab_free_inner(hk_slab_cache_t *c, void *obj)
             hk__spin_lock(&c->lock);
             if (!e) {                     /* no magazine memory: this one object to its slab */
                 slab_give(c, obj);
-                c->frees++;
                 hk__spin_unlock(&c->lock);
-                return 0;
+                return;
             }
             MNEXT(l) = c->full;           /* the full magazine goes to the depot */
             c->full = l;
@@ -402,9 +501,48 @@ static int slab_free_inner(hk_slab_cache_t *c, void *obj)
         }
         l = loaded_of(t);
     }
-    count(&t->slot->frees);
     l->obj[l->n++] = obj;
     t->slot->cur = l->obj + l->n;
+}
+
+static int slab_free_inner(hk_slab_cache_t *c, void *obj)
+{
+    tcache_t *t = tcache_claim(c);
+    if (!t) {
+        hk__spin_lock(&c->lock);
+        slab_give(c, obj);
+        c->frees++;
+        hk__spin_unlock(&c->lock);
+        return 0;
+    }
+    if (is_home(c)) {
+        home_sync_span(c);
+        uint32_t n = c->hm.n;
+        if (n == HK__SLAB_HOME) {
+            /* Full: its bottom half goes onto the magazines, oldest first,
+             * so the order of the whole stack is kept. */
+            hk__tls_slot_t *sl = t->slot;
+            if ((size_t)(sl->hi - sl->cur) >= HOME_HALF) {   /* room in the loaded magazine: one copy */
+                memcpy(sl->cur, c->hm.obj, HOME_HALF * sizeof(void *));
+                sl->cur += HOME_HALF;
+            } else {
+                for (size_t i = 0; i < HOME_HALF; i++) tc_put(c, t, c->hm.obj[i]);
+            }
+            memmove(c->hm.obj, c->hm.obj + HOME_HALF, (HK__SLAB_HOME - HOME_HALF) * sizeof(void *));
+            n = HK__SLAB_HOME - HOME_HALF;
+            hk__spin_lock(&c->lock);
+            c->hm.moved_in -= HOME_HALF;
+            c->hm.obj[n] = obj;
+            __atomic_store_n(&c->hm.n, n + 1, __ATOMIC_RELAXED);
+            hk__spin_unlock(&c->lock);
+            return 0;
+        }
+        c->hm.obj[n] = obj;
+        __atomic_store_n(&c->hm.n, n + 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    tc_put(c, t, obj);
+    count(&t->slot->frees);
     return 0;
 }
 
@@ -420,11 +558,45 @@ int hk__slab_free_slow(hk_slab_cache_t *c, void *obj)
     return slab_free_inner(c, obj);
 }
 
+/* The magazine fast path of the threads other than the home thread. */
+void *hk__slab_alloc_mag(hk_slab_cache_t *c)
+{
+    hk__hot_t *h = &c->h.hot;
+    uint64_t key = h->slab_key;
+    hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
+    void **cp;
+    /* The home thread comes here with its home cache empty: refill it. */
+    if (hk_likely(!is_home(c) && s->id == key && (cp = s->cur) != s->lo)) {
+        count(&s->allocs);
+        s->cur = --cp;
+        return *cp;
+    }
+    return hk__slab_alloc_slow(c);
+}
+
+int hk__slab_free_mag(hk_slab_cache_t *c, void *obj)
+{
+    hk__hot_t *h = &c->h.hot;
+    uint64_t key = h->slab_key;
+    hk__tls_slot_t *s = &hk__tls_slots[key & (HK__TLS_SLOTS - 1)];
+    uintptr_t off = (uintptr_t)obj - (uintptr_t)__atomic_load_n(&h->tbase, __ATOMIC_RELAXED);
+    void **cp;
+    if (hk_likely(off < __atomic_load_n(&h->tlimit, __ATOMIC_RELAXED) && !is_home(c) && s->id == key &&
+                  (cp = s->cur) != s->hi)) {
+        *cp = obj;
+        s->cur = cp + 1;
+        count(&s->frees);
+        return 0;
+    }
+    return hk__slab_free_slow(c, obj);
+}
+
 int hk_slab_cache_flush(hk_slab_cache_t *c)
 {
     if (hk__handle_check(c, HK__MAGIC_SLAB, "hk_slab_cache_flush", "slab cache") != 0) return EINVAL;
     hk__tls_slot_t *sl = hk__tls_mine(&c->h);
     if (sl) {
+        if (is_home(c)) home_drain(c);
         tcache_drain(c, sl->ext);
         hk__tls_unregister(&c->h);
     }
@@ -489,8 +661,8 @@ int hk_slab_cache_stats(hk_slab_cache_t *c, hk_slab_stats_t *out)
     out->slabs_partial = c->counts[L_PARTIAL];
     out->slabs_full = c->counts[L_FULL];
     out->slabs_empty = c->counts[L_EMPTY];
-    out->allocs = c->allocs;
-    out->frees = c->frees;
+    out->allocs = c->allocs + __atomic_load_n(&c->hm.allocs, __ATOMIC_RELAXED);
+    out->frees = c->frees + home_frees(c);
     for (tcache_t *t = c->tcs; t; t = t->tnext) {
         out->allocs += __atomic_load_n(&t->slot->allocs, __ATOMIC_RELAXED);
         out->frees += __atomic_load_n(&t->slot->frees, __ATOMIC_RELAXED);
