@@ -357,7 +357,8 @@ void hk__segment_release_empty(hk_theap_t *heap, hk_segment_t *seg, bool purge)
  * steady churn of one-page spans (pages of blocks up to 64 KiB) that wait
  * lets the resident free pages pile up to whatever the heap freed in the
  * last delay or two: past an eighth of the pages in use (and never under
- * 512 KiB) the oldest of them go back at once. Pages of bigger spans wait out
+ * 512 KiB), over the most pages the heap has had in use, the oldest of them
+ * go back at once. Pages of bigger spans wait out
  * the delay: a program that frees and allocates big blocks by turns would
  * otherwise fault its pages back on every allocation. */
 #define HK_RESFREE_MIN_PAGES  8
@@ -383,6 +384,11 @@ static void purge_over_budget(hk_theap_t *heap)
     }
     uint64_t budget = used / HK_RESFREE_SHARE;
     if (budget < HK_RESFREE_MIN_PAGES) budget = HK_RESFREE_MIN_PAGES;
+    /* Below the most pages the heap has had in use, free pages raise no
+     * peak the pages in use did not already reach: they wait out the delay
+     * (no purge, no refault when the heap grows back). */
+    if (used > heap->used_hwm) heap->used_hwm = (uint32_t)used;
+    budget += heap->used_hwm - used;
     if (res <= budget) return;
     uint64_t excess = res - budget / 2;     /* down to half the budget: no purge on every free */
     while (excess) {
