@@ -142,7 +142,7 @@ typedef struct hk_theap {
     uint32_t no_purge;                /* >0 while a page walk is running: no purge from retires */
     uint32_t purge_tick;              /* malloc slow paths since the last look at the clock */
     uint32_t purge_epoch;             /* purges so far: stamps the empty pages a class keeps */
-    uint32_t freed_pages;             /* pages given back to segments since the last budget check */
+    uint32_t freed_pages;             /* one-page spans given back since the last budget check */
     uint32_t used_hwm;                /* most pages in use seen by a budget check */
     uint64_t purge_since;             /* ms when purge_due was set after the last purge: caps the pushback */
     uintptr_t key;                    /* reserved: heap key for the checking modes */

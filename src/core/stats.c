@@ -8,9 +8,10 @@
 #include <unistd.h>
 
 long hk__opt[HK_OPTION_COUNT] = { 0, 10, 0, 8 };
-/* Read at start-up: kept out of read-only data like hk__class_small. */
-static long opt_min[HK_OPTION_COUNT] = { 0, -1, 0, 0 };
-static long opt_max[HK_OPTION_COUNT] = { 1, 3600000, 2, 64 };
+static const long opt_min[HK_OPTION_COUNT] = { 0, -1, 0, 0 };   /* read only when a variable is set */
+static const long opt_max[HK_OPTION_COUNT] = { 1, 3600000, 2, 64 };
+/* The names are read at every start-up: writable data (already resident),
+ * not .rodata, like hk__class_small. */
 static char opt_env[HK_OPTION_COUNT][24] = {
     "HEAPKIT_SHOW_STATS", "HEAPKIT_PURGE_DELAY", "HEAPKIT_VERBOSE", "HEAPKIT_SEGMENT_CACHE",
 };
