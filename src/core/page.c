@@ -117,6 +117,15 @@ static void page_extend(hk_page_t *pg)
     pg->capacity = (uint16_t)(pg->capacity + n);
 }
 
+/* The class a page serves: its block size and the reciprocal that finds a
+ * block's index (set when a page is initialised or its one block grows). */
+static void page_set_class(hk_page_t *pg, size_t cls)
+{
+    pg->block_size = hk__class_size[cls];
+    pg->cls = (uint8_t)cls;
+    pg->inv = ((uint64_t)1 << 44) / pg->block_size + 1;
+}
+
 static void page_init(hk_theap_t *heap, hk_page_t *pg, size_t cls)
 {
     hk_segment_t *seg = hk__segment_of(pg);
@@ -126,13 +135,11 @@ static void page_init(hk_theap_t *heap, hk_page_t *pg, size_t cls)
     size_t area = (size_t)pg->span * HK_PAGE_SIZE - (size_t)(start - base);
     pg->free = pg->local_free = NULL;
     pg->used = 0;
-    pg->block_size = hk__class_size[cls];
-    pg->cls = (uint8_t)cls;
+    page_set_class(pg, cls);
     pg->capacity = 0;
     pg->reserved = (uint16_t)(area / pg->block_size);
     __atomic_store_n(&pg->thread_free, NULL, __ATOMIC_RELAXED);
     pg->start = start;
-    pg->inv = ((uint64_t)1 << 44) / pg->block_size + 1;
     __atomic_store_n(&pg->heap, heap, __ATOMIC_RELAXED);
     page_set_flags(pg, 0);
 }
@@ -443,9 +450,7 @@ bool hk__page_grow_in_place(void *p, size_t size)
     hk_page_queue_t *q = (pg->flags & HK_PF_FULL) ? &heap->full : &heap->queues[pg->cls];
     hk__queue_remove(q, pg);
     HK_STAT_ADD(&heap->st.malloc_bytes, bs - pg->block_size);
-    pg->block_size = bs;
-    pg->cls = (uint8_t)cls;
-    pg->inv = ((uint64_t)1 << 44) / bs + 1;
+    page_set_class(pg, cls);
     /* Still its one block, out: the page joins the full list of its new class. */
     hk__queue_push_back(&heap->full, pg);
     page_set_flags(pg, HK_PF_FULL);

@@ -75,27 +75,32 @@ static int same(const unsigned char *p, size_t n, unsigned seed)
     return 1;
 }
 
+/* A block of `from` bytes, filled (seed), realloc'd to `to`: it must stay
+ * where it is, with its data, and is then filled anew (seed + 1). *out is
+ * the block (NULL when the malloc failed). */
+static void grown_in_place(unsigned char **out, size_t from, size_t to, unsigned seed)
+{
+    *out = NULL;
+    unsigned char *p = hk_malloc(from);
+    REQUIRE(p != NULL);
+    fill(p, from, seed);
+    unsigned char *q = hk_realloc(p, to);
+    CHECK(q == p);
+    CHECK(hk_malloc_usable_size(q) >= to);
+    CHECK(same(q, from, seed));
+    fill(q, to, seed + 1);
+    *out = q;
+}
+
 static void grow_worker(void)
 {
     /* One block a page (40 KiB class): a bigger class within the page. */
-    unsigned char *p = hk_malloc(40 * 1024);
-    REQUIRE(p != NULL);
-    fill(p, 40 * 1024, 1);
-    unsigned char *q = hk_realloc(p, 44 * 1024);
-    CHECK(q == p);
-    CHECK(hk_malloc_usable_size(q) >= 44 * 1024);
-    CHECK(same(q, 40 * 1024, 1));
-    fill(q, 44 * 1024, 2);
-
+    unsigned char *q, *t;
+    grown_in_place(&q, 40 * 1024, 44 * 1024, 1);
+    REQUIRE(q != NULL);
     /* A span that grows into the free pages after it (a fresh heap has them). */
-    unsigned char *s = hk_malloc(100 * 1024);
-    REQUIRE(s != NULL);
-    fill(s, 100 * 1024, 3);
-    unsigned char *t = hk_realloc(s, 200 * 1024);
-    CHECK(t == s);
-    CHECK(hk_malloc_usable_size(t) >= 200 * 1024);
-    CHECK(same(t, 100 * 1024, 3));
-    fill(t, 200 * 1024, 4);
+    grown_in_place(&t, 100 * 1024, 200 * 1024, 3);
+    REQUIRE(t != NULL);
     /* Its memory really is its own: a block allocated now lies elsewhere. */
     unsigned char *u = hk_malloc(64 * 1024);
     REQUIRE(u != NULL);
