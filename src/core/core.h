@@ -36,10 +36,12 @@ typedef struct hk_block { struct hk_block *next; uintptr_t tag; } hk_block_t;
 struct hk_theap;
 
 /* Page flags (read by any thread with __atomic, written by the owner):
- * any set flag sends a free to the slow path. */
+ * any set flag sends the owner's free to the slow path; another thread's
+ * free into its foreign-block cache only minds flags above HK_PF_FULL
+ * (hence FULL is the lowest bit: one compare tests "FULL or nothing"). */
 enum {
-    HK_PF_ALIGNED = 1,   /* some pointers handed out are inside blocks (memalign) */
-    HK_PF_FULL    = 2,   /* page sits in the heap's full list */
+    HK_PF_FULL    = 1,   /* page sits in the heap's full list */
+    HK_PF_ALIGNED = 2,   /* some pointers handed out are inside blocks (memalign) */
     HK_PF_FREE    = 4,   /* page not in use: a free into it is misuse */
     /* room for the checking modes: canaries, quarantine, encoded lists */
     HK_PF_CHECKED = 8,
@@ -391,9 +393,11 @@ HK_INLINE void hk__free(void *p)
          * start of a block, or a block tagged free: the slow path sorts
          * them out. The block index comes from the page's reciprocal. */
         uint64_t off = (uint64_t)((char *)p - pg->start);
-        if (hk_likely(__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) == 0 &&
-                      ((off * pg->inv) >> 44) * pg->block_size == off && b->tag != HK_FREE_TAG(pg))) {
-            if (hk_likely(tid == hk__thread_id())) {
+        uintptr_t other = tid ^ hk__thread_id();   /* 0: the owner frees */
+        if (hk_likely(((off * pg->inv) >> 44) * pg->block_size == off && b->tag != HK_FREE_TAG(pg))) {
+            uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
+            /* The owner, no flag: one test for both. */
+            if (hk_likely((flags | other) == 0)) {
                 b->next = pg->local_free;
                 b->tag = HK_FREE_TAG(pg);
                 pg->local_free = b;
@@ -403,9 +407,12 @@ HK_INLINE void hk__free(void *p)
             }
             /* Another live thread's block: into this thread's foreign-block
              * cache while the class has room (hk__free_generic empties a
-             * full class first). */
+             * full class first). Its page may sit in the owner's full list:
+             * the block stays out either way. Blocks that circulate between
+             * threads (taken from the cache, freed back into it) keep their
+             * owner's pages full, so this is the common case for them. */
             hk_theap_t *me = hk__tls_heap;
-            if (hk__xcache_takes(me, pg) && hk__xcache_room(me, pg)) {
+            if (other != 0 && flags <= HK_PF_FULL && hk__xcache_takes(me, pg) && hk__xcache_room(me, pg)) {
                 hk__xcache_push(me, pg, b);
                 return;
             }

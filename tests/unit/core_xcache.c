@@ -136,9 +136,65 @@ static void test_owner_exits(void)
     for (int i = 0; i < 200; i++) hk_free(v[i]);
 }
 
+/* Blocks of a page in its owner's full list: every block of the first
+ * page of the 64-byte class is out, so the page sits in the full list
+ * while another thread frees N of them, takes them back from its cache,
+ * writes them, frees them again and takes them again (blocks circulating
+ * between threads keep their home page full). The page then leaves the
+ * full list when the owner frees its share, the cached blocks go home at
+ * the thread's exit, and every page of the class is given back. */
+enum { PAGE_BLOCKS = 65536 / 64 };
+static void *page_blocks[PAGE_BLOCKS + 64];
+
+static void *circulator(void *arg)
+{
+    (void)arg;
+    void *mine = hk_malloc(4000);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++) hk_free(page_blocks[i]);
+        int hits = 0;
+        for (int i = 0; i < N; i++) {
+            void *q = hk_malloc(64);
+            if (!q) { bad++; continue; }
+            for (int k = 0; k < N; k++) if (page_blocks[k] == q) { hits++; break; }
+            memset(q, 0x40 + round, 64);
+        }
+        if (hits != N) bad++;
+        /* the cache hands blocks out LIFO: find them again for the next round */
+        for (int i = 0; i < N; i++)
+            for (int k = 0; k < 64; k++)
+                if (((unsigned char *)page_blocks[i])[k] != 0x40 + round) { bad++; break; }
+    }
+    for (int i = 0; i < N; i++) hk_free(page_blocks[i]);
+    hk_free(mine);
+    return NULL;
+}
+
+static void test_full_page_circulates(void)
+{
+    bad = 0;
+    hk_collect(1);
+    hk_stats_t before, after;
+    hk_stats_get(&before);
+    for (int i = 0; i < PAGE_BLOCKS + 64; i++) { page_blocks[i] = hk_malloc(64); REQUIRE(page_blocks[i]); memset(page_blocks[i], 1, 64); }
+    pthread_t th;
+    pthread_create(&th, NULL, circulator, NULL);
+    pthread_join(th, NULL);
+    CHECK_EQ(bad, 0);
+    for (int i = N; i < PAGE_BLOCKS + 64; i++) {
+        for (int k = 0; k < 64; k++) if (((unsigned char *)page_blocks[i])[k] != 1) { bad++; break; }
+        hk_free(page_blocks[i]);
+    }
+    CHECK_EQ(bad, 0);
+    hk_collect(1);
+    hk_stats_get(&after);
+    CHECK_EQ(after.pages, before.pages);
+}
+
 int main(void)
 {
     RUN(test_reuse);
+    RUN(test_full_page_circulates);
     RUN(test_flush_home);
     RUN(test_owner_exits);
     return t_finish();
