@@ -36,12 +36,17 @@ void *hk__realloc_in(hk_theap_t *heap, void *p, size_t size)
         hk_segment_t *seg = hk__segment_of(p);
         if (seg->kind == HK_SEG_HUGE) {
             if (size > HK_SMALL_MAX) { hk__huge_shrink(seg, p, size); return p; }
-        } else if (size >= usable / 2) {
-            return p;
+        } else if (size >= usable / 2 || hk__class_size[hk__size_class(size)] >= usable) {
+            return p;   /* shrinking by less than half, or into the same class: stay */
         }
     }
     if (!heap && usable > HK_SMALL_MAX / 64 && size <= HK_SMALL_MAX && hk__page_grow_in_place(p, size)) return p;
-    void *q = heap ? hk__theap_malloc(heap, size) : hk__malloc(size);
+    /* Growing: at least a quarter more than the block had, so a buffer
+     * grown by small appends moves at most every other class step. */
+    size_t want = size;
+    if (size > usable && size <= HK_SMALL_MAX && size < usable + usable / 4) want = usable + usable / 4;
+    void *q = heap ? hk__theap_malloc(heap, want) : hk__malloc(want);
+    if (!q && want != size) q = heap ? hk__theap_malloc(heap, size) : hk__malloc(size);   /* a capped heap */
     if (!q) return NULL;
     memcpy(q, p, size < usable ? size : usable);
     hk__free(p);

@@ -164,6 +164,33 @@ static void test_realloc(void)
     p = hk_malloc(100);
     size_t u = hk_malloc_usable_size(p);
     CHECK(hk_realloc(p, u) == p);
+    hk_free(p);
+    /* Shrinking into the same class stays in place, even below half. */
+    p = hk_malloc(16);
+    REQUIRE(p);
+    CHECK(hk_realloc(p, 5) == p);
+    hk_free(p);
+    /* Growth by one byte at a time: each move takes at least a quarter
+     * more than the block had, and the contents come along. */
+    size_t len = 1, moves = 0;
+    p = hk_malloc(len);
+    REQUIRE(p);
+    p[0] = 0;
+    while (len < 70000) {
+        size_t before = hk_malloc_usable_size(p);
+        unsigned char *q = hk_realloc(p, len + 1);
+        REQUIRE(q);
+        if (q != p) {
+            moves++;
+            CHECK(hk_malloc_usable_size(q) >= before + before / 4);
+        }
+        q[len] = (unsigned char)len;
+        p = q;
+        len++;
+    }
+    for (size_t i = 0; i < len; i++) if (p[i] != (unsigned char)i) { CHECK(p[i] == (unsigned char)i); break; }
+    CHECK(moves > 10 && moves < 40);
+    hk_free(p);
     p = hk_realloc(NULL, 50);
     CHECK(p != NULL);
     errno = 0;
