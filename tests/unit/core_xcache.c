@@ -160,7 +160,7 @@ static void *circulator(void *arg)
             memset(q, 0x40 + round, 64);
         }
         if (hits != N) bad++;
-        /* the cache hands blocks out LIFO: find them again for the next round */
+        /* the same N blocks came back (hits == N): each holds this round's bytes */
         for (int i = 0; i < N; i++)
             for (int k = 0; k < 64; k++)
                 if (((unsigned char *)page_blocks[i])[k] != 0x40 + round) { bad++; break; }
