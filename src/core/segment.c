@@ -278,17 +278,21 @@ hk_segment_t *hk__segment_new(hk_theap_t *heap)
     return seg;
 }
 
-/* The free pages in `bits` (n of them) go into use; purged ones count as
- * committed again. */
+/* The purged pages among `bits` count as committed again. */
+static void unpurge(hk_segment_t *seg, uint64_t bits)
+{
+    uint64_t pur = seg->purged_mask & bits;
+    if (!pur) return;
+    seg->purged_mask &= ~pur;
+    HK_ATOMIC_SUB(&g_purged_now, (uint64_t)hk__popcount64(pur) * HK_PAGE_SIZE);
+    update_committed_peak();
+}
+
+/* The free pages in `bits` (n of them) go into use. */
 static void take_pages(hk_segment_t *seg, uint64_t bits, unsigned n)
 {
     seg->free_mask &= ~bits;
-    uint64_t pur = seg->purged_mask & bits;
-    if (pur) {
-        seg->purged_mask &= ~bits;
-        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)hk__popcount64(pur) * HK_PAGE_SIZE);
-        update_committed_peak();
-    }
+    unpurge(seg, bits);
     seg->used_pages += n;
 }
 
@@ -336,12 +340,7 @@ void hk__segment_prefault(hk_segment_t *seg, size_t bytes)
     end = hk__align_up(end, hk_vm_page_size());
     (void)hk_vm_populate((char *)seg + HK_SEG_HDR, end - HK_SEG_HDR);   /* advice: a failure only costs faults later */
     unsigned n = (unsigned)((end + HK_PAGE_SIZE - 1) >> HK_PAGE_SHIFT);
-    uint64_t bits = span_bits(0, n) & seg->free_mask & seg->purged_mask;
-    if (bits) {
-        seg->purged_mask &= ~bits;
-        HK_ATOMIC_SUB(&g_purged_now, (uint64_t)hk__popcount64(bits) * HK_PAGE_SIZE);
-        update_committed_peak();
-    }
+    unpurge(seg, span_bits(0, n) & seg->free_mask);
 }
 
 /* An empty segment leaves its heap for the cache (or the OS). */
