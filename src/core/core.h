@@ -90,6 +90,7 @@ typedef struct hk_segment {
     uint64_t free_mask;        /* bit i: page i free */
     uint32_t used_pages;
     uint32_t thp;              /* small segments of a heap with HK_HEAP_HUGE_PAGES: never cached, released whole */
+    uint32_t abandoned;        /* on the abandoned list (read and written under its lock) */
     hk_page_t pages[HK_SEG_PAGES];
 } hk_segment_t;
 
@@ -264,6 +265,8 @@ hk_theap_t *hk__heap_init_thread(void) HK_HIDDEN;
 void hk__process_init(void) HK_HIDDEN;
 void hk__heap_abandon(hk_theap_t *heap) HK_HIDDEN;
 hk_segment_t *hk__abandoned_pop(void) HK_HIDDEN;
+/* Take seg off the abandoned list; false if it is not on it (any more). */
+bool hk__abandoned_take(hk_segment_t *seg) HK_HIDDEN;
 void hk__heaps_foreach(void (*fn)(hk_theap_t *, void *), void *arg) HK_HIDDEN;
 
 /* segment.c */

@@ -178,13 +178,27 @@ void hk__heaps_foreach(void (*fn)(hk_theap_t *, void *), void *arg)
 
 /* ------------------------------------------------------------ abandonment */
 
+/* The abandoned list is doubly linked (through the segments' own links)
+ * so that a free into any abandoned segment can take it off the list. */
 static void abandoned_push(hk_segment_t *seg)
 {
     hk__lock(&g_abandoned_lock);
+    seg->prev = NULL;
     seg->next = g_abandoned;
+    if (g_abandoned) g_abandoned->prev = seg;
+    seg->abandoned = 1;
     /* Atomic because hk__abandoned_pop peeks at the head without the lock. */
     __atomic_store_n(&g_abandoned, seg, __ATOMIC_RELAXED);
     hk__unlock(&g_abandoned_lock);
+}
+
+static void abandoned_unlink(hk_segment_t *seg)
+{
+    if (seg->prev) seg->prev->next = seg->next;
+    else __atomic_store_n(&g_abandoned, seg->next, __ATOMIC_RELAXED);
+    if (seg->next) seg->next->prev = seg->prev;
+    seg->next = seg->prev = NULL;
+    seg->abandoned = 0;
 }
 
 hk_segment_t *hk__abandoned_pop(void)
@@ -192,10 +206,18 @@ hk_segment_t *hk__abandoned_pop(void)
     if (__atomic_load_n(&g_abandoned, __ATOMIC_RELAXED) == NULL) return NULL;
     hk__lock(&g_abandoned_lock);
     hk_segment_t *seg = g_abandoned;
-    if (seg) __atomic_store_n(&g_abandoned, seg->next, __ATOMIC_RELAXED);
+    if (seg) abandoned_unlink(seg);
     hk__unlock(&g_abandoned_lock);
-    if (seg) seg->next = seg->prev = NULL;
     return seg;
+}
+
+bool hk__abandoned_take(hk_segment_t *seg)
+{
+    hk__lock(&g_abandoned_lock);
+    bool on = seg->abandoned != 0;
+    if (on) abandoned_unlink(seg);
+    hk__unlock(&g_abandoned_lock);
+    return on;
 }
 
 static void queue_drain(hk_theap_t *heap, hk_page_queue_t *q)

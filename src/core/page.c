@@ -414,6 +414,20 @@ void hk__free_generic(hk_segment_t *seg, void *p)
      * passive false sharing that sending blocks home avoids). */
     uintptr_t tid = __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED);
     hk_theap_t *me = hk__tls_heap;
+    /* A block of a segment whose thread exited: this thread takes the
+     * segment over (private heaps' segments have a heap and no thread).
+     * Otherwise blocks freed into it would wait, resident, for a purge or
+     * a thread in need of a segment to adopt it: a program whose threads
+     * come and go and free each other's blocks (larson) piled up one
+     * abandoned segment per exited thread. */
+    if (tid == 0 && me != &hk__heap_empty && __atomic_load_n(&seg->heap, __ATOMIC_RELAXED) == NULL &&
+        hk__abandoned_take(seg)) {
+        /* The block is live (checked above), so its page stays in use and
+         * adoption keeps the segment. */
+        if (!hk__segment_adopt(me, seg)) { hk__invalid_free(p, "not a live block"); return; }
+        flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
+        tid = hk__thread_id();
+    }
     if (tid != 0 && tid != hk__thread_id() && hk__xcache_takes(me, pg)) {
         if (!hk__xcache_room(me, pg)) xcache_flush_class(me, pg->cls);
         hk__xcache_push(me, pg, b);

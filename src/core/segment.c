@@ -270,6 +270,7 @@ hk_segment_t *hk__segment_new(hk_theap_t *heap)
     hk__segment_stamp(seg, HK_SEG_SMALL);
     seg->map_size = HK_SEG_SIZE;
     seg->heap = heap;
+    seg->abandoned = 0;
     seg->used_pages = 0;
     seg->free_mask = ~(uint64_t)0;
     seg->purged_mask = purged;
@@ -522,7 +523,7 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force)
 bool hk__segment_adopt(hk_theap_t *heap, hk_segment_t *seg)
 {
     HK_ATOMIC_SUB(&hk__gstats.segments_abandoned, 1);
-    seg->heap = heap;
+    __atomic_store_n(&seg->heap, heap, __ATOMIC_RELAXED);   /* read by frees that look for abandoned segments */
     __atomic_store_n(&seg->thread_id, heap->thread_id, __ATOMIC_SEQ_CST);
     segment_link(heap, seg);
     heap->no_purge++;
@@ -557,7 +558,7 @@ void hk__segment_abandon(hk_theap_t *heap, hk_segment_t *seg)
         if ((seg->free_mask >> i) & 1 || pg->back) continue;
         __atomic_store_n(&pg->heap, NULL, __ATOMIC_RELAXED);
     }
-    seg->heap = NULL;
+    __atomic_store_n(&seg->heap, NULL, __ATOMIC_RELAXED);
     __atomic_store_n(&seg->thread_id, 0, __ATOMIC_SEQ_CST);
     HK_ATOMIC_ADD(&hk__gstats.segments_abandoned, 1);
 }

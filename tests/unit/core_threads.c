@@ -1,6 +1,7 @@
 /* The allocator across threads: blocks freed by other threads than their
  * owner, threads that exit with live blocks (their segments are abandoned
- * and later adopted), and frees into abandoned segments. Fixed seeds. */
+ * and later adopted, by a thread that needs a segment, by a purge, or by
+ * a free into them). Fixed seeds. */
 #include "test.h"
 #include "heapkit.h"
 #include <pthread.h>
@@ -106,15 +107,17 @@ static void test_thread_exit_and_adoption(void)
     hk_stats_t st;
     hk_stats_get(&st);
     CHECK(st.segments_abandoned >= 1);
-    /* Free half of the dead thread's blocks from here (frees into abandoned segments). */
+    /* A thread that needs segments takes abandoned ones first. */
+    pthread_create(&th, NULL, adopter, NULL);
+    pthread_join(th, NULL);
+    CHECK(adopt_after < adopt_before);
+    /* That thread exited too: free half of the blocks from here (frees
+     * into segments abandoned twice over by now). */
     for (unsigned i = 0; i < PER; i += 2) {
         CHECK(check_block(blocks[0][i], sizes[0][i], i));
         hk_free(blocks[0][i]);
         blocks[0][i] = NULL;
     }
-    pthread_create(&th, NULL, adopter, NULL);
-    pthread_join(th, NULL);
-    CHECK(adopt_after < adopt_before);
     hk_stats_t after;
     /* The other half is intact and frees fine, wherever it lives now. */
     for (unsigned i = 1; i < PER; i += 2) {
@@ -130,6 +133,40 @@ static void test_thread_exit_and_adoption(void)
     }
     hk_stats_get(&after);
     CHECK(after.heaps <= 2);
+}
+
+/* A free into a segment whose thread exited takes the segment over: the
+ * blocks freed from here become this thread's local frees, and pages they
+ * empty go back at once, with no purge and no new segment needed. */
+static void test_free_adopts_abandoned(void)
+{
+    hk_stats_t before, orphaned, after;
+    void *mine = hk_malloc(32);      /* this thread has a live heap */
+    REQUIRE(mine);
+    /* Earlier tests' orphans first (each purge adopts one), so that the
+     * exiting thread below cannot take an old segment in. */
+    for (int k = 0; k < 256; k++) {
+        hk_collect(1);
+        hk_stats_get(&before);
+        if (before.segments_abandoned == 0) break;
+    }
+    CHECK_EQ(before.segments_abandoned, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, leaver, (void *)(uintptr_t)1);
+    pthread_join(th, NULL);
+    hk_stats_get(&orphaned);
+    CHECK(orphaned.segments_abandoned > before.segments_abandoned);
+    /* One free per segment is enough to take it; free everything. */
+    for (unsigned i = 0; i < PER; i++) {
+        CHECK(check_block(blocks[1][i], sizes[1][i], 1 + i));
+        hk_free(blocks[1][i]);
+    }
+    hk_stats_get(&after);
+    CHECK_EQ(after.segments_abandoned, 0);
+    /* Emptied pages went back (each class may keep one). */
+    CHECK(after.pages < orphaned.pages);
+    CHECK(after.pages <= before.pages + 64);
+    hk_free(mine);
 }
 
 /* Producer/consumer: every block is freed by another thread. */
@@ -214,10 +251,13 @@ static void test_adopt_on_purge(void)
     hk_stats_get(&orphaned);
     CHECK(orphaned.segments_abandoned > before.segments_abandoned);
     CHECK(orphaned.pages > before.pages);
-    for (unsigned i = 0; i < PER; i++) hk_free(blocks[2][i]);
+    /* Nobody frees into them (a free would take its segment over): the
+     * purges alone adopt them. */
     for (int k = 0; k < 64 && k <= (int)orphaned.segments_abandoned; k++) hk_collect(1);
     hk_stats_get(&after);
-    CHECK(after.segments_abandoned < orphaned.segments_abandoned);
+    CHECK_EQ(after.segments_abandoned, 0);
+    for (unsigned i = 0; i < PER; i++) hk_free(blocks[2][i]);
+    hk_stats_get(&after);
     CHECK(after.pages < orphaned.pages);
     hk_free(mine);
 }
@@ -226,6 +266,7 @@ int main(void)
 {
     RUN(test_cross_thread_free);
     RUN(test_thread_exit_and_adoption);
+    RUN(test_free_adopts_abandoned);
     RUN(test_producer_consumer);
     RUN(test_adopt_on_purge);
     return t_finish();
