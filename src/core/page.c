@@ -417,9 +417,8 @@ void hk__free_generic(hk_segment_t *seg, void *p)
     /* A block of a segment whose thread exited: this thread takes the
      * segment over (private heaps' segments have a heap and no thread).
      * Otherwise blocks freed into it would wait, resident, for a purge or
-     * a thread in need of a segment to adopt it: a program whose threads
-     * come and go and free each other's blocks (larson) piled up one
-     * abandoned segment per exited thread. */
+     * a thread in need of a segment to adopt it: when 8 workers exited and
+     * main then freed their 107 MB of results, all of it stayed resident. */
     if (tid == 0 && me != &hk__heap_empty && __atomic_load_n(&seg->heap, __ATOMIC_RELAXED) == NULL &&
         hk__abandoned_take(seg)) {
         /* The block is live (checked above), so its page stays in use and
