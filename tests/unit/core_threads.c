@@ -135,6 +135,18 @@ static void test_thread_exit_and_adoption(void)
     CHECK(after.heaps <= 2);
 }
 
+/* Purge until no abandoned segment is left (each purge adopts one), so
+ * that a thread the test starts next cannot take an old one in. */
+static void drain_abandoned(hk_stats_t *st)
+{
+    for (int k = 0; k < 256; k++) {
+        hk_collect(1);
+        hk_stats_get(st);
+        if (st->segments_abandoned == 0) break;
+    }
+    CHECK_EQ(st->segments_abandoned, 0);
+}
+
 /* A free into a segment whose thread exited takes the segment over: the
  * blocks freed from here become this thread's local frees, and pages they
  * empty go back at once, with no purge and no new segment needed. */
@@ -143,14 +155,7 @@ static void test_free_adopts_abandoned(void)
     hk_stats_t before, orphaned, after;
     void *mine = hk_malloc(32);      /* this thread has a live heap */
     REQUIRE(mine);
-    /* Earlier tests' orphans first (each purge adopts one), so that the
-     * exiting thread below cannot take an old segment in. */
-    for (int k = 0; k < 256; k++) {
-        hk_collect(1);
-        hk_stats_get(&before);
-        if (before.segments_abandoned == 0) break;
-    }
-    CHECK_EQ(before.segments_abandoned, 0);
+    drain_abandoned(&before);
     pthread_t th;
     pthread_create(&th, NULL, leaver, (void *)(uintptr_t)1);
     pthread_join(th, NULL);
@@ -238,13 +243,7 @@ static void test_adopt_on_purge(void)
     hk_stats_t before, orphaned, after;
     void *mine = hk_malloc(32);      /* the purges below run on this thread's heap */
     REQUIRE(mine);
-    /* Earlier tests' orphans first: each purge takes in one. */
-    for (int k = 0; k < 256; k++) {
-        hk_collect(1);
-        hk_stats_get(&before);
-        if (before.segments_abandoned == 0) break;
-    }
-    CHECK_EQ(before.segments_abandoned, 0);
+    drain_abandoned(&before);
     pthread_t th;
     pthread_create(&th, NULL, orphan_maker, NULL);
     pthread_join(th, NULL);
