@@ -45,6 +45,7 @@ enum {
     HK_PF_FREE    = 4,   /* page not in use: a free into it is misuse */
     /* room for the checking modes: canaries, quarantine, encoded lists */
     HK_PF_CHECKED = 8,
+    HK_PF_TRIMMED = 16,  /* some 4 KiB pages of free blocks went back to the OS (see `trimmed`) */
 };
 
 typedef struct hk_page {
@@ -57,7 +58,8 @@ typedef struct hk_page {
     uint8_t  back;             /* distance back to the span head */
     uint8_t  lone;             /* free page: it was a span of one page (see purge_over_budget) */
     uint16_t reserved;         /* blocks that fit in the span */
-    uint16_t pad2_;
+    uint16_t trimmed;          /* owner only: bit k, the k-th 4 KiB of a one-page span went back
+                                * to the OS; the free blocks that touch it are off the lists */
     char *start;               /* first block */
     hk_block_t *thread_free;   /* atomic: other threads' frees */
     struct hk_theap *heap;      /* atomic: owner heap (NULL when abandoned) */
@@ -147,6 +149,7 @@ typedef struct hk_theap {
     uint32_t purge_epoch;             /* purges so far: stamps the empty pages a class keeps */
     uint32_t freed_pages;             /* one-page spans given back since the last budget check */
     uint32_t used_hwm;                /* most pages in use seen by a budget check */
+    uint32_t trim_next;               /* class where the next purge's page trimming starts */
     uint64_t purge_since;             /* ms when purge_due was set after the last purge: caps the pushback */
     uintptr_t key;                    /* reserved: heap key for the checking modes */
     struct hk_theap *next_heap, *prev_heap;
@@ -280,6 +283,8 @@ void hk__segment_abandon(hk_theap_t *heap, hk_segment_t *seg) HK_HIDDEN;
 void hk__segment_take_for_huge(hk_segment_t *seg, size_t bytes) HK_HIDDEN;
 uint64_t hk__purged_now(void) HK_HIDDEN;
 void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force) HK_HIDDEN;
+/* Trim the sparse pages of a thread heap, looking at up to `walk` blocks. */
+void hk__heap_trim(hk_theap_t *heap, uint32_t walk) HK_HIDDEN;
 /* A free segment from the cache, or a fresh mapping; with huge_pages always
  * a fresh one, advised to use transparent huge pages (seg->thp says if it took). */
 void *hk__segment_map(bool *fresh, unsigned want_pages, bool huge_pages) HK_HIDDEN;
@@ -291,6 +296,10 @@ void hk__segments_unlock_all(bool child) HK_HIDDEN;
 
 /* page.c */
 void hk__page_collect(hk_page_t *pg) HK_HIDDEN;
+/* Give back the 4 KiB pages that only free blocks of a sparse page cover;
+ * returns the blocks it looked at (0: the page did not qualify). */
+uint32_t hk__page_trim(hk_page_t *pg) HK_HIDDEN;
+void hk__purged_add(int64_t bytes) HK_HIDDEN;
 void hk__xcache_flush(hk_theap_t *heap) HK_HIDDEN;
 bool hk__page_retire(hk_theap_t *heap, hk_page_t *pg) HK_HIDDEN;
 void hk__segment_release_empty(hk_theap_t *heap, hk_segment_t *seg, bool purge) HK_HIDDEN;

@@ -102,6 +102,159 @@ void hk__page_collect(hk_page_t *pg)
     }
 }
 
+/* ------------------------------------------------------------ trimming */
+
+/* A page that has served many blocks of a class and now holds a few keeps
+ * every 4 KiB it ever carved resident: one live block anywhere in it pins
+ * the whole 64 KiB page. Trimming gives back the 4 KiB pages that only
+ * free blocks cover; those blocks leave the free lists (their links went
+ * with the memory) and come back, a 4 KiB page at a time, when the page
+ * runs out of listed blocks. While a page is trimmed it carries
+ * HK_PF_TRIMMED, so every free into it takes the slow path, which rejects
+ * a block that is off the lists (a double free; its tag went too). Only
+ * the owner trims, untrims or reads `trimmed` on its own (the free path
+ * reads it after the flag, and a block handed to another thread was
+ * listed again before it was handed out). */
+#define HK_OS_PAGE 4096u
+
+/* Bits of the 4 KiB pages that block idx touches (offsets within the span). */
+static inline uint32_t block_os_bits(const hk_page_t *pg, size_t lead, uint32_t idx)
+{
+    size_t a = lead + (size_t)idx * pg->block_size, e = a + pg->block_size - 1;
+    unsigned k0 = (unsigned)(a / HK_OS_PAGE), k1 = (unsigned)(e / HK_OS_PAGE);
+    return (uint32_t)((((uint64_t)2 << k1) - 1) & ~(((uint64_t)1 << k0) - 1));
+}
+
+/* Bytes from the span's base to its first block. */
+static inline size_t page_lead(const hk_page_t *pg)
+{
+    return (size_t)((uintptr_t)pg->start & (HK_PAGE_SIZE - 1));
+}
+
+static inline uint32_t block_index(const hk_page_t *pg, const void *b)
+{
+    return (uint32_t)(((uint64_t)((const char *)b - pg->start) * pg->inv) >> 44);
+}
+
+/* Is block b (of a trimmed page) one of the blocks off the lists? */
+static bool block_trimmed(const hk_page_t *pg, const hk_block_t *b)
+{
+    return (block_os_bits(pg, page_lead(pg), block_index(pg, b)) & __atomic_load_n(&pg->trimmed, __ATOMIC_RELAXED)) != 0;
+}
+
+/* Mark the blocks of pg tagged free; stops past cap - used of them. Reads
+ * live blocks too, which other threads may be writing (their data, or a
+ * remote free's tag): a racing read can only add a block to the count,
+ * which then comes out too high and sends the caller to the lists, so the
+ * race is harmless, and hidden from ThreadSanitizer. */
+__attribute__((no_sanitize("thread")))
+static uint32_t scan_tagged(const hk_page_t *pg, uint64_t *listed)
+{
+    uintptr_t tag = HK_FREE_TAG(pg);
+    uint32_t bs = pg->block_size, cap = pg->capacity, want = cap - pg->used, found = 0;
+    for (uint32_t i = 0; i < cap && found <= want; i++)
+        if (((const hk_block_t *)(pg->start + (size_t)i * bs))->tag == tag) {
+            listed[i >> 6] |= (uint64_t)1 << (i & 63);
+            found++;
+        }
+    return found;
+}
+
+uint32_t hk__page_trim(hk_page_t *pg)
+{
+    /* Once per page until it is untrimmed; sparse pages only (a quarter of
+     * the carved blocks or fewer in use) with at least 16 KiB free: a busy
+     * page would fault its memory back. */
+    if (pg->span != 1 || pg->trimmed || (pg->flags & (HK_PF_FULL | HK_PF_CHECKED | HK_PF_FREE))) return 0;
+    uint32_t bs = pg->block_size, cap = pg->capacity;
+    if (pg->used == 0 || (size_t)pg->used * 4 > cap || (size_t)(cap - pg->used) * bs < 4 * HK_OS_PAGE) return 0;
+    hk__page_collect(pg);
+    if (pg->used == 0 || (size_t)pg->used * 4 > cap) return 0;
+    size_t lead = page_lead(pg);
+    uint64_t listed[HK_PAGE_SIZE / 16 / 64] = { 0 };
+    /* The listed blocks are the cap - used free ones. A pass over the page
+     * in address order finds the blocks tagged free, at memory speed; when
+     * it finds more than that (blocks in other threads' foreign-block
+     * caches carry the tag too, and so may a live block's data), the list
+     * itself is walked instead, a cache miss a block. */
+    if (scan_tagged(pg, listed) != cap - pg->used) {
+        for (unsigned w = 0; w < sizeof listed / sizeof listed[0]; w++) listed[w] = 0;
+        for (hk_block_t *b = pg->free; b; b = b->next) {
+            uint32_t i = block_index(pg, b);
+            listed[i >> 6] |= (uint64_t)1 << (i & 63);
+        }
+    }
+    uint32_t busy = 0;     /* 4 KiB pages that a live (unlisted) block touches */
+    for (uint32_t i = 0; i < cap; i++)
+        if (!((listed[i >> 6] >> (i & 63)) & 1)) busy |= block_os_bits(pg, lead, i);
+    /* 4 KiB pages wholly inside the carved blocks, touched by no live block. */
+    unsigned lo = (unsigned)((lead + HK_OS_PAGE - 1) / HK_OS_PAGE);
+    unsigned hi = (unsigned)((lead + (size_t)cap * bs) / HK_OS_PAGE);
+    if (hi <= lo) return cap;
+    uint32_t span = (uint32_t)((((uint64_t)1 << hi) - 1) & ~(((uint64_t)1 << lo) - 1));
+    uint32_t cand = span & ~busy;
+    if (!cand) return cap;
+    char *base = pg->start - lead;
+    for (uint32_t m = cand; m;) {
+        unsigned k = (unsigned)__builtin_ctz(m);
+        unsigned n = (unsigned)__builtin_ctz(~(m >> k));
+        if (hk_vm_purge(base + (size_t)k * HK_OS_PAGE, (size_t)n * HK_OS_PAGE) == 0) {
+            HK_ATOMIC_ADD(&hk__gstats.purges, 1);
+            HK_ATOMIC_ADD(&hk__gstats.purged_bytes, (uint64_t)n * HK_OS_PAGE);
+        }
+        m &= ~(uint32_t)((((uint64_t)1 << n) - 1) << k);
+    }
+    __atomic_store_n(&pg->trimmed, (uint16_t)cand, __ATOMIC_RELAXED);
+    hk__purged_add((int64_t)hk__popcount64(cand) * HK_OS_PAGE);
+    /* Relist the free blocks that kept their memory, lowest address first:
+     * mallocs fill the page from the bottom, which leaves its top free. */
+    hk_block_t *head = NULL, **tail = &head;
+    for (uint32_t w = 0; w < (cap + 63) / 64; w++)
+        for (uint64_t m = listed[w]; m; m &= m - 1) {
+            uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(m);
+            if (block_os_bits(pg, lead, i) & pg->trimmed) continue;
+            hk_block_t *b = (hk_block_t *)(pg->start + (size_t)i * bs);
+            *tail = b;
+            tail = &b->next;
+        }
+    *tail = NULL;
+    pg->free = head;
+    page_set_flags(pg, pg->flags | HK_PF_TRIMMED);
+    return cap;
+}
+
+/* Put the blocks off the lists back on `free`: those touching the lowest
+ * trimmed 4 KiB page (and whatever trimmed pages they touch). */
+static void page_untrim(hk_page_t *pg)
+{
+    uint32_t t = pg->trimmed;
+    if (!t) return;
+    size_t lead = page_lead(pg);
+    uint32_t take = t & (0u - t);
+    for (;;) {   /* close over blocks that straddle two trimmed pages */
+        uint32_t more = take;
+        for (uint32_t i = 0; i < pg->capacity; i++) {
+            uint32_t bits = block_os_bits(pg, lead, i);
+            if (bits & take) more |= bits & t;
+        }
+        if (more == take) break;
+        take = more;
+    }
+    hk_block_t *head = pg->free;
+    for (uint32_t i = pg->capacity; i-- > 0;) {
+        uint32_t bits = block_os_bits(pg, lead, i);
+        if (!(bits & take)) continue;
+        hk_block_t *b = (hk_block_t *)(pg->start + (size_t)i * pg->block_size);
+        b->next = head;
+        b->tag = HK_FREE_TAG(pg);
+        head = b;
+    }
+    pg->free = head;
+    __atomic_store_n(&pg->trimmed, (uint16_t)(t & ~take), __ATOMIC_RELAXED);
+    hk__purged_add(-(int64_t)hk__popcount64(take) * HK_OS_PAGE);
+    if (!pg->trimmed) page_set_flags(pg, pg->flags & ~(uint32_t)HK_PF_TRIMMED);
+}
+
 /* Link the next few uncarved blocks onto `free`; touching memory lazily
  * keeps the resident size close to what is really used. */
 static void page_extend(hk_page_t *pg)
@@ -111,8 +264,14 @@ static void page_extend(hk_page_t *pg)
     uint32_t want = bs >= 4096 ? 1 : 4096 / bs;
     if (n > want) n = want;
     char *b = pg->start + (size_t)pg->capacity * bs;
-    for (uint32_t i = 0; i + 1 < n; i++) ((hk_block_t *)(b + (size_t)i * bs))->next = (hk_block_t *)(b + (size_t)(i + 1) * bs);
+    uintptr_t tag = HK_FREE_TAG(pg);   /* every listed block carries it (hk__page_trim counts on it) */
+    for (uint32_t i = 0; i + 1 < n; i++) {
+        hk_block_t *x = (hk_block_t *)(b + (size_t)i * bs);
+        x->next = (hk_block_t *)(b + (size_t)(i + 1) * bs);
+        x->tag = tag;
+    }
     ((hk_block_t *)(b + (size_t)(n - 1) * bs))->next = pg->free;
+    ((hk_block_t *)(b + (size_t)(n - 1) * bs))->tag = tag;
     pg->free = (hk_block_t *)b;
     pg->capacity = (uint16_t)(pg->capacity + n);
 }
@@ -137,6 +296,7 @@ static void page_init(hk_theap_t *heap, hk_page_t *pg, size_t cls)
     pg->used = 0;
     page_set_class(pg, cls);
     pg->capacity = 0;
+    __atomic_store_n(&pg->trimmed, 0, __ATOMIC_RELAXED);
     pg->reserved = (uint16_t)(area / pg->block_size);
     __atomic_store_n(&pg->thread_free, NULL, __ATOMIC_RELAXED);
     pg->start = start;
@@ -148,6 +308,10 @@ static void page_init(hk_theap_t *heap, hk_page_t *pg, size_t cls)
  * segment itself (it must not be touched afterwards). */
 bool hk__page_retire(hk_theap_t *heap, hk_page_t *pg)
 {
+    if (pg->trimmed) {   /* the segment's own purge accounting takes over */
+        hk__purged_add(-(int64_t)hk__popcount64(pg->trimmed) * HK_OS_PAGE);
+        __atomic_store_n(&pg->trimmed, 0, __ATOMIC_RELAXED);
+    }
     hk__cap_give(heap, (size_t)pg->span * HK_PAGE_SIZE);
     HK_ATOMIC_SUB(&hk__gstats.pages, 1);
     HK_ATOMIC_SUB(&hk__gstats.page_bytes, (uint64_t)pg->span * HK_PAGE_SIZE);
@@ -221,6 +385,7 @@ static hk_page_t *find_page(hk_theap_t *heap, size_t cls)
         for (hk_page_t *pg = queue_is_empty(q) ? NULL : q->first; pg; pg = next) {
             next = pg->next;
             if (!pg->free) hk__page_collect(pg);
+            if (!pg->free && pg->trimmed) page_untrim(pg);
             if (pg->free) {
                 if (q->first != pg) { hk__queue_remove(q, pg); queue_push_front(q, pg); }
                 return pg;
@@ -402,6 +567,7 @@ void hk__free_generic(hk_segment_t *seg, void *p)
     if (hk_unlikely((char *)b >= pg->start + (size_t)pg->reserved * pg->block_size)) { hk__invalid_free(p, "not a block"); return; }
     if (hk_unlikely(b != (hk_block_t *)p && !(flags & HK_PF_ALIGNED))) { hk__invalid_free(p, "not the start of a block"); return; }
     if (hk_unlikely(b->tag == HK_FREE_TAG(pg)) && block_listed(pg, b)) hk__fatal("heapkit: free(%p): double free\n", p);
+    if (hk_unlikely(flags & HK_PF_TRIMMED) && block_trimmed(pg, b)) hk__fatal("heapkit: free(%p): double free\n", p);
     /* A small block of another live thread's page: keep it for this
      * thread's own mallocs of the class instead of sending it home. Blocks
      * then circulate between threads that hand objects to each other with

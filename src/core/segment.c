@@ -39,6 +39,7 @@ static void update_committed_peak(void)
 
 uint64_t hk__purged_now(void) HK_HIDDEN;
 uint64_t hk__purged_now(void) { return __atomic_load_n(&g_purged_now, __ATOMIC_RELAXED); }
+void hk__purged_add(int64_t bytes) { __atomic_fetch_add(&g_purged_now, (uint64_t)bytes, __ATOMIC_RELAXED); }
 
 static inline uint64_t span_bits(unsigned i, unsigned n)
 {
@@ -364,6 +365,7 @@ void hk__segment_release_empty(hk_theap_t *heap, hk_segment_t *seg, bool purge)
 #define HK_RESFREE_MIN_PAGES  8
 #define HK_RESFREE_SHARE      8
 #define HK_RESFREE_CHECK      8      /* one-page spans freed between two looks */
+#define HK_TRIM_WALK          16384  /* free blocks a purge may look at to trim pages */
 
 static inline uint64_t lone_resident(const hk_segment_t *s)
 {
@@ -457,6 +459,24 @@ bool hk__segment_free_span(hk_theap_t *heap, hk_page_t *pg)
     return false;
 }
 
+/* Sparse pages of thread heaps give back the memory of their free blocks
+ * (hk__page_trim); a private heap's blocks come back from any thread
+ * through its pages' remote lists, so it leaves them be. Each page looked
+ * at costs a pass over its blocks: a purge looks at a bounded number,
+ * going on from the class where the last one stopped. */
+void hk__heap_trim(hk_theap_t *heap, uint32_t walk)
+{
+    if (heap->owner) return;
+    for (unsigned k = 0; k < HK_NCLASS && walk; k++) {
+        unsigned c = (heap->trim_next + k) % HK_NCLASS;
+        for (hk_page_t *pg = heap->queues[c].last ? heap->queues[c].first : NULL; pg && walk; pg = pg->next) {
+            uint32_t n = hk__page_trim(pg);
+            walk = n >= walk ? 0 : walk - n;
+        }
+        if (!walk) heap->trim_next = c + 1;
+    }
+}
+
 void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force)
 {
     long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
@@ -500,6 +520,7 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force)
             }
             purge_mask(seg, todo);
         }
+        hk__heap_trim(heap, HK_TRIM_WALK);
     }
     heap->no_purge--;
     /* One abandoned segment a purge: live threads take in what exited

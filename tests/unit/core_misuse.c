@@ -6,6 +6,7 @@
 #include "test.h"
 #include "heapkit.h"
 #include <pthread.h>
+#include <sys/mman.h>
 
 static void double_free_local(void *arg)
 {
@@ -58,6 +59,34 @@ static void double_free_cached(void *arg)
     hk_free(keep);
 }
 
+/* A block whose memory went back to the OS with the rest of a sparse page
+ * (hk__page_trim) has no tag left to show it is free: the page's trimmed
+ * map catches the second free. Exits 3 if the block's memory was not
+ * trimmed (the test would then not test this path). */
+static void double_free_trimmed(void *arg)
+{
+    (void)arg;
+    enum { N = 512 };
+    unsigned char *v[N], *victim = NULL;
+    hk_option_set(HK_OPTION_PURGE_DELAY, 0);
+    for (int i = 0; i < N; i++) { v[i] = hk_malloc(1000); memset(v[i], 1, 1000); }
+    for (int i = 0; i < N; i++) {
+        uintptr_t off = (uintptr_t)v[i] & 0xffff;
+        if (off < 4096) continue;                       /* kept: the page stays in use */
+        hk_free(v[i]);
+        if (!victim && off >= 32768 && off + 4096 <= 65536) {
+            uintptr_t page = (uintptr_t)v[i] & ~(uintptr_t)0xffff;
+            for (int k = 0; k < N; k++)                  /* a page that keeps a block */
+                if (((uintptr_t)v[k] & ~(uintptr_t)0xffff) == page && ((uintptr_t)v[k] & 0xffff) < 4096) victim = v[i];
+        }
+    }
+    hk_collect(1);
+    unsigned char vec = 1;
+    uintptr_t os = (uintptr_t)victim & ~(uintptr_t)4095;
+    if (!victim || mincore((void *)os, 4096, &vec) != 0 || (vec & 1)) exit(3);
+    hk_free(victim);
+}
+
 static void test_double_free(void)
 {
     static const size_t sizes[] = { 16, 24, 100, 1000, 9000, 70000, 600000 };
@@ -67,6 +96,7 @@ static void test_double_free(void)
     CHECK(t_expect_death(double_free_remote, (void *)(uintptr_t)32, SIGABRT, "double free"));
     CHECK(t_expect_death(double_free_remote, (void *)(uintptr_t)256, SIGABRT, "double free"));
     CHECK(t_expect_death(double_free_cached, NULL, SIGABRT, "double free"));
+    CHECK(t_expect_death(double_free_trimmed, NULL, SIGABRT, "double free"));
 }
 
 /* A block whose user data happens to start like a free block is freed
