@@ -230,6 +230,11 @@ static void test_churned_pages_stay_under_budget(void)
  * the freed memory, leave the kept blocks' data alone, and hand the freed
  * blocks out again (distinct, writable) when they are asked for. */
 static int in_first_4k(const void *p) { return ((uintptr_t)p & 0xffff) < 4096; }
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+    return x < y ? -1 : x > y;
+}
 
 static size_t rss_kb(void)
 {
@@ -286,6 +291,15 @@ static void test_sparse_pages_trimmed(void)
         }
     for (int i = 0; i < N; i++) for (int k = 0; k < SZ; k++) bad += v[i][k] != fill[i];
     CHECK_EQ(bad, 0);
+    static unsigned char *sorted[N];
+    memcpy(sorted, v, sizeof sorted);
+    qsort(sorted, N, sizeof *sorted, cmp_ptr);
+    for (int i = 1; i < N; i++) CHECK(sorted[i - 1] + SZ <= sorted[i]);   /* no two blocks overlap */
+    /* They came from the trimmed pages (their blocks were put back on the
+     * lists), not from new pages. */
+    hk_stats_t st4;
+    hk_stats_get(&st4);
+    CHECK(st4.pages <= st1.pages);
     for (int i = 0; i < N; i++) hk_free(v[i]);
     hk_option_set(HK_OPTION_PURGE_DELAY, 10);
 }
