@@ -282,6 +282,8 @@ bool hk__segment_adopt(hk_theap_t *heap, hk_segment_t *seg) HK_HIDDEN;
 void hk__segment_abandon(hk_theap_t *heap, hk_segment_t *seg) HK_HIDDEN;
 void hk__segment_take_for_huge(hk_segment_t *seg, size_t bytes) HK_HIDDEN;
 uint64_t hk__purged_now(void) HK_HIDDEN;
+/* Memory back to the OS (MADV_DONTNEED), counted in purges / purged_bytes. */
+void hk__purge_range(void *start, size_t bytes) HK_HIDDEN;
 void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force) HK_HIDDEN;
 /* Trim the sparse pages of a thread heap, looking at up to `walk` blocks. */
 void hk__heap_trim(hk_theap_t *heap, uint32_t walk) HK_HIDDEN;

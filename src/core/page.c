@@ -102,6 +102,16 @@ void hk__page_collect(hk_page_t *pg)
     }
 }
 
+/* The index of the block that holds p (p is inside the page's block
+ * area). Exact for offsets below 2^22 and blocks below 2^22 bytes: the
+ * error of the reciprocal stays under 2^-22, too small to cross a block
+ * boundary. */
+static inline uint32_t block_index(const hk_page_t *pg, const void *p)
+{
+    return (uint32_t)(((uint64_t)((const char *)p - pg->start) * pg->inv) >> 44);
+}
+_Static_assert(HK_SEG_SIZE <= ((size_t)1 << 22), "block_index's reciprocal covers a segment");
+
 /* ------------------------------------------------------------ trimming */
 
 /* A page that has served many blocks of a class and now holds a few keeps
@@ -129,11 +139,6 @@ static inline uint32_t block_os_bits(const hk_page_t *pg, size_t lead, uint32_t 
 static inline size_t page_lead(const hk_page_t *pg)
 {
     return (size_t)((uintptr_t)pg->start & (HK_PAGE_SIZE - 1));
-}
-
-static inline uint32_t block_index(const hk_page_t *pg, const void *b)
-{
-    return (uint32_t)(((uint64_t)((const char *)b - pg->start) * pg->inv) >> 44);
 }
 
 /* Is block b (of a trimmed page) one of the blocks off the lists? */
@@ -198,10 +203,7 @@ uint32_t hk__page_trim(hk_page_t *pg)
     for (uint32_t m = cand; m;) {
         unsigned k = (unsigned)__builtin_ctz(m);
         unsigned n = (unsigned)__builtin_ctz(~(m >> k));
-        if (hk_vm_purge(base + (size_t)k * HK_OS_PAGE, (size_t)n * HK_OS_PAGE) == 0) {
-            HK_ATOMIC_ADD(&hk__gstats.purges, 1);
-            HK_ATOMIC_ADD(&hk__gstats.purged_bytes, (uint64_t)n * HK_OS_PAGE);
-        }
+        hk__purge_range(base + (size_t)k * HK_OS_PAGE, (size_t)n * HK_OS_PAGE);
         m &= ~(uint32_t)((((uint64_t)1 << n) - 1) << k);
     }
     __atomic_store_n(&pg->trimmed, (uint16_t)cand, __ATOMIC_RELAXED);
@@ -212,7 +214,7 @@ uint32_t hk__page_trim(hk_page_t *pg)
     for (uint32_t w = 0; w < (cap + 63) / 64; w++)
         for (uint64_t m = listed[w]; m; m &= m - 1) {
             uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(m);
-            if (block_os_bits(pg, lead, i) & pg->trimmed) continue;
+            if (block_os_bits(pg, lead, i) & cand) continue;
             hk_block_t *b = (hk_block_t *)(pg->start + (size_t)i * bs);
             *tail = b;
             tail = &b->next;
@@ -469,16 +471,11 @@ void hk__page_now_empty(hk_page_t *pg)
     hk__page_retire(heap, pg);
 }
 
-/* The block that holds p (p is inside the page's block area). Exact for
- * offsets below 2^22 and blocks below 2^22 bytes: the error of the
- * reciprocal stays under 2^-22, too small to cross a block boundary. */
+/* The block that holds p (p is inside the page's block area). */
 static inline hk_block_t *block_start(const hk_page_t *pg, void *p)
 {
-    uint64_t off = (uint64_t)((char *)p - pg->start);
-    uint64_t idx = (off * pg->inv) >> 44;
-    return (hk_block_t *)(pg->start + idx * pg->block_size);
+    return (hk_block_t *)(pg->start + (size_t)block_index(pg, p) * pg->block_size);
 }
-_Static_assert(HK_SEG_SIZE <= ((size_t)1 << 22), "block_start's reciprocal covers a segment");
 
 /* Is b (tagged free) on one of the lists a free can reach from here? The
  * page's own lists (the owner's, read racily by others: the walk is

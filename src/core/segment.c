@@ -46,6 +46,14 @@ static inline uint64_t span_bits(unsigned i, unsigned n)
     return (n >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << i;
 }
 
+void hk__purge_range(void *start, size_t bytes)
+{
+    if (hk_vm_purge(start, bytes) == 0) {
+        HK_ATOMIC_ADD(&hk__gstats.purges, 1);
+        HK_ATOMIC_ADD(&hk__gstats.purged_bytes, (uint64_t)bytes);
+    }
+}
+
 /* Give pages in `mask` (free, not yet purged) back to the OS, run by run. */
 static void purge_mask(hk_segment_t *seg, uint64_t mask)
 {
@@ -60,10 +68,7 @@ static void purge_mask(hk_segment_t *seg, uint64_t mask)
         char *start = (char *)seg + (size_t)i * HK_PAGE_SIZE;
         char *end = (char *)seg + (size_t)(i + n) * HK_PAGE_SIZE;
         if (i == 0) start = (char *)seg + HK_SEG_HDR;
-        if (end > start && hk_vm_purge(start, (size_t)(end - start)) == 0) {
-            HK_ATOMIC_ADD(&hk__gstats.purges, 1);
-            HK_ATOMIC_ADD(&hk__gstats.purged_bytes, (uint64_t)(end - start));
-        }
+        if (end > start) hk__purge_range(start, (size_t)(end - start));
         mask &= ~span_bits(i, n);
     }
 }
