@@ -103,6 +103,50 @@ def fmt_table(title, rows, allocs, med, unit_fmt, ref_names):
     return "\n".join(lines), ratios
 
 
+def best_peer_table(rows, allocs, tmed, samples):
+    """Time of heapkit (and of every --lib build) over the fastest peer's on
+    each workload: the issue's "no workload slower than 1.25x the best peer".
+    Two figures per cell: the ratio of the medians, and the median over the
+    repetitions of the ratio within one repetition (each run against the
+    fastest peer's run of the same round). The machine's speed drifts
+    between rounds; the paired figure cancels that drift."""
+    peers = [a for a in allocs if a == "glibc" or a in {p[0] for p in PEERS}]
+    ours = [a for a in allocs if a not in peers]
+    if not peers or not ours:
+        return ""
+    w0 = max(12, max(len(r) for r in rows) + 2)
+    cw = 24
+    lines = ["TIME OVER THE FASTEST PEER (" + ", ".join(peers) + "): ratio of medians / median of per-round ratios",
+             "workload".ljust(w0) + "best peer".rjust(cw) + "".join(a.rjust(cw) for a in ours)]
+    worst = {a: (0.0, "") for a in ours}
+    for wl in rows:
+        have = [(tmed[(wl, p)], p) for p in peers if tmed.get((wl, p))]
+        if not have:
+            continue
+        bv, bp = min(have)
+        by_rep = {}
+        for p in peers:
+            for x in samples.get((wl, p), []):
+                by_rep[x[3]] = min(by_rep.get(x[3], x[0]), x[0])
+        cells = [f"{bp} {bv:.3f}".rjust(cw)]
+        for a in ours:
+            v = tmed.get((wl, a))
+            if v is None:
+                cells.append("FAIL".rjust(cw))
+                continue
+            q = v / bv
+            paired = [x[0] / by_rep[x[3]] for x in samples.get((wl, a), []) if x[3] in by_rep]
+            pq = statistics.median(paired) if paired else float("nan")
+            m = max(q, pq)
+            if m > worst[a][0]:
+                worst[a] = (m, wl)
+            cells.append(f"{q:.2f} / {pq:.2f}{' *' if m > 1.25 else '  '}".rjust(cw))
+        lines.append(wl.ljust(w0) + "".join(cells))
+    lines.append("worst".ljust(w0) + "".rjust(cw) + "".join(f"{worst[a][0]:.2f} {worst[a][1]}".rjust(cw) for a in ours))
+    lines.append("(* either figure over 1.25x)")
+    return "\n".join(lines)
+
+
 def with_geomean(rows, allocs, med):
     """The rows plus a 'geomean' row whose values are the geometric mean of
     each allocator's ratios to glibc (glibc's own value is then 1)."""
@@ -169,6 +213,8 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--only", help="comma-separated workload names")
     ap.add_argument("--allocators", help="comma-separated allocator names")
+    ap.add_argument("--lib", action="append", default=[], metavar="NAME=PATH",
+                    help="one more allocator to preload (e.g. another heapkit build); repeatable")
     a = ap.parse_args()
     reps = a.reps or (2 if a.quick else 5)
     scale = a.scale or (0.25 if a.quick else 1.0)
@@ -187,6 +233,11 @@ def main():
         allocs.append(("heapkit", hk))
     else:
         print(f"note: {hk} not built; comparing the others only", file=sys.stderr)
+    for spec in a.lib:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not os.path.exists(path):
+            sys.exit(f"run.py: --lib {spec}: want NAME=PATH of an existing library")
+        allocs.append((name, os.path.abspath(path)))
     if a.allocators:
         want = a.allocators.split(",")
         allocs = [x for x in allocs if x[0] in want]
@@ -200,7 +251,7 @@ def main():
         want = a.only.split(",")
         rows = [r for r in rows if r[0] in want or r[1] in want]
 
-    samples = {}   # (wl, alloc) -> list of (wall, maxrss_kb, line)
+    samples = {}   # (wl, alloc) -> list of (wall, maxrss_kb, line, rep)
     failures = []
     ref_line = {}
     t_start = time.time()
@@ -219,7 +270,7 @@ def main():
                 if wl in ref_line and ref_line[wl][1] != c:
                     failures.append(f"{wl} under {name}: output differs from {ref_line[wl][0]}: '{line}' vs '{ref_line[wl][1]}'")
                 ref_line.setdefault(wl, (name, c))
-                samples.setdefault((wl, name), []).append((wall, rss, line))
+                samples.setdefault((wl, name), []).append((wall, rss, line, rep))
 
     wl_names = [r[0] for r in rows]
     tmed, rmed, after = {}, {}, {}
@@ -237,6 +288,9 @@ def main():
     t_text, _ = fmt_table("TIME (s)", wl_names, names, tmed, lambda v: f"{v:.3f}", refs)
     r_text, _ = fmt_table("PEAK RSS (MiB)", wl_names, names, rmed, lambda v: f"{v / 1024:.1f}", refs)
     print(t_text + "\n\n" + r_text)
+    b_text = best_peer_table(wl_names, names, tmed, samples)
+    if b_text:
+        print("\n" + b_text)
     if after:
         a_rows = sorted({w for w, _ in after})
         x_text, _ = fmt_table("RSS AFTER FREEING 90% (MiB)", a_rows, names, after, lambda v: f"{v / 1024:.1f}", refs)
