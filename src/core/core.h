@@ -117,11 +117,14 @@ typedef struct { int v; } hk_lock_t;
 
 typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
 
-/* Classes (blocks up to 1 KiB) whose blocks freed by a thread that does
- * not own their page are kept in that thread's foreign-block cache and
- * handed out again by its mallocs (see hk__free_generic). */
+/* The foreign-block cache: per class (blocks up to 1 KiB), a stack of
+ * pointers to blocks of other live threads' pages that this thread freed;
+ * its mallocs pop from it before they look at a page (rules in
+ * hk__free_generic). The blocks stay counted as used in their pages until
+ * they go back (the older half when a class fills up; all of them at a
+ * purge, hk_collect and thread exit). */
 #define HK_XCLASSES    21
-#define HK_XCACHE_BYTES 4096      /* per class: beyond it the cache goes back to the owners */
+#define HK_XCACHE_BYTES 4096      /* per class, in block bytes */
 #define HK_XCACHE_MAX   32        /* per class, in blocks */
 
 typedef struct hk_theap_stats {
@@ -135,11 +138,14 @@ typedef struct hk_theap_stats {
 typedef struct hk_theap {
     hk_page_queue_t queues[HK_NCLASS];
     hk_page_queue_t full;
-    /* Foreign-block cache (thread heaps only): blocks of other threads'
-     * pages that this thread freed; they stay counted as used in their
-     * pages until they go back (full cache, hk_collect, thread exit). */
-    hk_block_t *xfree[HK_XCLASSES];
-    uint16_t xcount[HK_XCLASSES];
+    /* The foreign-block cache (see HK_XCLASSES), per class: blocks in it,
+     * and how many it may hold. Kept for every class, the bound 0 beyond
+     * HK_XCLASSES, for blocks under 64 bytes until the thread has freed 64
+     * of them (see hk__free_generic), and in private heaps and the empty
+     * heap (an exiting thread's TLS points there before its heap goes):
+     * the fast paths test neither the class nor the heap. */
+    struct hk_xclass { uint16_t n, cap; } xc[HK_NCLASS];
+    uint8_t xforeign[HK_XCLASSES];    /* other threads' blocks < 64 B freed so far (up to 64) */
     uintptr_t thread_id;
     size_t full_pending;              /* atomic: remote frees hit full pages */
     hk_segment_t *segments;           /* owned small segments */
@@ -161,7 +167,13 @@ typedef struct hk_theap {
     hk_segment_t *huge;               /* its huge blocks, linked through their headers */
     hk_lock_t huge_lock;              /* guards `huge`: a huge block is freed by any thread */
     bool huge_pages;                  /* HK_HEAP_HUGE_PAGES: fresh segments on transparent huge pages */
+    /* The foreign-block cache's stacks (5 KiB), a flexible array: heaps
+     * from the pool have room for them (HK_THEAP_BYTES), the static empty
+     * heap does not (it never caches), and neither it in .data nor a
+     * cleared new heap touches pages for them. */
+    hk_block_t *xcache[][HK_XCACHE_MAX];
 } __attribute__((aligned(64))) hk_theap_t;
+#define HK_THEAP_BYTES ((sizeof(hk_theap_t) + HK_XCLASSES * sizeof(hk_block_t *[HK_XCACHE_MAX]) + 63) & ~(size_t)63)
 
 /* Globals (hidden). */
 extern __thread hk_theap_t *hk__tls_heap HK_HIDDEN;
@@ -252,7 +264,7 @@ HK_INLINE hk_page_t *hk__page_of(hk_segment_t *seg, const void *p)
 
 /* Slow paths. */
 void *hk__malloc_generic(hk_theap_t *heap, size_t size) HK_HIDDEN HK_NOINLINE;
-void  hk__free_generic(hk_segment_t *seg, void *p) HK_HIDDEN HK_NOINLINE;
+void  hk__free_generic(void *p) HK_HIDDEN HK_NOINLINE;
 void  hk__page_now_empty(hk_page_t *pg) HK_HIDDEN HK_NOINLINE;
 void *hk__malloc_aligned(size_t align, size_t size) HK_HIDDEN;
 void *hk__page_mark_aligned(void *block, void *p) HK_HIDDEN;
@@ -303,6 +315,8 @@ void hk__page_collect(hk_page_t *pg) HK_HIDDEN;
 uint32_t hk__page_trim(hk_page_t *pg) HK_HIDDEN;
 void hk__purged_add(int64_t bytes) HK_HIDDEN;
 void hk__xcache_flush(hk_theap_t *heap) HK_HIDDEN;
+/* The cache's bound for class c (< HK_XCLASSES). */
+uint16_t hk__xcache_cap(unsigned c) HK_HIDDEN;
 bool hk__page_retire(hk_theap_t *heap, hk_page_t *pg) HK_HIDDEN;
 void hk__segment_release_empty(hk_theap_t *heap, hk_segment_t *seg, bool purge) HK_HIDDEN;
 void hk__queue_push_back(hk_page_queue_t *q, hk_page_t *pg) HK_HIDDEN;
@@ -338,40 +352,29 @@ void hk__invalid_free(const void *p, const char *why) HK_HIDDEN;
 
 /* ---------------------------------------------------------------- fast paths */
 
-/* The foreign-block cache (rules in hk__free_generic). May this thread's
- * cache keep a block of page pg, another live thread's page? */
-HK_INLINE bool hk__xcache_takes(const hk_theap_t *me, const hk_page_t *pg)
+/* Push b (of page pg, class c < HK_XCLASSES, room checked) on the cache. */
+HK_INLINE void hk__xcache_push(hk_theap_t *me, const hk_page_t *pg, unsigned c, hk_block_t *b)
 {
-    return pg->cls < HK_XCLASSES && pg->block_size >= 64 && me != &hk__heap_empty;
-}
-
-/* Room for one more block of pg's class within the per-class bounds? */
-HK_INLINE bool hk__xcache_room(const hk_theap_t *me, const hk_page_t *pg)
-{
-    unsigned n = me->xcount[pg->cls];
-    return n < HK_XCACHE_MAX && (size_t)(n + 1) * pg->block_size <= HK_XCACHE_BYTES;
-}
-
-HK_INLINE void hk__xcache_push(hk_theap_t *me, const hk_page_t *pg, hk_block_t *b)
-{
-    unsigned c = pg->cls;
-    b->next = me->xfree[c];
+    unsigned n = me->xc[c].n;
     b->tag = HK_FREE_TAG(pg);
-    me->xfree[c] = b;
-    me->xcount[c]++;
+    me->xcache[c][n] = b;
+    me->xc[c].n = (uint16_t)(n + 1);
 }
 
 /* The allocation fast path on a given heap: the calling thread's, or a
- * private heap's (whose lock the caller then holds). */
+ * private heap's (whose lock the caller then holds). The cache pop reads
+ * no block memory (only the tag store touches the block), so a run of
+ * mallocs of blocks gone cold does not wait on one miss after another the
+ * way a free-list pop does. */
 HK_INLINE void *hk__theap_malloc(hk_theap_t *heap, size_t size)
 {
     if (hk_likely(size <= HK_SMALL_MAX)) {
         size_t c = hk__size_class(size);
-        if (c < HK_XCLASSES) {
-            hk_block_t *x = heap->xfree[c];
-            if (x != NULL) {
-                heap->xfree[c] = x->next;
-                heap->xcount[c]--;
+        {
+            unsigned n = heap->xc[c].n;   /* 0 beyond HK_XCLASSES */
+            if (n != 0) {
+                hk_block_t *x = heap->xcache[c][n - 1];
+                heap->xc[c].n = (uint16_t)(n - 1);
                 x->tag = 0;
                 return x;
             }
@@ -420,19 +423,23 @@ HK_INLINE void hk__free(void *p)
                 return;
             }
             /* Another live thread's block: into this thread's foreign-block
-             * cache while the class has room (hk__free_generic empties a
-             * full class first). Its page may sit in the owner's full list:
-             * the block stays out either way. Blocks that circulate between
-             * threads (taken from the cache, freed back into it) keep their
-             * owner's pages full, so this is the common case for them. */
-            hk_theap_t *me = hk__tls_heap;
-            if (other != 0 && flags <= HK_PF_FULL && hk__xcache_takes(me, pg) && hk__xcache_room(me, pg)) {
-                hk__xcache_push(me, pg, b);
-                return;
+             * cache while the class has room (a full class goes the slow
+             * way, which sends its older half home first). Its page may sit
+             * in the owner's full list (FULL is the lowest flag): the block
+             * stays out either way. Blocks that circulate between threads
+             * (taken from the cache, freed back into it) keep their owner's
+             * pages full, so this is the common case for them. */
+            if (other != 0 && flags <= HK_PF_FULL) {
+                hk_theap_t *me = hk__tls_heap;
+                unsigned c = pg->cls;
+                if (me->xc[c].n < me->xc[c].cap) {
+                    hk__xcache_push(me, pg, c, b);
+                    return;
+                }
             }
         }
     }
-    hk__free_generic(seg, p);
+    hk__free_generic(p);
 }
 
 #endif

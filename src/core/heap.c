@@ -18,7 +18,8 @@ hk_theap_t hk__heap_empty = { .queues = { Q8, Q8, Q8, Q8, Q8, Q8, Q8, Q8, Q1 }, 
 __thread hk_theap_t *hk__tls_heap = &hk__heap_empty;
 hk_gstats_t hk__gstats;
 
-static hk_theap_t g_main_heap;
+static union { hk_theap_t h; char bytes[HK_THEAP_BYTES]; } g_main_store __attribute__((aligned(64)));
+#define g_main_heap (g_main_store.h)
 static int g_main_taken;
 static int g_init_state;      /* 0 none, 1 running, 2 done */
 static pthread_key_t g_key;
@@ -90,7 +91,7 @@ static hk_theap_t *heap_pool_alloc(void)
     hk_theap_t *h = g_heap_pool;
     if (h) g_heap_pool = h->next_heap;
     else {
-        if (g_pool_cur + sizeof(hk_theap_t) > g_pool_end) {
+        if (g_pool_cur + HK_THEAP_BYTES > g_pool_end) {
             void *p;
             size_t sz = (size_t)64 << 10;
             if (hk_vm_alloc(sz, 0, &p) != 0) { hk__unlock(&g_pool_lock); return NULL; }
@@ -98,7 +99,7 @@ static hk_theap_t *heap_pool_alloc(void)
             g_pool_end = g_pool_cur + sz;
         }
         h = (hk_theap_t *)g_pool_cur;
-        g_pool_cur += sizeof(hk_theap_t);
+        g_pool_cur += HK_THEAP_BYTES;
     }
     hk__unlock(&g_pool_lock);
     return h;
@@ -123,6 +124,8 @@ hk_theap_t *hk__heap_init_thread(void)
     memset(h, 0, sizeof *h);
     heap_clear_queues(h);
     h->thread_id = hk__thread_id();
+    for (unsigned c = 0; c < HK_XCLASSES; c++)
+        if (hk__class_size[c] >= 64) h->xc[c].cap = hk__xcache_cap(c);   /* smaller: see hk__free_generic */
     hk__lock(&g_heaps_lock);
     h->next_heap = g_heaps;
     if (g_heaps) g_heaps->prev_heap = h;
@@ -235,7 +238,7 @@ static void queue_drain(hk_theap_t *heap, hk_page_queue_t *q)
 void hk__heap_abandon(hk_theap_t *heap)
 {
     heap->no_purge++;     /* never reset: the heap struct is re-initialised on reuse */
-    hk__xcache_flush(heap);
+    hk__xcache_flush(heap);   /* (the thread's TLS already points at the empty heap: nothing comes back) */
     for (unsigned i = 0; i < HK_NCLASS; i++) queue_drain(heap, &heap->queues[i]);
     queue_drain(heap, &heap->full);
     while (heap->segments) {

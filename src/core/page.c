@@ -490,8 +490,8 @@ static bool block_listed(const hk_page_t *pg, const hk_block_t *b)
     }
     hk_theap_t *me = hk__tls_heap;
     if (pg->cls < HK_XCLASSES)
-        for (const hk_block_t *x = me->xfree[pg->cls]; x; x = x->next)
-            if (x == b) return true;
+        for (unsigned i = 0; i < me->xc[pg->cls].n; i++)
+            if (me->xcache[pg->cls][i] == b) return true;
     return false;
 }
 
@@ -523,29 +523,56 @@ static void page_free_block(hk_segment_t *seg, hk_page_t *pg, hk_block_t *b, uin
     }
 }
 
-static void xcache_flush_class(hk_theap_t *heap, unsigned c)
+/* The `n` oldest blocks of class c in the foreign-block cache back to their
+ * pages. No purge runs inside the loop (a block of a segment this thread
+ * has since adopted goes on a local list, its page may empty and retire,
+ * and a purge flushes the cache); one that came due runs after it. */
+static void xcache_flush_class(hk_theap_t *heap, unsigned c, unsigned n)
 {
-    hk_block_t *b = heap->xfree[c];
-    heap->xfree[c] = NULL;
-    heap->xcount[c] = 0;
-    while (b) {
-        hk_block_t *next = b->next;
+    unsigned have = heap->xc[c].n;
+    if (n > have) n = have;
+    heap->no_purge++;
+    for (unsigned i = 0; i < n; i++) {
+        hk_block_t *b = heap->xcache[c][i];
         hk_segment_t *seg = hk__segment_of(b);
         hk_page_t *pg = hk__page_of(seg, b);
         page_free_block(seg, pg, b, __atomic_load_n(&pg->flags, __ATOMIC_RELAXED));
-        b = next;
     }
+    for (unsigned i = n; i < have; i++) heap->xcache[c][i - n] = heap->xcache[c][i];
+    heap->xc[c].n = (uint16_t)(have - n);
+    if (--heap->no_purge == 0 && heap->purge_due != 0) purge_if_due(heap);
 }
 
-/* Every cached foreign block back to its page (hk_collect, thread exit). */
+/* Every cached block back to its page (purge, hk_collect, thread exit). */
 void hk__xcache_flush(hk_theap_t *heap)
 {
     for (unsigned c = 0; c < HK_XCLASSES; c++)
-        if (heap->xfree[c]) xcache_flush_class(heap, c);
+        if (heap->xc[c].n) xcache_flush_class(heap, c, heap->xc[c].n);
 }
 
-void hk__free_generic(hk_segment_t *seg, void *p)
+uint16_t hk__xcache_cap(unsigned c)
 {
+    uint32_t n = HK_XCACHE_BYTES / hk__class_size[c];
+    return (uint16_t)(n < HK_XCACHE_MAX ? n : HK_XCACHE_MAX);
+}
+
+/* Another thread's block under 64 bytes: several such blocks share a cache
+ * line, so one reused here while its neighbours serve the thread that owns
+ * the page makes the two threads write the same line (passive false
+ * sharing). A thread that only now and then frees a block it was given
+ * (the worker that frees its task, then allocates its own) sends it home;
+ * one that keeps freeing other threads' small blocks (a consumer, whose
+ * blocks would otherwise all make the round trip through the owner's
+ * atomic list) caches them from the 64th of the class on, as tcmalloc and
+ * jemalloc cache every block: the class's bound opens. */
+static inline void xcache_count_foreign(hk_theap_t *me, unsigned c)
+{
+    if (me->xforeign[c] < 64 && ++me->xforeign[c] == 64) me->xc[c].cap = hk__xcache_cap(c);
+}
+
+void hk__free_generic(void *p)
+{
+    hk_segment_t *seg = hk__segment_of(p);
     if (hk_unlikely(seg->magic != HK_SEG_MAGIC)) { hk__invalid_free(p, "bad segment"); return; }
     if (seg->kind == HK_SEG_HUGE) {
         if ((char *)p < (char *)seg + HK_HUGE_OFF) { hk__invalid_free(p, "inside a huge block header"); return; }
@@ -566,15 +593,13 @@ void hk__free_generic(hk_segment_t *seg, void *p)
     if (hk_unlikely(b->tag == HK_FREE_TAG(pg)) && block_listed(pg, b)) hk__fatal("heapkit: free(%p): double free\n", p);
     if (hk_unlikely(flags & HK_PF_TRIMMED) && block_trimmed(pg, b)) hk__fatal("heapkit: free(%p): double free\n", p);
     /* A small block of another live thread's page: keep it for this
-     * thread's own mallocs of the class instead of sending it home. Blocks
-     * then circulate between threads that hand objects to each other with
-     * no atomic operation, and the line just touched by the freeing thread
-     * is the one it reuses. Private heaps' and abandoned pages (thread_id
-     * 0) are never cached: destroy and adoption must see all their blocks.
-     * Blocks under 64 bytes are not either: several of them share a cache
-     * line, and handing one to this thread while its neighbours serve
-     * other threads would make the threads fight over that line (the
-     * passive false sharing that sending blocks home avoids). */
+     * thread's own mallocs of the class instead of sending it home (a full
+     * class sends its older half home first). Blocks then circulate
+     * between threads that hand objects to each other with no atomic
+     * operation, and the line just touched by the freeing thread is the one
+     * it reuses. Private heaps' and abandoned pages (thread_id 0) are never
+     * cached: destroy and adoption must see all their blocks. Blocks under
+     * 64 bytes: see xcache_count_foreign. */
     uintptr_t tid = __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED);
     hk_theap_t *me = hk__tls_heap;
     /* A block of a segment whose thread exited: this thread takes the
@@ -590,10 +615,14 @@ void hk__free_generic(hk_segment_t *seg, void *p)
         flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
         tid = hk__thread_id();
     }
-    if (tid != 0 && tid != hk__thread_id() && hk__xcache_takes(me, pg)) {
-        if (!hk__xcache_room(me, pg)) xcache_flush_class(me, pg->cls);
-        hk__xcache_push(me, pg, b);
-        return;
+    unsigned c = pg->cls;
+    if (tid != 0 && tid != hk__thread_id() && !(flags & HK_PF_CHECKED) && c < HK_XCLASSES && me != &hk__heap_empty) {
+        if (me->xc[c].cap == 0) xcache_count_foreign(me, c);
+        if (me->xc[c].cap != 0) {
+            if (me->xc[c].n >= me->xc[c].cap) xcache_flush_class(me, c, (me->xc[c].n + 1) / 2);
+            hk__xcache_push(me, pg, c, b);
+            return;
+        }
     }
     page_free_block(seg, pg, b, flags);
 }

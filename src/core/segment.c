@@ -487,6 +487,10 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force)
     long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
     uint64_t next_due = 0;
     heap->no_purge++;         /* the retires below must not re-enter */
+    /* The foreign-block cache goes home first: the blocks it holds keep
+     * their pages (other threads') in use, and would otherwise stay as
+     * long as this thread does not fill the class. */
+    if (heap == hk__tls_heap) hk__xcache_flush(heap);
     /* Empty pages kept as their class's only page go back to the segment:
      * big spans (blocks > 32 KiB) at once, others when they stayed empty
      * since the last purge. Without this a class used once would keep its

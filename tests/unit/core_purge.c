@@ -304,6 +304,50 @@ static void test_sparse_pages_trimmed(void)
     hk_option_set(HK_OPTION_PURGE_DELAY, 10);
 }
 
+/* A mass free that leaves every page a few blocks and empties none: the
+ * purges that trim those pages come due and go on, a walk budget each,
+ * while the program works on a few blocks, with no hk_collect. 256 pages
+ * of 64-byte blocks are 16 purges' worth of blocks. (With a cache of the
+ * thread's own frees tried this round, such work reached no slow path and
+ * this failed: 14.3 of 16.4 MiB stayed committed.) */
+static void test_trimming_goes_on(void)
+{
+    enum { PAGES = 256, PER = 65536 / 64, N = PAGES * PER };
+    static unsigned char *v[N];
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 1) == 0);
+    hk_collect(1);
+    for (int i = 0; i < N; i++) { v[i] = hk_malloc(64); REQUIRE(v[i] != NULL); memset(v[i], 0x11, 64); }
+    hk_stats_t st1, st2;
+    hk_stats_get(&st1);
+    size_t rss1 = rss_kb(), freed = 0;
+    for (int i = 0; i < N; i++) {
+        if (in_first_4k(v[i])) continue;
+        hk_free(v[i]);
+        v[i] = NULL;
+        freed++;
+    }
+    /* Work on a few blocks for a while. */
+    double t0 = now_ms();
+    void *w[16];
+    while (now_ms() - t0 < 300)
+        for (int r = 0; r < 1000; r++) {
+            for (int k = 0; k < 16; k++) { w[k] = hk_malloc(48); REQUIRE(w[k] != NULL); }
+            for (int k = 0; k < 16; k++) hk_free(w[k]);
+        }
+    hk_stats_get(&st2);
+    size_t rss2 = rss_kb();
+    fprintf(stderr, "  %zu of %d blocks freed: committed %llu -> %llu KiB, rss %zu -> %zu KiB\n", freed, N,
+            (unsigned long long)st1.committed >> 10, (unsigned long long)st2.committed >> 10, rss1, rss2);
+    CHECK(freed >= (size_t)N * 7 / 8);
+    CHECK(st2.committed + freed * 64 * 3 / 4 <= st1.committed);     /* most of it went back */
+    CHECK(rss2 + freed * 64 * 3 / 4 / 1024 <= rss1);
+    int bad = 0;
+    for (int i = 0; i < N; i++) if (v[i]) for (int k = 0; k < 64; k++) bad += v[i][k] != 0x11;
+    CHECK_EQ(bad, 0);
+    for (int i = 0; i < N; i++) hk_free(v[i]);
+    hk_option_set(HK_OPTION_PURGE_DELAY, 10);
+}
+
 int main(void)
 {
     RUN(test_sparse_pages_trimmed);
@@ -313,5 +357,6 @@ int main(void)
     RUN(test_purge_comes_due_without_collect);
     RUN(test_rss_shrinks_after_free);
     RUN(test_rss_shrinks_after_delay);
+    RUN(test_trimming_goes_on);      /* last: it raises the heap's high-water mark of pages in use */
     return t_finish();
 }

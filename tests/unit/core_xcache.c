@@ -1,7 +1,8 @@
 /* The foreign-block cache: blocks of another thread's pages that a thread
- * frees are handed out again by that thread's own mallocs, and go home
- * when the cache fills, on hk_collect and at thread exit, even when their
- * owner has exited in between. */
+ * frees (64 bytes and up, or smaller once it keeps freeing them) are handed
+ * out again by that thread's own mallocs, and go home when the cache
+ * fills, on hk_collect and at thread exit, even when their owner has
+ * exited in between. */
 #include "test.h"
 #include "heapkit.h"
 #include <pthread.h>
@@ -191,8 +192,39 @@ static void test_full_page_circulates(void)
     CHECK_EQ(after.pages, before.pages);
 }
 
+/* Another thread's block under 64 bytes goes home while the freeing thread
+ * frees such blocks only now and then (it would share a cache line with
+ * its owner's live blocks); from the 64th of the class on it is kept. */
+static void *small_freer(void *arg)
+{
+    (void)arg;
+    void *mine = hk_malloc(16);             /* this thread gets a heap of its own */
+    hk_free(mine);
+    hk_free(owned[0]);
+    void *q = hk_malloc(16);
+    if (q == owned[0]) bad++;               /* went home, not into this cache */
+    hk_free(q);
+    for (int i = 1; i < 80; i++) hk_free(owned[i]);
+    void *r = hk_malloc(16);
+    if (r != owned[79]) bad++;              /* now cached: the last one freed comes first */
+    hk_free(r);
+    return NULL;
+}
+
+static void test_small_foreign_blocks(void)
+{
+    bad = 0;
+    for (int i = 0; i < 80; i++) { owned[i] = hk_malloc(16); REQUIRE(owned[i]); }
+    pthread_t th;
+    pthread_create(&th, NULL, small_freer, NULL);
+    pthread_join(th, NULL);
+    CHECK_EQ(bad, 0);
+    hk_collect(1);
+}
+
 int main(void)
 {
+    RUN(test_small_foreign_blocks);
     RUN(test_reuse);
     RUN(test_full_page_circulates);
     RUN(test_flush_home);
