@@ -24,6 +24,25 @@ def workloads(ncores):
     return rows
 
 
+def evict_from_page_cache(path):
+    """Drop a preloaded library's pages from the page cache, so every
+    allocator's library is mapped from pages read back the same way. A
+    library just written by the linker sits in the page cache in the folios
+    of that write, and a fault then maps more of its text at once: a fresh
+    libheapkit.so showed 128 KiB of text resident in `falseshare-t2`
+    instead of 80 KiB (the same file after its pages were dropped and read
+    back), 48 KiB of peak RSS that only the build left there."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 def run_one(binary, args, preload, scale):
     """Run one workload; returns (exit code, wall s, peak RSS KiB, stdout, stderr).
     Peak RSS comes from /usr/bin/time (wait4 in a small parent): a child forked
@@ -242,6 +261,9 @@ def main():
         want = a.allocators.split(",")
         allocs = [x for x in allocs if x[0] in want]
     names = [n for n, _ in allocs]
+    for _, lib in allocs:
+        if lib:
+            evict_from_page_cache(lib)
 
     if not HAVE_TIME:
         print(f"note: {TIME} missing (apt-get install time): peak RSS not measured", file=sys.stderr)
