@@ -149,7 +149,7 @@ void hk_collect(int force)
         }
         heap->no_purge--;
         hk__heap_purge(heap, now, force != 0);
-        if (force) hk__heap_trim(heap, UINT32_MAX);   /* every sparse page, not a purge's share */
+        if (force) (void)hk__heap_trim(heap, UINT32_MAX, now, 0);   /* every sparse page, not a purge's share */
     } else {
         hk__cache_purge(now, force != 0);
     }

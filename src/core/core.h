@@ -73,6 +73,8 @@ typedef struct hk_page {
     uint16_t capacity;         /* blocks carved out so far */
     uint64_t free_time;        /* ms when the span was given back to the segment; in an
                                   * empty page its class keeps, the heap's purge_epoch then */
+    uint32_t sparse_since;     /* owner only: ms (low 32 bits, | 1) when a purge first found the
+                                  * page sparse, 0 when the last look found it busy (trimming) */
 } hk_page_t;
 _Static_assert(sizeof(hk_page_t) == 128, "a page is two cache lines");
 
@@ -297,8 +299,12 @@ uint64_t hk__purged_now(void) HK_HIDDEN;
 /* Memory back to the OS (MADV_DONTNEED), counted in purges / purged_bytes. */
 void hk__purge_range(void *start, size_t bytes) HK_HIDDEN;
 void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force) HK_HIDDEN;
-/* Trim the sparse pages of a thread heap, looking at up to `walk` blocks. */
-void hk__heap_trim(hk_theap_t *heap, uint32_t walk) HK_HIDDEN;
+/* Trim the sparse pages of a thread heap that have been sparse for min_age
+ * ms, looking at up to `walk` blocks. Returns HK_TRIM_YOUNG if it saw
+ * sparse pages too young to trim yet, HK_TRIM_MORE if it stopped on the
+ * budget after trimming (more may wait). */
+enum { HK_TRIM_YOUNG = 1, HK_TRIM_MORE = 2 };
+unsigned hk__heap_trim(hk_theap_t *heap, uint32_t walk, uint64_t now, uint32_t min_age) HK_HIDDEN;
 /* A free segment from the cache, or a fresh mapping; with huge_pages always
  * a fresh one, advised to use transparent huge pages (seg->thp says if it took). */
 void *hk__segment_map(bool *fresh, unsigned want_pages, bool huge_pages) HK_HIDDEN;
@@ -310,9 +316,11 @@ void hk__segments_unlock_all(bool child) HK_HIDDEN;
 
 /* page.c */
 void hk__page_collect(hk_page_t *pg) HK_HIDDEN;
-/* Give back the 4 KiB pages that only free blocks of a sparse page cover;
- * returns the blocks it looked at (0: the page did not qualify). */
-uint32_t hk__page_trim(hk_page_t *pg) HK_HIDDEN;
+/* Give back the 4 KiB pages that only free blocks of a sparse page cover,
+ * if the page has been sparse for min_age ms (0: now); returns the blocks
+ * it looked at (0: the page did not qualify) and sets *young when the page
+ * is sparse but not yet for long enough. */
+uint32_t hk__page_trim(hk_page_t *pg, uint64_t now, uint32_t min_age, bool *young) HK_HIDDEN;
 void hk__purged_add(int64_t bytes) HK_HIDDEN;
 void hk__xcache_flush(hk_theap_t *heap) HK_HIDDEN;
 /* The cache's bound for class c (< HK_XCLASSES). */

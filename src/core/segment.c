@@ -469,17 +469,20 @@ bool hk__segment_free_span(hk_theap_t *heap, hk_page_t *pg)
  * through its pages' remote lists, so it leaves them be. Each page looked
  * at costs a pass over its blocks: a purge looks at a bounded number,
  * going on from the class where the last one stopped. */
-void hk__heap_trim(hk_theap_t *heap, uint32_t walk)
+unsigned hk__heap_trim(hk_theap_t *heap, uint32_t walk, uint64_t now, uint32_t min_age)
 {
-    if (heap->owner) return;
+    if (heap->owner) return 0;
+    bool young = false, trimmed = false;
     for (unsigned k = 0; k < HK_NCLASS && walk; k++) {
         unsigned c = (heap->trim_next + k) % HK_NCLASS;
         for (hk_page_t *pg = heap->queues[c].last ? heap->queues[c].first : NULL; pg && walk; pg = pg->next) {
-            uint32_t n = hk__page_trim(pg);
+            uint32_t n = hk__page_trim(pg, now, min_age, &young);
+            if (n > 1 && pg->trimmed) trimmed = true;
             walk = n >= walk ? 0 : walk - n;
         }
         if (!walk) heap->trim_next = c + 1;
     }
+    return (young ? HK_TRIM_YOUNG : 0) | (!walk && trimmed ? HK_TRIM_MORE : 0);
 }
 
 void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force)
@@ -529,7 +532,15 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force)
             }
             purge_mask(seg, todo);
         }
-        hk__heap_trim(heap, HK_TRIM_WALK);
+        /* Pages found sparse are trimmed once they stayed so for a delay:
+         * a purge then comes due to look again. One that stopped on its
+         * budget after trimming makes the next one due at once, so a
+         * backlog (a mass free) goes back a budget at a time without
+         * waiting a delay per budget: each such purge gave memory back. */
+        uint32_t age = force ? 0 : (uint32_t)(delay > 0 ? delay : 0);
+        unsigned t = hk__heap_trim(heap, HK_TRIM_WALK, now, age);
+        uint64_t due = (t & HK_TRIM_MORE) ? (now ? now : 1) : (t & HK_TRIM_YOUNG) ? now + age : 0;
+        if (due && (!next_due || due < next_due)) next_due = due;
     }
     heap->no_purge--;
     /* One abandoned segment a purge: live threads take in what exited

@@ -348,9 +348,51 @@ static void test_trimming_goes_on(void)
     hk_option_set(HK_OPTION_PURGE_DELAY, 10);
 }
 
+/* A page is trimmed only once a purge has found it sparse for a purge
+ * delay: one that fills again in between (thread churn) keeps its memory
+ * and starts over. */
+static void test_trim_waits_a_delay(void)
+{
+    enum { PAGES = 8, PER = 65536 / 64, N = PAGES * PER };
+    static unsigned char *v[N];
+    struct timespec wait = { 0, 80 * 1000 * 1000 };
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 50) == 0);
+    hk_collect(1);
+    for (int i = 0; i < N; i++) { v[i] = hk_malloc(64); REQUIRE(v[i] != NULL); memset(v[i], 0x22, 64); }
+    hk_stats_t st0, st1, st2, st3;
+    hk_stats_get(&st0);
+    for (int i = 0; i < N; i++) if (!in_first_4k(v[i])) { hk_free(v[i]); v[i] = NULL; }
+    hk_collect(0);                         /* first sight: sparse since now */
+    hk_stats_get(&st1);
+    for (int i = 0; i < N; i++) if (!v[i]) { v[i] = hk_malloc(64); REQUIRE(v[i] != NULL); memset(v[i], 0x22, 64); }
+    hk_collect(0);                         /* busy again: the clock stops */
+    for (int i = 0; i < N; i++) if (!in_first_4k(v[i])) { hk_free(v[i]); v[i] = NULL; }
+    nanosleep(&wait, NULL);
+    hk_collect(0);                         /* sparse again, but only since now */
+    hk_stats_get(&st2);
+    nanosleep(&wait, NULL);
+    hk_collect(0);                         /* sparse for a delay: trimmed */
+    hk_stats_get(&st3);
+    fprintf(stderr, "  committed %llu KiB full, %llu at first sight, %llu after refill and free, %llu a delay later\n",
+            (unsigned long long)st0.committed >> 10, (unsigned long long)st1.committed >> 10,
+            (unsigned long long)st2.committed >> 10, (unsigned long long)st3.committed >> 10);
+    /* Trimming gives back 60 of each page's 64 KiB; a free page of some
+     * other class going back after its delay is at most 64 KiB. */
+    CHECK(st1.committed + 128 * 1024 > st0.committed);         /* nothing trimmed at first sight */
+    CHECK(st2.committed + 128 * 1024 > st0.committed);         /* nor after the refill */
+    CHECK(st3.committed + (size_t)PAGES * 48 * 1024 < st2.committed);   /* most of each page went */
+    int bad = 0;
+    for (int i = 0; i < N; i++) if (v[i]) for (int k = 0; k < 64; k++) bad += v[i][k] != 0x22;
+    CHECK_EQ(bad, 0);
+    for (int i = 0; i < N; i++) hk_free(v[i]);
+    hk_collect(1);
+    hk_option_set(HK_OPTION_PURGE_DELAY, 10);
+}
+
 int main(void)
 {
     RUN(test_sparse_pages_trimmed);
+    RUN(test_trim_waits_a_delay);
     RUN(test_churned_pages_stay_under_budget);
     RUN(test_unused_class_pages_go_back);
     RUN(test_purge_comes_due_under_churn);
