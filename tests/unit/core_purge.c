@@ -5,13 +5,15 @@
 #include "heapkit.h"
 #include <time.h>
 
-static size_t rss_mb(void)
+static size_t rss_kb(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
     unsigned long size = 0, res = 0;
     if (f) { if (fscanf(f, "%lu %lu", &size, &res) != 2) res = 0; fclose(f); }
-    return (size_t)res * (size_t)sysconf(_SC_PAGESIZE) >> 20;
+    return (size_t)res * (size_t)sysconf(_SC_PAGESIZE) >> 10;
 }
+
+static size_t rss_mb(void) { return rss_kb() >> 10; }
 
 enum { TOTAL_MB = 200 };
 
@@ -234,14 +236,6 @@ static int cmp_ptr(const void *a, const void *b)
 {
     uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
     return x < y ? -1 : x > y;
-}
-
-static size_t rss_kb(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size = 0, res = 0;
-    if (f) { if (fscanf(f, "%lu %lu", &size, &res) != 2) res = 0; fclose(f); }
-    return (size_t)res * (size_t)sysconf(_SC_PAGESIZE) >> 10;
 }
 
 static void test_sparse_pages_trimmed(void)
