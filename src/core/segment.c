@@ -270,8 +270,17 @@ hk_segment_t *hk__segment_new(hk_theap_t *heap)
      * usable_size take a zero descriptor (block_size 0) for a page not in
      * use, as they take HK_PF_FREE. */
     if (!fresh) {
-        memset(seg->pages, 0, sizeof seg->pages);
-        for (unsigned i = 0; i < HK_SEG_PAGES; i++) seg->pages[i].flags = HK_PF_FREE;
+        /* A cached segment: clear only the descriptors its last owner
+         * wrote. Reading the others maps the zero page, and the header
+         * pages that hold them stay out of the resident set (a reused
+         * segment of a thread that used a few classes: 4 KiB of header
+         * resident instead of 12). */
+        for (unsigned i = 0; i < HK_SEG_PAGES; i++) {
+            const uint64_t *w = (const uint64_t *)&seg->pages[i];
+            uint64_t any = 0;
+            for (unsigned k = 0; k < sizeof(hk_page_t) / 8; k++) any |= w[k];
+            if (any) memset(&seg->pages[i], 0, sizeof seg->pages[i]);
+        }
     }
     hk__segment_stamp(seg, HK_SEG_SMALL);
     seg->map_size = HK_SEG_SIZE;
