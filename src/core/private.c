@@ -14,7 +14,7 @@ size_t hk__segment_forget(hk_segment_t *seg) HK_HIDDEN;
  * less than one per 4 MiB segment. */
 typedef struct { char *lo, *hi; } unmap_run_t;
 
-static void run_add(unmap_run_t *r, void *p, size_t n)
+HK_RARE_CODE static void run_add(unmap_run_t *r, void *p, size_t n)
 {
     char *a = p;
     if (r->lo && a == r->hi) { r->hi = a + n; return; }
@@ -24,7 +24,7 @@ static void run_add(unmap_run_t *r, void *p, size_t n)
     r->hi = a + n;
 }
 
-static void run_flush(unmap_run_t *r)
+HK_RARE_CODE static void run_flush(unmap_run_t *r)
 {
     if (r->lo) (void)hk_vm_release(r->lo, (size_t)(r->hi - r->lo));
     r->lo = r->hi = NULL;
@@ -51,7 +51,7 @@ void hk__cap_give(hk_theap_t *heap, size_t bytes)
 
 /* Cost: one unmap per segment and per huge block. The caller holds the
  * heap's lock; a free racing with destroy is the caller's bug. */
-void hk__theap_release_all(hk_theap_t *heap)
+HK_RARE_CODE void hk__theap_release_all(hk_theap_t *heap)
 {
     unmap_run_t run = { NULL, NULL };
     while (heap->segments) {
@@ -72,7 +72,7 @@ void hk__theap_release_all(hk_theap_t *heap)
     __atomic_store_n(&heap->reserved, 0, __ATOMIC_RELAXED);
 }
 
-int hk__theap_commit(hk_theap_t *heap, size_t bytes)
+HK_RARE_CODE int hk__theap_commit(hk_theap_t *heap, size_t bytes)
 {
     const size_t per = HK_SEG_SIZE - HK_SEG_HDR;
     while (bytes) {
@@ -97,7 +97,7 @@ hk_theap_t *hk__theap_of(const void *p)
     return heap && heap->owner ? heap : NULL;
 }
 
-void *hk__theap_malloc_aligned(hk_theap_t *heap, size_t align, size_t size)
+HK_RARE_CODE void *hk__theap_malloc_aligned(hk_theap_t *heap, size_t align, size_t size)
 {
     if (align <= 16) return hk__theap_malloc(heap, size);
     if (size > (size_t)PTRDIFF_MAX) { errno = ENOMEM; return NULL; }
@@ -112,7 +112,7 @@ void *hk__theap_malloc_aligned(hk_theap_t *heap, size_t align, size_t size)
 
 /* Take in every remote free, give back pages that became empty, and count
  * what is still live. Exact as long as no free runs at the same time. */
-void hk__theap_collect(hk_theap_t *heap, size_t *live_blocks, size_t *live_bytes)
+HK_RARE_CODE void hk__theap_collect(hk_theap_t *heap, size_t *live_blocks, size_t *live_bytes)
 {
     heap->no_purge++;
     __atomic_store_n(&heap->full_pending, 0, __ATOMIC_SEQ_CST);
@@ -151,7 +151,7 @@ void hk__theap_collect(hk_theap_t *heap, size_t *live_blocks, size_t *live_bytes
 
 /* The cold branch of hk__free: a pointer outside heapkit's segments may be
  * a block of a private heap over a classic engine. */
-void hk__free_outside(void *p)
+HK_RARE_CODE void hk__free_outside(void *p)
 {
     if (!hk__heap_free_foreign(p)) hk__invalid_free(p, "not allocated by heapkit");
 }

@@ -230,7 +230,7 @@ static void segment_unlink(hk_theap_t *heap, hk_segment_t *seg)
  * number of bytes at seg (hk__theap_release_all joins neighbours into one
  * munmap). */
 size_t hk__segment_forget(hk_segment_t *seg) HK_HIDDEN;
-size_t hk__segment_forget(hk_segment_t *seg)
+HK_RARE_CODE size_t hk__segment_forget(hk_segment_t *seg)
 {
     size_t sz = HK_SEG_SIZE;
     if (seg->kind == HK_SEG_SMALL) {

@@ -81,14 +81,14 @@ int hk_option_set(hk_option_t opt, long value)
     return 0;
 }
 
-void hk__invalid_free(const void *p, const char *why)
+HK_RARE_CODE void hk__invalid_free(const void *p, const char *why)
 {
     if (HK_OPT(HK_OPTION_VERBOSE)) hk__report("heapkit: warning: free(%p): %s; ignored\n", p, why);
 }
 
 /* ------------------------------------------------------------ statistics */
 
-static void add_heap(hk_theap_t *h, void *arg)
+HK_RARE_CODE static void add_heap(hk_theap_t *h, void *arg)
 {
     uint64_t *sum = arg;
     sum[0] += __atomic_load_n(&h->st.malloc_bytes, __ATOMIC_RELAXED);
@@ -97,7 +97,7 @@ static void add_heap(hk_theap_t *h, void *arg)
 
 #define LD(f) __atomic_load_n(&hk__gstats.f, __ATOMIC_RELAXED)
 
-void hk_stats_get(hk_stats_t *out)
+HK_RARE_CODE void hk_stats_get(hk_stats_t *out)
 {
     uint64_t sum[2] = { 0, 0 };
     hk__heaps_foreach(add_heap, sum);
@@ -137,7 +137,7 @@ void hk_stats_get(hk_stats_t *out)
     X(segments) X(segments_peak) X(segments_cached) X(segments_abandoned) X(pages) X(pages_peak) \
     X(huge_blocks) X(huge_bytes) X(purges) X(purged_bytes) X(heaps)
 
-static void stats_write(int fd)
+HK_RARE_CODE static void stats_write(int fd)
 {
     hk_stats_t s;
     hk_stats_get(&s);
@@ -154,14 +154,14 @@ static void stats_write(int fd)
     }
 }
 
-void hk_stats_print(void)
+HK_RARE_CODE void hk_stats_print(void)
 {
     int saved = errno;
     stats_write(2);
     errno = saved;
 }
 
-size_t hk_stats_json(char *buf, size_t cap)
+HK_RARE_CODE size_t hk_stats_json(char *buf, size_t cap)
 {
     hk_stats_t s;
     hk_stats_get(&s);

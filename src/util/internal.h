@@ -16,6 +16,11 @@
 #define HK_COLD        __attribute__((cold, noinline))
 #define HK_NORETURN    __attribute__((noreturn))
 #define HK_HIDDEN      __attribute__((visibility("hidden")))
+/* Code of the general allocator that a running program does not normally
+ * reach (statistics reports, private heaps' set-up and tear-down, misuse
+ * warnings): libheapkit.so maps it apart from the code every program runs
+ * (src/override/layout.ld), so that code takes fewer resident pages. */
+#define HK_RARE_CODE   __attribute__((section(".text.hk_rare")))
 #define HK_UNUSED      __attribute__((unused))
 
 #define HK_MIN(a, b) ((a) < (b) ? (a) : (b))

@@ -51,6 +51,9 @@ if(TARGET heapkit)
     foreach(t stress thread_exit)
       hk_general_test(${t}_preload ${HK_GEN_DIR}/${t}.c LABELS threads ENV "LD_PRELOAD=$<TARGET_FILE:heapkit>")
     endforeach()
+    # the code a running program reaches stays in the first of the library's
+    # two executable mappings
+    hk_general_test(resident_code ${HK_GEN_DIR}/resident_code.c ENV "LD_PRELOAD=$<TARGET_FILE:heapkit>")
 
     # real Debian programs, system allocator vs heapkit, identical output
     foreach(p python sort sqlite git shell)
