@@ -16,9 +16,7 @@ static uint64_t g_purged_now;   /* bytes of mapped segments currently purged */
 
 uint64_t hk__now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);    /* a few ms of resolution is plenty, and it is cheap */
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return hk__os_now_ms();      /* CLOCK_MONOTONIC_COARSE: a few ms of resolution is plenty, and it is cheap */
 }
 
 void hk__segmap_set(void *seg, bool on) HK_HIDDEN;

@@ -51,6 +51,9 @@ size_t hk__snprintf(char *buf, size_t cap, const char *fmt, ...) HK_HIDDEN __att
 HK_NORETURN HK_COLD void hk__fatal(const char *fmt, ...) HK_HIDDEN __attribute__((format(printf, 1, 2)));
 HK_NORETURN HK_COLD void hk__assert_fail(const char *expr, const char *file, int line) HK_HIDDEN;
 
+/* The OS layer's coarse monotonic clock in ms (src/os/os.c). */
+uint64_t hk__os_now_ms(void) HK_HIDDEN;
+
 /* Assertion tiers: HK_DEBUG >= 1 enables hk_assert, >= 2 hk_assert_internal,
  * >= 3 hk_assert_expensive (whole-structure checks). */
 #ifndef HK_DEBUG

@@ -3,6 +3,9 @@
 #include "heapkit/vm.h"
 #include <errno.h>
 #include <setjmp.h>
+#include <time.h>
+
+uint64_t hk__os_now_ms(void);     /* the OS layer's clock (hidden in the library, linked statically here) */
 
 static size_t rss_kb(void)
 {
@@ -32,6 +35,40 @@ static void test_bad_args(void)
     CHECK_EQ(hk_vm_decommit((void *)0x1000, 10), EINVAL);
     CHECK_EQ(hk_vm_release((void *)0x1000, 0), EINVAL);
     CHECK_EQ(hk_vm_protect((void *)0x1000, 4096, 8), EINVAL);
+}
+
+/* Errors the kernel reports come back as values, and errno is the
+ * caller's still (the memory calls go straight to the kernel). */
+static void test_kernel_errors_leave_errno(void)
+{
+    size_t ps = hk_vm_page_size();
+    void *p = NULL;
+    REQUIRE(hk_vm_reserve(4 * ps, 0, &p) == 0 && p);
+    REQUIRE(hk_vm_release(p, 4 * ps) == 0);
+    errno = 1234;
+    CHECK_EQ(hk_vm_commit(p, ps), ENOMEM);          /* nothing mapped there any more */
+    CHECK_EQ(hk_vm_protect(p, ps, HK_PROT_READ), ENOMEM);
+    CHECK_EQ(errno, 1234);
+    void *q = NULL;
+    CHECK_EQ(hk_vm_alloc((size_t)1 << 62, 0, &q), ENOMEM);   /* more than the address space */
+    CHECK(q == NULL);
+    CHECK_EQ(errno, 1234);
+}
+
+/* The coarse monotonic clock read through the vDSO agrees with libc's. */
+static void test_clock(void)
+{
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &a);
+    uint64_t t0 = hk__os_now_ms();
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &b);
+    uint64_t lo = (uint64_t)a.tv_sec * 1000 + (uint64_t)a.tv_nsec / 1000000;
+    uint64_t hi = (uint64_t)b.tv_sec * 1000 + (uint64_t)b.tv_nsec / 1000000;
+    CHECK(t0 >= lo && t0 <= hi);
+    struct timespec nap = { 0, 30 * 1000000L };
+    nanosleep(&nap, NULL);
+    uint64_t t1 = hk__os_now_ms();
+    CHECK(t1 >= t0 + 20 && t1 < t0 + 10000);
 }
 
 static void test_aligned_reserve(void)
@@ -134,6 +171,8 @@ int main(void)
 {
     RUN(test_page_size);
     RUN(test_bad_args);
+    RUN(test_kernel_errors_leave_errno);
+    RUN(test_clock);
     RUN(test_aligned_reserve);
     RUN(test_commit_decommit_rss);
     RUN(test_protect);
