@@ -46,6 +46,8 @@ enum {
     /* room for the checking modes: canaries, quarantine, encoded lists */
     HK_PF_CHECKED = 8,
     HK_PF_TRIMMED = 16,  /* some 4 KiB pages of free blocks went back to the OS (see `trimmed`) */
+    HK_PF_SPAN_TAIL = 32,/* not the head of its span (`back` pages after it): the free fast
+                          * path, which does not follow `back`, must go the slow way */
 };
 
 typedef struct hk_page {
@@ -264,6 +266,15 @@ HK_INLINE hk_page_t *hk__page_of(hk_segment_t *seg, const void *p)
     return pg - pg->back;
 }
 
+/* The descriptor of the 64 KiB page that holds p, without following a
+ * span to its head: for the free fast path, where a page inside a span of
+ * several (blocks over 64 KiB) carries HK_PF_SPAN_TAIL and goes the slow
+ * way. */
+HK_INLINE hk_page_t *hk__page_at(hk_segment_t *seg, const void *p)
+{
+    return &seg->pages[((uintptr_t)p & HK_SEG_MASK) >> HK_PAGE_SHIFT];
+}
+
 /* Slow paths. */
 void *hk__malloc_generic(hk_theap_t *heap, size_t size) HK_HIDDEN HK_NOINLINE;
 void  hk__free_generic(void *p) HK_HIDDEN HK_NOINLINE;
@@ -412,7 +423,7 @@ HK_INLINE void hk__free(void *p)
     /* Only small segments of live thread heaps have an owner thread. */
     uintptr_t tid = __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED);
     if (hk_likely(tid != 0)) {
-        hk_page_t *pg = hk__page_of(seg, p);
+        hk_page_t *pg = hk__page_at(seg, p);
         hk_block_t *b = (hk_block_t *)p;
         /* Flags (aligned, full or free page), a pointer that is not the
          * start of a block, or a block tagged free: the slow path sorts

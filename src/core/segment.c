@@ -328,7 +328,10 @@ hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block)
     hk_page_t *head = &seg->pages[i];
     head->span = (uint8_t)n;
     head->back = 0;
-    for (unsigned j = 1; j < n; j++) seg->pages[i + j].back = (uint8_t)j;
+    for (unsigned j = 1; j < n; j++) {
+        seg->pages[i + j].back = (uint8_t)j;
+        __atomic_store_n(&seg->pages[i + j].flags, HK_PF_SPAN_TAIL, __ATOMIC_RELAXED);
+    }
     return head;
 }
 
@@ -341,7 +344,10 @@ bool hk__segment_extend_span(hk_segment_t *seg, hk_page_t *head, unsigned n)
     uint64_t bits = span_bits(i + old, n - old);
     if ((seg->free_mask & bits) != bits) return false;
     take_pages(seg, bits, n - old);
-    for (unsigned j = old; j < n; j++) seg->pages[i + j].back = (uint8_t)j;
+    for (unsigned j = old; j < n; j++) {
+        seg->pages[i + j].back = (uint8_t)j;
+        __atomic_store_n(&seg->pages[i + j].flags, HK_PF_SPAN_TAIL, __ATOMIC_RELAXED);
+    }
     head->span = (uint8_t)n;
     return true;
 }

@@ -166,9 +166,49 @@ static void test_unused_page(void)
     hk_free(blk);
 }
 
+/* Pointers into the later pages of a block over 64 KiB (a span of several
+ * pages), at the page boundaries too, where a page that last headed a
+ * span of its own still describes blocks starting there: refused, the
+ * block intact; the block itself frees. */
+static unsigned char *g_big;
+static size_t g_big_off;
+static void free_big_inside(void) { hk_free(g_big + g_big_off); }
+static void test_span_interior(void)
+{
+    char buf[512];
+    /* 40 KiB blocks take a page each: their descriptors then describe
+     * blocks at each page's start once the pages are free again. */
+    void *v[16];
+    for (int i = 0; i < 16; i++) { v[i] = hk_malloc(40000); REQUIRE(v[i]); memset(v[i], 1, 40000); }
+    for (int i = 0; i < 16; i++) hk_free(v[i]);
+    g_big = hk_malloc(300000);                 /* 5 pages */
+    REQUIRE(g_big);
+    memset(g_big, 0x5a, 300000);
+    REQUIRE(hk_option_set(HK_OPTION_VERBOSE, 1) == 0);
+    /* each later page's first byte, one 16 bytes in, and a point in between */
+    size_t first = (size_t)(((uintptr_t)g_big + 65536) & ~(uintptr_t)0xffff) - (size_t)(uintptr_t)g_big;
+    size_t offs[] = { first, first + 65536, first + 131072, first + 196608, first + 16, 100000 };
+    int tried = 0;
+    for (unsigned k = 0; k < sizeof offs / sizeof offs[0]; k++) {
+        if (offs[k] >= 300000) continue;
+        g_big_off = offs[k];
+        buf[0] = 0;
+        CHECK(t_capture_stderr(free_big_inside, buf, sizeof buf) && strstr(buf, "not the start of a block"));
+        tried++;
+    }
+    CHECK(tried >= 5);
+    hk_option_set(HK_OPTION_VERBOSE, 0);
+    size_t bad = 0;
+    for (size_t i = 0; i < 300000; i++) bad += g_big[i] != 0x5a;
+    CHECK_EQ(bad, 0);
+    CHECK(hk_malloc_usable_size(g_big) >= 300000);
+    hk_free(g_big);
+}
+
 int main(void)
 {
     RUN(test_unused_page);
+    RUN(test_span_interior);
     RUN(test_double_free);
     RUN(test_no_false_alarm);
     RUN(test_interior_pointers);
