@@ -48,7 +48,7 @@ HK_API void   hk_free_aligned_sized(void *p, size_t align, size_t size);
 HK_API void   hk_collect(int force);
 
 /* Statistics, merged over all thread heaps on demand. */
-#define HK_STATS_VERSION 1
+#define HK_STATS_VERSION 2
 typedef struct hk_stats {
     uint32_t version;          /* HK_STATS_VERSION */
     uint32_t size;             /* sizeof(hk_stats_t) */
@@ -70,6 +70,7 @@ typedef struct hk_stats {
     uint64_t purges;           /* madvise calls that gave memory back */
     uint64_t purged_bytes;
     uint64_t heaps;            /* live thread heaps */
+    uint64_t heaps_parked;     /* exited threads' heaps waiting for a new thread (version 2) */
 } hk_stats_t;
 
 /* Fill *out (version and size are set by the call). */
@@ -87,6 +88,7 @@ typedef enum hk_option {
     HK_OPTION_PURGE_DELAY,      /* ms before free pages go back to the OS (0: at once, -1: never) */
     HK_OPTION_VERBOSE,          /* 1: warn about misuse (freeing a pointer heapkit does not own) */
     HK_OPTION_SEGMENT_CACHE,    /* free segments kept mapped for reuse (0..64) */
+    HK_OPTION_PARKED_HEAPS,     /* exited threads' heaps kept for new threads (0..64; 0: none) */
     HK_OPTION_COUNT
 } hk_option_t;
 

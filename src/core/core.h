@@ -163,6 +163,9 @@ typedef struct hk_theap {
     uint64_t purge_since;             /* ms when purge_due was set after the last purge: caps the pushback */
     uintptr_t key;                    /* reserved: heap key for the checking modes */
     struct hk_theap *next_heap, *prev_heap;
+    struct hk_theap *parked_next;     /* on the parked list (see hk__heap_park) */
+    uint64_t parked_at;               /* atomic: ms | 1 while parked, else 0 */
+    uint32_t parked_frees;            /* frees into parked heaps' segments (a clock look every 64th) */
     hk_theap_stats_t st;
     /* private heaps only (zero in thread heaps) */
     void *owner;                      /* the hk_heap_t handle */
@@ -195,7 +198,7 @@ typedef struct hk_gstats {
     uint64_t pages, pages_peak, page_bytes;
     uint64_t huge_blocks, huge_bytes;
     uint64_t purges, purged_bytes;
-    uint64_t heaps;
+    uint64_t heaps, heaps_parked;
     uint64_t dead_malloc_bytes, dead_free_bytes;   /* from exited heaps */
 } hk_gstats_t;
 extern hk_gstats_t hk__gstats HK_HIDDEN;
@@ -292,6 +295,10 @@ size_t hk__usable_size(const void *p) HK_HIDDEN;
 hk_theap_t *hk__heap_init_thread(void) HK_HIDDEN;
 void hk__process_init(void) HK_HIDDEN;
 void hk__heap_abandon(hk_theap_t *heap) HK_HIDDEN;
+bool hk__heap_park(hk_theap_t *heap) HK_HIDDEN;
+void hk__parked_expire(uint64_t now, bool force) HK_HIDDEN;
+bool hk__parked_expire_heap(hk_theap_t *heap, uint64_t now) HK_HIDDEN;
+void hk__segment_park(hk_theap_t *heap, hk_segment_t *seg) HK_HIDDEN;
 hk_segment_t *hk__abandoned_pop(void) HK_HIDDEN;
 /* Take seg off the abandoned list; false if it is not on it (any more). */
 bool hk__abandoned_take(hk_segment_t *seg) HK_HIDDEN;

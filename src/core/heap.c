@@ -29,6 +29,9 @@ static hk_theap_t *g_heaps;           /* live heaps */
 static hk_theap_t *g_heap_pool;       /* released heap structs */
 static char *g_pool_cur, *g_pool_end;
 static hk_segment_t *g_abandoned;
+static hk_lock_t g_parked_lock;
+static hk_theap_t *g_parked;          /* parked heaps, most recent first; written under */
+static unsigned g_parked_n;           /* the lock, atomically (the head is peeked at without it) */
 
 void hk__lock(hk_lock_t *l)
 {
@@ -113,11 +116,47 @@ static void heap_pool_free(hk_theap_t *h)
     hk__unlock(&g_pool_lock);
 }
 
+/* g_parked_n and the statistic move together (under g_parked_lock). */
+static void parked_count(int d)
+{
+    __atomic_store_n(&g_parked_n, g_parked_n + (unsigned)d, __ATOMIC_RELAXED);
+    if (d > 0) HK_ATOMIC_ADD(&hk__gstats.heaps_parked, (uint64_t)d);
+    else HK_ATOMIC_SUB(&hk__gstats.heaps_parked, (uint64_t)-d);
+}
+
+/* The most recently parked heap, off the list, or NULL. */
+static hk_theap_t *heap_unpark(void)
+{
+    if (__atomic_load_n(&g_parked, __ATOMIC_RELAXED) == NULL) return NULL;
+    hk__lock(&g_parked_lock);
+    hk_theap_t *h = g_parked;
+    if (h) {
+        __atomic_store_n(&g_parked, h->parked_next, __ATOMIC_RELAXED);
+        parked_count(-1);
+        h->parked_next = NULL;
+        __atomic_store_n(&h->parked_at, 0, __ATOMIC_RELAXED);
+    }
+    hk__unlock(&g_parked_lock);
+    return h;
+}
+
 hk_theap_t *hk__heap_init_thread(void)
 {
     hk__process_init();
     if (hk__tls_heap != &hk__heap_empty) return hk__tls_heap;   /* set up by a nested call */
-    hk_theap_t *h;
+    hk_theap_t *h = heap_unpark();
+    if (h) {
+        /* An exited thread's heap, whole: its pages, free lists and warm
+         * memory serve this thread from its first malloc. */
+        uintptr_t tid = hk__thread_id();
+        h->thread_id = tid;
+        for (hk_segment_t *seg = h->segments; seg; seg = seg->next)
+            __atomic_store_n(&seg->thread_id, tid, __ATOMIC_SEQ_CST);
+        HK_ATOMIC_ADD(&hk__gstats.heaps, 1);
+        hk__tls_heap = h;
+        if (g_key_ok) pthread_setspecific(g_key, h);
+        return h;
+    }
     int expect = 0;
     if (__atomic_compare_exchange_n(&g_main_taken, &expect, 1, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) h = &g_main_heap;
     else if (!(h = heap_pool_alloc())) return NULL;
@@ -260,18 +299,147 @@ void hk__heap_abandon(hk_theap_t *heap)
     heap_pool_free(heap);
 }
 
+/* ------------------------------------------------------------ parked heaps */
+
+/* A thread that exits while others start (thread per connection, pools
+ * that grow and shrink) would leave its segments to the abandoned list,
+ * its free pages purged, and the next thread would build a heap of its
+ * own, faulting in fresh pages for every class it uses. Instead, up to
+ * HK_OPTION_PARKED_HEAPS heaps of exited threads wait whole, with their
+ * page queues and the free blocks in them, and the next thread that
+ * starts takes the most recent one as its heap (as glibc hands arenas
+ * on). A parked heap gives its empty pages and free pages back as
+ * abandonment does; its segments have no owner thread, so frees into them
+ * take the atomic path, and they stay with the heap (a free does not adopt
+ * them). A heap parked for longer than the purge delay is abandoned after
+ * all, by the next purge of any live heap, by a free into it, or by
+ * hk_collect(1); with a purge delay of 0 nothing is parked. */
+
+/* Collect what the heap's pages got back, return the empty ones, and put
+ * the others back in their class queues. */
+static void heap_tidy(hk_theap_t *heap)
+{
+    for (unsigned i = 0; i < HK_NCLASS; i++) queue_drain(heap, &heap->queues[i]);
+    queue_drain(heap, &heap->full);
+    for (hk_segment_t *seg = heap->segments; seg; seg = seg->next)
+        for (unsigned i = 0; i < HK_SEG_PAGES; i++) {
+            hk_page_t *pg = &seg->pages[i];
+            if ((seg->free_mask >> i) & 1 || pg->back) continue;
+            hk__queue_push_back(&heap->queues[pg->cls], pg);
+        }
+}
+
+bool hk__heap_park(hk_theap_t *heap)
+{
+    long max = HK_OPT(HK_OPTION_PARKED_HEAPS);
+    if (heap->owner || max <= 0 || HK_OPT(HK_OPTION_PURGE_DELAY) == 0) return false;
+    hk__lock(&g_parked_lock);      /* take a place on the list first */
+    bool room = g_parked_n < (unsigned long)max;
+    if (room) parked_count(1);
+    hk__unlock(&g_parked_lock);
+    if (!room) return false;
+    heap->no_purge++;
+    hk__xcache_flush(heap);   /* (the thread's TLS already points at the empty heap: nothing comes back) */
+    heap_tidy(heap);
+    for (hk_segment_t *seg = heap->segments, *next; seg; seg = next) {
+        next = seg->next;
+        if (seg->used_pages == 0) hk__segment_release_empty(heap, seg, false);
+        else hk__segment_park(heap, seg);
+    }
+    heap->thread_id = 0;
+    heap->no_purge--;
+    HK_ATOMIC_SUB(&hk__gstats.heaps, 1);
+    hk__lock(&g_parked_lock);
+    heap->parked_next = g_parked;
+    __atomic_store_n(&g_parked, heap, __ATOMIC_RELAXED);
+    __atomic_store_n(&heap->parked_at, hk__now_ms() | 1, __ATOMIC_RELAXED);
+    hk__unlock(&g_parked_lock);
+    return true;
+}
+
+/* Take h off the parked list if it is still on it; the caller then owns it. */
+static bool parked_unlink(hk_theap_t *h)
+{
+    for (hk_theap_t **pp = &g_parked; *pp; pp = &(*pp)->parked_next)
+        if (*pp == h) {
+            __atomic_store_n(pp, h->parked_next, __ATOMIC_RELAXED);
+            parked_count(-1);
+            h->parked_next = NULL;
+            __atomic_store_n(&h->parked_at, 0, __ATOMIC_RELAXED);
+            return true;
+        }
+    return false;
+}
+
+static void parked_abandon(hk_theap_t *h)
+{
+    HK_ATOMIC_ADD(&hk__gstats.heaps, 1);     /* hk__heap_abandon counts it out again */
+    hk__heap_abandon(h);
+}
+
+static bool parked_due(const hk_theap_t *h, uint64_t now, bool force)
+{
+    uint64_t at = __atomic_load_n(&h->parked_at, __ATOMIC_RELAXED);
+    long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
+    return at && (force || (delay >= 0 && now >= (at & ~(uint64_t)1) + (uint64_t)delay));
+}
+
+/* Abandon the parked heaps that waited out the purge delay (all of them
+ * with force), and those beyond the bound (it may have been lowered). */
+void hk__parked_expire(uint64_t now, bool force)
+{
+    if (__atomic_load_n(&g_parked, __ATOMIC_RELAXED) == NULL) return;
+    long max = HK_OPT(HK_OPTION_PARKED_HEAPS);
+    hk_theap_t *due = NULL;
+    hk__lock(&g_parked_lock);
+    unsigned k = 0;
+    for (hk_theap_t **pp = &g_parked; *pp;) {
+        hk_theap_t *h = *pp;
+        if (parked_due(h, now, force) || (long)k >= max) {
+            __atomic_store_n(pp, h->parked_next, __ATOMIC_RELAXED);
+            parked_count(-1);
+            __atomic_store_n(&h->parked_at, 0, __ATOMIC_RELAXED);
+            h->parked_next = due;
+            due = h;
+        } else {
+            pp = &h->parked_next;
+            k++;
+        }
+    }
+    hk__unlock(&g_parked_lock);
+    while (due) {
+        hk_theap_t *h = due;
+        due = h->parked_next;
+        h->parked_next = NULL;
+        parked_abandon(h);
+    }
+}
+
+/* A free into a segment of parked heap h: abandon h if it waited out the
+ * delay (the free then adopts the segment, as for any abandoned one). */
+bool hk__parked_expire_heap(hk_theap_t *h, uint64_t now)
+{
+    if (!parked_due(h, now, false)) return false;
+    hk__lock(&g_parked_lock);
+    bool mine = parked_unlink(h);
+    hk__unlock(&g_parked_lock);
+    if (mine) parked_abandon(h);
+    return mine;
+}
+
 static void heap_thread_done(void *arg)
 {
     hk_theap_t *heap = arg;
     if (!heap || heap == &hk__heap_empty) return;
     if (hk__tls_heap == heap) hk__tls_heap = &hk__heap_empty;
-    hk__heap_abandon(heap);
+    if (!hk__heap_park(heap)) hk__heap_abandon(heap);
 }
 
 /* ------------------------------------------------------------ fork */
 
 static void fork_prepare(void)
 {
+    hk__lock(&g_parked_lock);
     hk__lock(&g_heaps_lock);
     hk__lock(&g_abandoned_lock);
     hk__lock(&g_pool_lock);
@@ -284,6 +452,7 @@ static void fork_parent(void)
     hk__unlock(&g_pool_lock);
     hk__unlock(&g_abandoned_lock);
     hk__unlock(&g_heaps_lock);
+    hk__unlock(&g_parked_lock);
 }
 
 /* Only the forking thread lives on: the locks its siblings may have held
@@ -294,4 +463,5 @@ static void fork_child(void)
     g_pool_lock.v = 0;
     g_abandoned_lock.v = 0;
     g_heaps_lock.v = 0;
+    g_parked_lock.v = 0;
 }

@@ -618,6 +618,16 @@ void hk__free_generic(void *p)
      * 64 bytes: see xcache_count_foreign. */
     uintptr_t tid = __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED);
     hk_theap_t *me = hk__tls_heap;
+    /* A block of a parked heap (hk__heap_park): it goes home by the atomic
+     * path below, and every 64th such free of this thread looks whether
+     * that heap waited out the purge delay; if so the heap is abandoned
+     * and this free adopts the segment, as below. */
+    if (tid == 0 && me != &hk__heap_empty) {
+        hk_theap_t *owner = __atomic_load_n(&seg->heap, __ATOMIC_RELAXED);
+        if (owner && !owner->owner && __atomic_load_n(&owner->parked_at, __ATOMIC_RELAXED) != 0 &&
+            (++me->parked_frees & 63) == 0)
+            (void)hk__parked_expire_heap(owner, hk__now_ms());
+    }
     /* A block of a segment whose thread exited: this thread takes the
      * segment over (private heaps' segments have a heap and no thread).
      * Otherwise blocks freed into it would wait, resident, for a purge or

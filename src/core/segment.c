@@ -556,6 +556,9 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force)
         if (due && (!next_due || due < next_due)) next_due = due;
     }
     heap->no_purge--;
+    /* Parked heaps of exited threads that no new thread took within the
+     * delay are abandoned (their memory then goes back as below). */
+    if (!heap->owner) hk__parked_expire(now, force);
     /* One abandoned segment a purge: live threads take in what exited
      * threads left even when none of them needs a new segment, so blocks
      * freed into it (remote frees nobody collects) become reusable and its
@@ -596,6 +599,17 @@ bool hk__segment_adopt(hk_theap_t *heap, hk_segment_t *seg)
     heap->no_purge--;
     if (seg->free_mask & ~seg->purged_mask) heap->purge_due = 1;   /* purge its old free pages soon */
     return true;
+}
+
+/* A parked heap's segment (hk__heap_park): its free pages go back as at
+ * abandonment, and it loses its owner thread (every free into it then
+ * takes the atomic path) but keeps its heap, so a free does not adopt it:
+ * the heap waits whole for the next thread. */
+void hk__segment_park(hk_theap_t *heap, hk_segment_t *seg)
+{
+    (void)heap;
+    if (HK_OPT(HK_OPTION_PURGE_DELAY) >= 0) purge_mask(seg, seg->free_mask);
+    __atomic_store_n(&seg->thread_id, 0, __ATOMIC_SEQ_CST);
 }
 
 /* Thread exit: every page is collected; empty ones go back; segments with

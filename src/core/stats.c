@@ -7,13 +7,14 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-long hk__opt[HK_OPTION_COUNT] = { 0, 10, 0, 8 };
-static const long opt_min[HK_OPTION_COUNT] = { 0, -1, 0, 0 };   /* read only when a variable is set */
-static const long opt_max[HK_OPTION_COUNT] = { 1, 3600000, 2, 64 };
+long hk__opt[HK_OPTION_COUNT] = { 0, 10, 0, 8, 8 };
+static const long opt_min[HK_OPTION_COUNT] = { 0, -1, 0, 0, 0 };   /* read only when a variable is set */
+static const long opt_max[HK_OPTION_COUNT] = { 1, 3600000, 2, 64, 64 };
 /* The names are read at every start-up: writable data (already resident),
  * not .rodata, like hk__class_small. */
 static char opt_env[HK_OPTION_COUNT][24] = {
     "HEAPKIT_SHOW_STATS", "HEAPKIT_PURGE_DELAY", "HEAPKIT_VERBOSE", "HEAPKIT_SEGMENT_CACHE",
+    "HEAPKIT_PARKED_HEAPS",
 };
 static int g_opt_state;             /* 0 unread, 1 reading, 2 read */
 static unsigned g_opt_explicit;     /* bit per option set by hk_option_set */
@@ -78,6 +79,8 @@ int hk_option_set(hk_option_t opt, long value)
         if (h != &hk__heap_empty && value >= 0) hk__heap_purge(h, now, false);
         else hk__cache_purge(now, false);
     }
+    if (opt == HK_OPTION_PARKED_HEAPS || (opt == HK_OPTION_PURGE_DELAY && value == 0))
+        hk__parked_expire(hk__now_ms(), value == 0);   /* fewer may wait now, or none */
     return 0;
 }
 
@@ -129,13 +132,14 @@ HK_RARE_CODE void hk_stats_get(hk_stats_t *out)
     s.purges = LD(purges);
     s.purged_bytes = LD(purged_bytes);
     s.heaps = LD(heaps);
+    s.heaps_parked = LD(heaps_parked);
     *out = s;
 }
 
 #define HK_STAT_FIELDS(X) \
     X(allocated) X(allocated_total) X(freed_total) X(reserved) X(committed) X(committed_peak) \
     X(segments) X(segments_peak) X(segments_cached) X(segments_abandoned) X(pages) X(pages_peak) \
-    X(huge_blocks) X(huge_bytes) X(purges) X(purged_bytes) X(heaps)
+    X(huge_blocks) X(huge_bytes) X(purges) X(purged_bytes) X(heaps) X(heaps_parked)
 
 HK_RARE_CODE static void stats_write(int fd)
 {

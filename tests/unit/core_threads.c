@@ -1,10 +1,12 @@
 /* The allocator across threads: blocks freed by other threads than their
  * owner, threads that exit with live blocks (their segments are abandoned
  * and later adopted, by a thread that needs a segment, by a purge, or by
- * a free into them). Fixed seeds. */
+ * a free into them; or their heap waits parked for the next thread).
+ * Fixed seeds. */
 #include "test.h"
 #include "heapkit.h"
 #include <pthread.h>
+#include <time.h>
 
 enum { NTHREADS = 4, PER = 20000 };
 
@@ -261,12 +263,170 @@ static void test_adopt_on_purge(void)
     hk_free(mine);
 }
 
+/* ------------------------------------------------------------ parked heaps */
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+/* Allocates row 3 (small blocks), frees every other one, exits. */
+static void *park_leaver(void *arg)
+{
+    (void)arg;
+    for (unsigned i = 0; i < PER; i++) {
+        size_t n = 16 + i % 185;
+        blocks[3][i] = hk_malloc(n);
+        sizes[3][i] = n;
+        if (blocks[3][i]) mark_block(blocks[3][i], n, 3 + i);
+    }
+    for (unsigned i = 1; i < PER; i += 2) { hk_free(blocks[3][i]); blocks[3][i] = NULL; }
+    return NULL;
+}
+
+static unsigned char *g_taken[1000];
+static uint64_t g_taker_new_segments;
+
+static void *park_taker(void *arg)
+{
+    (void)arg;
+    hk_stats_t a, b;
+    hk_stats_get(&a);
+    for (int i = 0; i < 1000; i++) { g_taken[i] = hk_malloc(16 + (size_t)(i % 185)); if (g_taken[i]) g_taken[i][0] = 1; }
+    hk_stats_get(&b);
+    g_taker_new_segments = b.segments - a.segments;
+    for (int i = 0; i < 1000; i++) hk_free(g_taken[i]);
+    return NULL;
+}
+
+static bool in_leaver_segment(const void *p)
+{
+    uintptr_t seg = (uintptr_t)p & ~(((uintptr_t)4 << 20) - 1);
+    for (unsigned i = 0; i < PER; i += 2)
+        if (((uintptr_t)blocks[3][i] & ~(((uintptr_t)4 << 20) - 1)) == seg) return true;
+    return false;
+}
+
+/* A thread that exits is parked, not abandoned; the next thread that
+ * starts takes its heap whole: its mallocs get the exited thread's free
+ * blocks, from the exited thread's segments, and need no new segment. */
+static void test_parked_heap_goes_to_next_thread(void)
+{
+    hk_stats_t before, parked;
+    void *mine = hk_malloc(32);
+    REQUIRE(mine);
+    REQUIRE(hk_option_set(HK_OPTION_PARKED_HEAPS, 8) == 0);
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 60000) == 0);   /* nothing expires during the test */
+    drain_abandoned(&before);
+    pthread_t th;
+    pthread_create(&th, NULL, park_leaver, NULL);
+    pthread_join(th, NULL);
+    hk_stats_get(&parked);
+    CHECK_EQ(parked.segments_abandoned, before.segments_abandoned);   /* parked, not abandoned */
+    CHECK_EQ(parked.heaps, before.heaps);                             /* and not counted live */
+    CHECK_EQ(parked.heaps_parked, before.heaps_parked + 1);
+    pthread_create(&th, NULL, park_taker, NULL);
+    pthread_join(th, NULL);
+    CHECK_EQ(g_taker_new_segments, 0);
+    unsigned from_leaver = 0;
+    for (int i = 0; i < 1000; i++) from_leaver += in_leaver_segment(g_taken[i]);
+    CHECK_EQ(from_leaver, 1000);
+    /* The leaver's live blocks are intact, and free from here. */
+    for (unsigned i = 0; i < PER; i += 2) {
+        CHECK(check_block(blocks[3][i], sizes[3][i], 3 + i));
+        hk_free(blocks[3][i]);
+    }
+    hk_collect(1);      /* abandons what waits parked (the taker's heap, parked again) */
+    hk_stats_t after;
+    hk_stats_get(&after);
+    CHECK_EQ(after.heaps_parked, 0);
+    CHECK(after.pages <= parked.pages);
+    hk_free(mine);
+    hk_option_set(HK_OPTION_PURGE_DELAY, 10);
+}
+
+/* With a 20 ms purge delay, a thread leaves row 1 behind and exits: its
+ * heap is parked (stats before and after in *before, *parked). */
+static void park_row1(hk_stats_t *before, hk_stats_t *parked)
+{
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 20) == 0);
+    drain_abandoned(before);
+    pthread_t th;
+    pthread_create(&th, NULL, leaver, (void *)(uintptr_t)1);
+    pthread_join(th, NULL);
+    hk_stats_get(parked);
+    CHECK_EQ(parked->segments_abandoned, before->segments_abandoned);
+    CHECK_EQ(parked->heaps_parked, 1);
+}
+
+static void free_row1(unsigned from, unsigned to)
+{
+    for (unsigned i = from; i < to; i++) {
+        CHECK(check_block(blocks[1][i], sizes[1][i], 1 + i));
+        hk_free(blocks[1][i]);
+    }
+}
+
+/* A heap parked longer than the purge delay is abandoned by the next purge
+ * of a live thread. */
+static void test_parked_heap_expires(void)
+{
+    hk_stats_t before, parked, after;
+    void *mine = hk_malloc(32);
+    REQUIRE(mine);
+    park_row1(&before, &parked);
+    hk_collect(0);                      /* too young: stays parked */
+    hk_stats_get(&after);
+    CHECK_EQ(after.segments_abandoned, before.segments_abandoned);
+    CHECK_EQ(after.heaps_parked, 1);
+    sleep_ms(40);
+    hk_collect(0);                      /* a purge of this heap: the parked one is due */
+    hk_stats_get(&after);
+    CHECK_EQ(after.heaps_parked, 0);    /* abandoned (and maybe adopted at once by that purge) */
+    free_row1(0, PER);
+    drain_abandoned(&after);
+    hk_free(mine);
+    hk_option_set(HK_OPTION_PURGE_DELAY, 10);
+}
+
+/* Frees into a parked heap go home by the atomic path; once the heap has
+ * waited out the delay, a free abandons it and adopts the segment, and the
+ * pages the frees empty go back. */
+static void test_free_into_parked_heap(void)
+{
+    hk_stats_t before, parked, after;
+    void *mine = hk_malloc(32);
+    REQUIRE(mine);
+    park_row1(&before, &parked);
+    free_row1(0, PER / 2);
+    hk_stats_get(&after);
+    CHECK_EQ(after.segments_abandoned, before.segments_abandoned);   /* still parked: nothing adopted */
+    CHECK_EQ(after.segments, parked.segments);
+    CHECK_EQ(after.heaps_parked, 1);
+    sleep_ms(40);
+    free_row1(PER / 2, PER);
+    hk_stats_get(&after);
+    CHECK_EQ(after.heaps_parked, 0);
+    CHECK_EQ(after.segments_abandoned, 0);           /* abandoned by a free, adopted by the frees */
+    CHECK(after.pages < parked.pages);
+    hk_free(mine);
+    hk_option_set(HK_OPTION_PURGE_DELAY, 10);
+}
+
 int main(void)
 {
     RUN(test_cross_thread_free);
+    /* Abandonment and adoption as such: no heap waits parked (the tests
+     * at the end cover parking). */
+    hk_option_set(HK_OPTION_PARKED_HEAPS, 0);
     RUN(test_thread_exit_and_adoption);
     RUN(test_free_adopts_abandoned);
     RUN(test_producer_consumer);
     RUN(test_adopt_on_purge);
+    hk_option_set(HK_OPTION_PARKED_HEAPS, 8);
+    RUN(test_parked_heap_goes_to_next_thread);
+    RUN(test_parked_heap_expires);
+    RUN(test_free_into_parked_heap);
     return t_finish();
 }
