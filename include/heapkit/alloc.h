@@ -88,7 +88,7 @@ typedef enum hk_option {
     HK_OPTION_PURGE_DELAY,      /* ms before free pages go back to the OS (0: at once, -1: never) */
     HK_OPTION_VERBOSE,          /* 1: warn about misuse (freeing a pointer heapkit does not own) */
     HK_OPTION_SEGMENT_CACHE,    /* free segments kept mapped for reuse (0..64) */
-    HK_OPTION_PARKED_HEAPS,     /* exited threads' heaps kept for new threads (0..64; 0: none) */
+    HK_OPTION_PARKED_HEAPS,     /* exited threads' heaps kept for new threads (0..64, default 4; 0: none) */
     HK_OPTION_COUNT
 } hk_option_t;
 
