@@ -624,7 +624,7 @@ void hk__free_generic(void *p)
      * and this free adopts the segment, as below. */
     if (tid == 0 && me != &hk__heap_empty) {
         hk_theap_t *owner = __atomic_load_n(&seg->heap, __ATOMIC_RELAXED);
-        if (owner && !owner->owner && __atomic_load_n(&owner->parked_at, __ATOMIC_RELAXED) != 0 &&
+        if (owner && __atomic_load_n(&owner->parked_at, __ATOMIC_RELAXED) != 0 &&   /* only thread heaps park */
             (++me->parked_frees & 63) == 0)
             (void)hk__parked_expire_heap(owner, hk__now_ms());
     }
