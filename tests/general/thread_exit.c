@@ -1,7 +1,8 @@
 /* Thread exit: many short-lived threads allocate blocks and exit while the
  * blocks are still live; the blocks are then freed by other threads (and by
  * main) after their owner is gone, while new threads keep allocating -- the
- * path where a dead thread's heap is abandoned and adopted. */
+ * paths where a dead thread's heap waits parked and a new thread takes it
+ * (up to HEAPKIT_PARKED_HEAPS of them) or is abandoned and adopted. */
 #include "test.h"
 #include "galloc.h"
 #include <pthread.h>
