@@ -298,7 +298,7 @@ void hk__heap_abandon(hk_theap_t *heap) HK_HIDDEN;
 bool hk__heap_park(hk_theap_t *heap) HK_HIDDEN;
 void hk__parked_expire(uint64_t now, bool force) HK_HIDDEN;
 bool hk__parked_expire_heap(hk_theap_t *heap, uint64_t now) HK_HIDDEN;
-void hk__segment_park(hk_theap_t *heap, hk_segment_t *seg) HK_HIDDEN;
+void hk__segment_park(hk_segment_t *seg) HK_HIDDEN;
 hk_segment_t *hk__abandoned_pop(void) HK_HIDDEN;
 /* Take seg off the abandoned list; false if it is not on it (any more). */
 bool hk__abandoned_take(hk_segment_t *seg) HK_HIDDEN;

@@ -124,18 +124,24 @@ static void parked_count(int d)
     else HK_ATOMIC_SUB(&hk__gstats.heaps_parked, (uint64_t)-d);
 }
 
+/* Take the heap at *pp (a link of the parked list) off the list; the
+ * caller holds g_parked_lock and then owns the heap. */
+static hk_theap_t *parked_take(hk_theap_t **pp)
+{
+    hk_theap_t *h = *pp;
+    __atomic_store_n(pp, h->parked_next, __ATOMIC_RELAXED);
+    parked_count(-1);
+    h->parked_next = NULL;
+    __atomic_store_n(&h->parked_at, 0, __ATOMIC_RELAXED);
+    return h;
+}
+
 /* The most recently parked heap, off the list, or NULL. */
 static hk_theap_t *heap_unpark(void)
 {
     if (__atomic_load_n(&g_parked, __ATOMIC_RELAXED) == NULL) return NULL;
     hk__lock(&g_parked_lock);
-    hk_theap_t *h = g_parked;
-    if (h) {
-        __atomic_store_n(&g_parked, h->parked_next, __ATOMIC_RELAXED);
-        parked_count(-1);
-        h->parked_next = NULL;
-        __atomic_store_n(&h->parked_at, 0, __ATOMIC_RELAXED);
-    }
+    hk_theap_t *h = g_parked ? parked_take(&g_parked) : NULL;
     hk__unlock(&g_parked_lock);
     return h;
 }
@@ -274,12 +280,20 @@ static void queue_drain(hk_theap_t *heap, hk_page_queue_t *q)
     }
 }
 
+/* An exited thread's heap: its foreign-block cache goes home (the thread's
+ * TLS already points at the empty heap: nothing comes back), every page is
+ * collected and leaves its queue, and the empty ones go back. */
+static void heap_drain(hk_theap_t *heap)
+{
+    hk__xcache_flush(heap);
+    for (unsigned i = 0; i < HK_NCLASS; i++) queue_drain(heap, &heap->queues[i]);
+    queue_drain(heap, &heap->full);
+}
+
 void hk__heap_abandon(hk_theap_t *heap)
 {
     heap->no_purge++;     /* never reset: the heap struct is re-initialised on reuse */
-    hk__xcache_flush(heap);   /* (the thread's TLS already points at the empty heap: nothing comes back) */
-    for (unsigned i = 0; i < HK_NCLASS; i++) queue_drain(heap, &heap->queues[i]);
-    queue_drain(heap, &heap->full);
+    heap_drain(heap);
     while (heap->segments) {
         hk_segment_t *seg = heap->segments;
         if (seg->used_pages == 0) { hk__segment_release_empty(heap, seg, false); continue; }
@@ -315,12 +329,10 @@ void hk__heap_abandon(hk_theap_t *heap)
  * all, by the next purge of any live heap, by a free into it, or by
  * hk_collect(1); with a purge delay of 0 nothing is parked. */
 
-/* Collect what the heap's pages got back, return the empty ones, and put
- * the others back in their class queues. */
-static void heap_tidy(hk_theap_t *heap)
+/* After heap_drain: the pages that still hold blocks back in their class
+ * queues. */
+static void heap_requeue(hk_theap_t *heap)
 {
-    for (unsigned i = 0; i < HK_NCLASS; i++) queue_drain(heap, &heap->queues[i]);
-    queue_drain(heap, &heap->full);
     for (hk_segment_t *seg = heap->segments; seg; seg = seg->next)
         for (unsigned i = 0; i < HK_SEG_PAGES; i++) {
             hk_page_t *pg = &seg->pages[i];
@@ -339,12 +351,12 @@ bool hk__heap_park(hk_theap_t *heap)
     hk__unlock(&g_parked_lock);
     if (!room) return false;
     heap->no_purge++;
-    hk__xcache_flush(heap);   /* (the thread's TLS already points at the empty heap: nothing comes back) */
-    heap_tidy(heap);
+    heap_drain(heap);
+    heap_requeue(heap);
     for (hk_segment_t *seg = heap->segments, *next; seg; seg = next) {
         next = seg->next;
         if (seg->used_pages == 0) hk__segment_release_empty(heap, seg, false);
-        else hk__segment_park(heap, seg);
+        else hk__segment_park(seg);
     }
     heap->thread_id = 0;
     heap->no_purge--;
@@ -362,10 +374,7 @@ static bool parked_unlink(hk_theap_t *h)
 {
     for (hk_theap_t **pp = &g_parked; *pp; pp = &(*pp)->parked_next)
         if (*pp == h) {
-            __atomic_store_n(pp, h->parked_next, __ATOMIC_RELAXED);
-            parked_count(-1);
-            h->parked_next = NULL;
-            __atomic_store_n(&h->parked_at, 0, __ATOMIC_RELAXED);
+            (void)parked_take(pp);
             return true;
         }
     return false;
@@ -394,15 +403,12 @@ void hk__parked_expire(uint64_t now, bool force)
     hk__lock(&g_parked_lock);
     unsigned k = 0;
     for (hk_theap_t **pp = &g_parked; *pp;) {
-        hk_theap_t *h = *pp;
-        if (parked_due(h, now, force) || (long)k >= max) {
-            __atomic_store_n(pp, h->parked_next, __ATOMIC_RELAXED);
-            parked_count(-1);
-            __atomic_store_n(&h->parked_at, 0, __ATOMIC_RELAXED);
+        if (parked_due(*pp, now, force) || (long)k >= max) {
+            hk_theap_t *h = parked_take(pp);
             h->parked_next = due;
             due = h;
         } else {
-            pp = &h->parked_next;
+            pp = &(*pp)->parked_next;
             k++;
         }
     }

@@ -605,9 +605,8 @@ bool hk__segment_adopt(hk_theap_t *heap, hk_segment_t *seg)
  * abandonment, and it loses its owner thread (every free into it then
  * takes the atomic path) but keeps its heap, so a free does not adopt it:
  * the heap waits whole for the next thread. */
-void hk__segment_park(hk_theap_t *heap, hk_segment_t *seg)
+void hk__segment_park(hk_segment_t *seg)
 {
-    (void)heap;
     if (HK_OPT(HK_OPTION_PURGE_DELAY) >= 0) purge_mask(seg, seg->free_mask);
     __atomic_store_n(&seg->thread_id, 0, __ATOMIC_SEQ_CST);
 }
