@@ -141,6 +141,15 @@ static inline size_t page_lead(const hk_page_t *pg)
     return (size_t)((uintptr_t)pg->start & (HK_PAGE_SIZE - 1));
 }
 
+/* The page's trimmed map becomes t; the memory purged by trimming moves
+ * with it in the purge accounting (`committed` counts it as purged). */
+static void page_set_trimmed(hk_page_t *pg, uint32_t t)
+{
+    int64_t d = (int64_t)hk__popcount64(t) - (int64_t)hk__popcount64(pg->trimmed);
+    __atomic_store_n(&pg->trimmed, (uint16_t)t, __ATOMIC_RELAXED);
+    if (d) hk__purged_add(d * HK_OS_PAGE);
+}
+
 /* Is block b (of a trimmed page) one of the blocks off the lists? */
 static bool block_trimmed(const hk_page_t *pg, const hk_block_t *b)
 {
@@ -220,8 +229,7 @@ uint32_t hk__page_trim(hk_page_t *pg, uint64_t now, uint32_t min_age, bool *youn
         hk__purge_range(base + (size_t)k * HK_OS_PAGE, (size_t)n * HK_OS_PAGE);
         m &= ~(uint32_t)((((uint64_t)1 << n) - 1) << k);
     }
-    __atomic_store_n(&pg->trimmed, (uint16_t)cand, __ATOMIC_RELAXED);
-    hk__purged_add((int64_t)hk__popcount64(cand) * HK_OS_PAGE);
+    page_set_trimmed(pg, cand);
     /* Relist the free blocks that kept their memory, lowest address first:
      * mallocs fill the page from the bottom, which leaves its top free. */
     hk_block_t *head = NULL, **tail = &head;
@@ -266,8 +274,7 @@ static void page_untrim(hk_page_t *pg)
         head = b;
     }
     pg->free = head;
-    __atomic_store_n(&pg->trimmed, (uint16_t)(t & ~take), __ATOMIC_RELAXED);
-    hk__purged_add(-(int64_t)hk__popcount64(take) * HK_OS_PAGE);
+    page_set_trimmed(pg, t & ~take);
     if (!pg->trimmed) page_set_flags(pg, pg->flags & ~(uint32_t)HK_PF_TRIMMED);
 }
 
@@ -325,10 +332,7 @@ static void page_init(hk_theap_t *heap, hk_page_t *pg, size_t cls)
  * segment itself (it must not be touched afterwards). */
 bool hk__page_retire(hk_theap_t *heap, hk_page_t *pg)
 {
-    if (pg->trimmed) {   /* the segment's own purge accounting takes over */
-        hk__purged_add(-(int64_t)hk__popcount64(pg->trimmed) * HK_OS_PAGE);
-        __atomic_store_n(&pg->trimmed, 0, __ATOMIC_RELAXED);
-    }
+    page_set_trimmed(pg, 0);   /* the segment's own purge accounting takes over */
     hk__cap_give(heap, (size_t)pg->span * HK_PAGE_SIZE);
     HK_ATOMIC_SUB(&hk__gstats.pages, 1);
     HK_ATOMIC_SUB(&hk__gstats.page_bytes, (uint64_t)pg->span * HK_PAGE_SIZE);
