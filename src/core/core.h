@@ -434,10 +434,14 @@ HK_INLINE void hk__free(void *p)
         hk_block_t *b = (hk_block_t *)p;
         /* Flags (aligned, full or free page), a pointer that is not the
          * start of a block, or a block tagged free: the slow path sorts
-         * them out. The block index comes from the page's reciprocal. */
+         * them out. The block index comes from the page's reciprocal; it
+         * must also be one of the page's blocks (a pointer into the slack
+         * after the last block is a multiple of the size too), and is
+         * checked before the tag is read (the slack may end the mapping). */
         uint64_t off = (uint64_t)((char *)p - pg->start);
+        uint64_t idx = (off * pg->inv) >> 44;
         uintptr_t other = tid ^ hk__thread_id();   /* 0: the owner frees */
-        if (hk_likely(((off * pg->inv) >> 44) * pg->block_size == off && b->tag != HK_FREE_TAG(pg))) {
+        if (hk_likely(idx * pg->block_size == off && idx < pg->reserved && b->tag != HK_FREE_TAG(pg))) {
             uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
             /* The owner, no flag: one test for both. */
             if (hk_likely((flags | other) == 0)) {

@@ -205,8 +205,63 @@ static void test_span_interior(void)
     hk_free(g_big);
 }
 
+/* A pointer into the slack after a page's last block, where the offset
+ * is a multiple of the block size too (64 KiB is no multiple of 48, 80,
+ * 96, ...): refused, in a page that is not full (the fast path) as well
+ * as a full one, and never handed out by a later malloc; the blocks
+ * around it keep their data. */
+static unsigned char *g_tail;
+static void free_tail(void) { hk_free(g_tail); }
+static void test_page_tail(void)
+{
+    static const size_t sizes[] = { 48, 80, 96, 112, 160, 192, 224, 320, 384, 448, 640, 768, 896 };
+    enum { N = 3000 };
+    static unsigned char *v[N];
+    char buf[512];
+    int tried = 0;
+    for (unsigned s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        size_t sz = sizes[s], n = 2 * 65536 / sz + 2;
+        REQUIRE(n <= N);
+        for (size_t i = 0; i < n; i++) { v[i] = hk_malloc(sz); REQUIRE(v[i]); memset(v[i], 0x3c, sz); }
+        /* The page of the first block carved whole: the one holding v[n / 2]. */
+        uintptr_t page = (uintptr_t)v[n / 2] & ~(uintptr_t)0xffff;
+        unsigned char *last = NULL;
+        size_t in_page = 0;
+        for (size_t i = 0; i < n; i++)
+            if (((uintptr_t)v[i] & ~(uintptr_t)0xffff) == page) { in_page++; if (v[i] > last) last = v[i]; }
+        g_tail = last + sz;
+        if (((uintptr_t)g_tail & ~(uintptr_t)0xffff) == page) {
+            for (int full = 1; full >= 0; full--) {
+                if (!full)                       /* two blocks of the page back: no longer full */
+                    for (size_t i = 0, k = 0; i < n && k < 2; i++)
+                        if (v[i] != last && ((uintptr_t)v[i] & ~(uintptr_t)0xffff) == page) { hk_free(v[i]); v[i] = NULL; k++; }
+                REQUIRE(hk_option_set(HK_OPTION_VERBOSE, 1) == 0);
+                buf[0] = 0;
+                CHECK(t_capture_stderr(free_tail, buf, sizeof buf) && strstr(buf, "not a block"));
+                hk_option_set(HK_OPTION_VERBOSE, 0);
+            }
+            unsigned char *w[N];
+            size_t handed = 0;
+            for (size_t i = 0; i < in_page + 64; i++) {
+                w[i] = hk_malloc(sz);
+                REQUIRE(w[i]);
+                handed += w[i] == g_tail;
+            }
+            CHECK_EQ(handed, 0);
+            for (size_t i = 0; i < in_page + 64; i++) hk_free(w[i]);
+            tried++;
+        }
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++)
+            if (v[i]) { for (size_t k = 0; k < sz; k++) bad += v[i][k] != 0x3c; hk_free(v[i]); }
+        CHECK_EQ(bad, 0);
+    }
+    CHECK(tried >= 8);
+}
+
 int main(void)
 {
+    RUN(test_page_tail);
     RUN(test_unused_page);
     RUN(test_span_interior);
     RUN(test_double_free);
