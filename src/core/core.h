@@ -85,7 +85,8 @@ enum { HK_SEG_SMALL = 1, HK_SEG_HUGE = 2, HK_SEG_CACHED = 3 };
 typedef struct hk_segment {
     /* The first 64 bytes are shared with huge blocks' headers. */
     uint32_t magic;
-    uint32_t kind;
+    uint16_t kind;
+    uint16_t huge_shift;       /* huge blocks: the block starts 2^huge_shift bytes in (64 or its alignment) */
     uintptr_t thread_id;       /* atomic: owner thread, 0 if none (abandoned, huge) */
     size_t map_size;
     struct hk_theap *heap;
@@ -106,7 +107,7 @@ typedef struct hk_segment {
  * GCC merges the two constant stores into one load from .rodata, the only
  * read a running program would make there (its fault brings in the pages
  * around it too): the asm hides the constants. */
-HK_INLINE void hk__segment_stamp(hk_segment_t *seg, uint32_t kind)
+HK_INLINE void hk__segment_stamp(hk_segment_t *seg, uint16_t kind)
 {
     uint32_t m = HK_SEG_MAGIC;
     __asm__("" : "+r"(m), "+r"(kind));
@@ -352,6 +353,11 @@ void hk__queue_remove(hk_page_queue_t *q, hk_page_t *pg) HK_HIDDEN;
 void *hk__huge_alloc(size_t size, size_t align, bool *zeroed) HK_HIDDEN;
 void  hk__huge_free(hk_segment_t *seg) HK_HIDDEN;
 size_t hk__huge_usable(hk_segment_t *seg, const void *p) HK_HIDDEN;
+/* Is p the block of huge mapping seg (not a pointer inside it)? */
+HK_INLINE bool hk__huge_is_block(const hk_segment_t *seg, const void *p)
+{
+    return (const char *)p == (const char *)seg + ((size_t)1 << seg->huge_shift);
+}
 bool  hk__huge_shrink(hk_segment_t *seg, const void *p, size_t size) HK_HIDDEN;
 
 /* private.c: private heaps over the general allocator (src/heap/heap.c) */

@@ -182,6 +182,7 @@ void *hk__huge_alloc_in(hk_theap_t *heap, size_t size, size_t align, bool *zeroe
         hk__segmap_set(seg, true);
     }
     hk__segment_stamp(seg, HK_SEG_HUGE);
+    seg->huge_shift = (uint16_t)__builtin_ctzl(off);   /* off: 64 or the alignment, a power of two */
     seg->map_size = need;
     seg->heap = heap;
     seg->next = seg->prev = NULL;
@@ -223,8 +224,8 @@ void hk__huge_free(hk_segment_t *seg)
 
 size_t hk__huge_usable(hk_segment_t *seg, const void *p)
 {
-    size_t off = (size_t)((const char *)p - (const char *)seg);
-    return off < seg->map_size ? seg->map_size - off : 0;
+    if (!hk__huge_is_block(seg, p)) return 0;
+    return seg->map_size - ((size_t)1 << seg->huge_shift);
 }
 
 /* Give back the tail of a big mapping when a realloc shrinks it a lot. */

@@ -595,7 +595,7 @@ void hk__free_generic(void *p)
     hk_segment_t *seg = hk__segment_of(p);
     if (hk_unlikely(seg->magic != HK_SEG_MAGIC)) { hk__invalid_free(p, "bad segment"); return; }
     if (seg->kind == HK_SEG_HUGE) {
-        if ((char *)p < (char *)seg + HK_HUGE_OFF) { hk__invalid_free(p, "inside a huge block header"); return; }
+        if (!hk__huge_is_block(seg, p)) { hk__invalid_free(p, "not the start of a huge block"); return; }
         hk__huge_free(seg);
         return;
     }
@@ -714,12 +714,15 @@ size_t hk__usable_size(const void *p)
     if (seg->magic != HK_SEG_MAGIC) return 0;
     if (seg->kind == HK_SEG_HUGE) return hk__huge_usable(seg, p);
     if (seg->kind != HK_SEG_SMALL) return 0;
+    if ((size_t)((const char *)p - (const char *)seg) < HK_SEG_HDR) return 0;
     hk_page_t *pg = hk__page_of(seg, p);
     uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
-    if ((flags & HK_PF_FREE) || pg->block_size == 0) return 0;
-    if (flags & HK_PF_ALIGNED) {
-        char *b = (char *)block_start(pg, (void *)(uintptr_t)p);
-        return pg->block_size - (size_t)((const char *)p - b);
-    }
-    return pg->block_size;
+    if ((flags & HK_PF_FREE) || pg->block_size == 0 || (const char *)p < pg->start) return 0;
+    /* Not one of the page's blocks (inside one, unless the page hands out
+     * aligned pointers, or past the last): 0, as for any pointer heapkit
+     * did not hand out, so realloc refuses it. */
+    char *b = (char *)block_start(pg, (void *)(uintptr_t)p);
+    if (b >= pg->start + (size_t)pg->reserved * pg->block_size) return 0;
+    if (b != (const char *)p && !(flags & HK_PF_ALIGNED)) return 0;
+    return pg->block_size - (size_t)((const char *)p - b);
 }
