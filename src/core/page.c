@@ -714,15 +714,17 @@ size_t hk__usable_size(const void *p)
     if (seg->magic != HK_SEG_MAGIC) return 0;
     if (seg->kind == HK_SEG_HUGE) return hk__huge_usable(seg, p);
     if (seg->kind != HK_SEG_SMALL) return 0;
-    if ((size_t)((const char *)p - (const char *)seg) < HK_SEG_HDR) return 0;
+    /* A pointer in the segment header finds page 0, below its start. */
     hk_page_t *pg = hk__page_of(seg, p);
     uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
-    if ((flags & HK_PF_FREE) || pg->block_size == 0 || (const char *)p < pg->start) return 0;
-    /* Not one of the page's blocks (inside one, unless the page hands out
-     * aligned pointers, or past the last): 0, as for any pointer heapkit
-     * did not hand out, so realloc refuses it. */
-    char *b = (char *)block_start(pg, (void *)(uintptr_t)p);
-    if (b >= pg->start + (size_t)pg->reserved * pg->block_size) return 0;
-    if (b != (const char *)p && !(flags & HK_PF_ALIGNED)) return 0;
+    if ((flags & HK_PF_FREE) || pg->block_size == 0) return 0;
+    /* Not one of the page's blocks (below the first, inside one unless the
+     * page hands out aligned pointers, past the last): 0, as for any
+     * pointer heapkit did not hand out, so realloc refuses it. */
+    uint64_t off = (uint64_t)((const char *)p - pg->start);
+    uint64_t idx = block_index(pg, p);
+    if (hk_likely(idx * pg->block_size == off && idx < pg->reserved)) return pg->block_size;
+    if (!(flags & HK_PF_ALIGNED) || (const char *)p < pg->start || idx >= pg->reserved) return 0;
+    const char *b = pg->start + idx * pg->block_size;
     return pg->block_size - (size_t)((const char *)p - b);
 }
