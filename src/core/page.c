@@ -491,6 +491,20 @@ void hk__page_now_empty(hk_page_t *pg)
     hk__page_retire(heap, pg);
 }
 
+/* An aligned pointer handed out inside its block (memalign and friends:
+ * p > b) has the 16 bytes before it in the block, which hold a stamp of p
+ * keyed with its page and p's offset in the block. free and usable_size
+ * take such a pointer only with its stamp, so a pointer into a block of a
+ * page that hands out aligned pointers is refused like any other; free
+ * wipes the stamp. */
+#define HK_ALIGN_STAMP(pg, p) ((uintptr_t)(p) ^ (uintptr_t)(pg) ^ (uintptr_t)0x2545f4914f6cdd1dull)
+static inline bool aligned_stamped(const hk_page_t *pg, const hk_block_t *b, const void *p)
+{
+    const uintptr_t *w = (const uintptr_t *)p - 2;
+    return w[0] == HK_ALIGN_STAMP(pg, p) && w[1] == (uintptr_t)((const char *)p - (const char *)b);
+}
+static inline void aligned_unstamp(void *p) { ((uintptr_t *)p)[-2] = 0; }
+
 /* The block that holds p (p is inside the page's block area). */
 static inline hk_block_t *block_start(const hk_page_t *pg, void *p)
 {
@@ -609,8 +623,11 @@ void hk__free_generic(void *p)
     if (hk_unlikely((char *)p < pg->start)) { hk__invalid_free(p, "not a block"); return; }
     hk_block_t *b = block_start(pg, p);
     if (hk_unlikely((char *)b >= pg->start + (size_t)pg->reserved * pg->block_size)) { hk__invalid_free(p, "not a block"); return; }
-    if (hk_unlikely(b != (hk_block_t *)p && !(flags & HK_PF_ALIGNED))) { hk__invalid_free(p, "not the start of a block"); return; }
     if (hk_unlikely(b->tag == HK_FREE_TAG(pg)) && block_listed(pg, b)) hk__fatal("heapkit: free(%p): double free\n", p);
+    if (hk_unlikely(b != (hk_block_t *)p)) {
+        if (!(flags & HK_PF_ALIGNED) || !aligned_stamped(pg, b, p)) { hk__invalid_free(p, "not the start of a block"); return; }
+        aligned_unstamp(p);
+    }
     if (hk_unlikely(flags & HK_PF_TRIMMED) && block_trimmed(pg, b)) hk__fatal("heapkit: free(%p): double free\n", p);
     /* A small block of another live thread's page: keep it for this
      * thread's own mallocs of the class instead of sending it home (a full
@@ -700,6 +717,9 @@ void *hk__page_mark_aligned(void *block, void *p)
         hk_segment_t *seg = hk__segment_of(block);
         if (seg->kind == HK_SEG_SMALL) {
             hk_page_t *pg = hk__page_of(seg, block);
+            uintptr_t *w = (uintptr_t *)p - 2;      /* p - block >= 16: inside the block */
+            w[0] = HK_ALIGN_STAMP(pg, p);
+            w[1] = (uintptr_t)((char *)p - (char *)block);
             if (!(pg->flags & HK_PF_ALIGNED)) page_set_flags(pg, pg->flags | HK_PF_ALIGNED);
         }
     }
@@ -726,5 +746,6 @@ size_t hk__usable_size(const void *p)
     if (hk_likely(idx * pg->block_size == off && idx < pg->reserved)) return pg->block_size;
     if (!(flags & HK_PF_ALIGNED) || (const char *)p < pg->start || idx >= pg->reserved) return 0;
     const char *b = pg->start + idx * pg->block_size;
+    if (!aligned_stamped(pg, (const hk_block_t *)b, p)) return 0;
     return pg->block_size - (size_t)((const char *)p - b);
 }

@@ -307,6 +307,54 @@ static void test_huge_interior(void)
  * kind (small, multi-page, huge), mixed into a random malloc/free load with
  * a fixed seed: no live block's data changes and no block is handed out
  * twice (an accepted bad pointer would show as one or the other). */
+/* Aligned pointers handed out inside their blocks: the page accepts them
+ * and no other pointer inside its blocks; the second free of one is a
+ * double free. */
+static void double_free_aligned(void *arg)
+{
+    void *p = hk_aligned_alloc((size_t)(uintptr_t)arg, 100);
+    hk_free(p);
+    hk_free(p);
+}
+static unsigned char *g_al;
+static void free_al_inside(void) { hk_free(g_al + 16); }
+static void test_aligned_interior(void)
+{
+    char buf[512];
+    static const size_t aligns[] = { 32, 64, 256, 4096 };
+    for (unsigned a = 0; a < sizeof aligns / sizeof *aligns; a++) {
+        unsigned char *v[64];
+        for (int i = 0; i < 64; i++) {
+            v[i] = hk_aligned_alloc(aligns[a], 100);
+            REQUIRE(v[i] && (uintptr_t)v[i] % aligns[a] == 0);
+            memset(v[i], 0x5e, 100);
+            CHECK(hk_malloc_usable_size(v[i]) >= 100);
+        }
+        for (int i = 0; i < 64; i++) {
+            g_al = v[i];
+            CHECK_EQ(hk_malloc_usable_size(v[i] + 16), 0);
+            CHECK(hk_realloc(v[i] + 16, 50) == NULL);
+            REQUIRE(hk_option_set(HK_OPTION_VERBOSE, 1) == 0);
+            buf[0] = 0;
+            CHECK(t_capture_stderr(free_al_inside, buf, sizeof buf) && strstr(buf, "not the start of a block"));
+            hk_option_set(HK_OPTION_VERBOSE, 0);
+        }
+        /* Nothing was freed: new blocks do not overlap the aligned ones. */
+        unsigned char *w[200];
+        for (int i = 0; i < 200; i++) {
+            w[i] = hk_malloc(100);
+            REQUIRE(w[i]);
+            for (int k = 0; k < 64; k++) CHECK(w[i] + 100 <= v[k] || w[i] >= v[k] + 100);
+        }
+        size_t bad = 0;
+        for (int i = 0; i < 64; i++) for (int k = 0; k < 100; k++) bad += v[i][k] != 0x5e;
+        CHECK_EQ(bad, 0);
+        for (int i = 0; i < 200; i++) hk_free(w[i]);
+        for (int i = 0; i < 64; i++) hk_free(v[i]);
+        CHECK(t_expect_death(double_free_aligned, (void *)(uintptr_t)aligns[a], SIGABRT, "double free"));
+    }
+}
+
 static uint64_t fz_state = 0x9e3779b97f4a7c15ull;
 static uint64_t fz_rand(void) { fz_state ^= fz_state << 13; fz_state ^= fz_state >> 7; fz_state ^= fz_state << 17; return fz_state; }
 static size_t fz_size(void)
@@ -356,7 +404,13 @@ static void test_interior_pointer_load(void)
             p[k] = NULL;
         }
         n[k] = fz_size();
-        p[k] = hk_malloc(n[k]);
+        if (fz_rand() % 5 == 0) {         /* aligned: inside its block, in pages marked aligned */
+            static const size_t al[] = { 32, 64, 128, 256, 1024, 4096, 65536 };
+            size_t a = al[fz_rand() % (sizeof al / sizeof *al)];
+            p[k] = hk_aligned_alloc(a, n[k]);
+            REQUIRE(p[k] && (uintptr_t)p[k] % a == 0);
+        } else
+            p[k] = hk_malloc(n[k]);
         REQUIRE(p[k]);
         fz_fill(p[k], n[k], k);
     }
@@ -371,6 +425,7 @@ int main(void)
 {
     RUN(test_page_tail);
     RUN(test_huge_interior);
+    RUN(test_aligned_interior);
     RUN(test_interior_pointer_load);
     RUN(test_unused_page);
     RUN(test_span_interior);
