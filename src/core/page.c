@@ -500,6 +500,7 @@ void hk__page_now_empty(hk_page_t *pg)
 #define HK_ALIGN_STAMP(pg, p) ((uintptr_t)(p) ^ (uintptr_t)(pg) ^ (uintptr_t)0x2545f4914f6cdd1dull)
 static inline bool aligned_stamped(const hk_page_t *pg, const hk_block_t *b, const void *p)
 {
+    if ((uintptr_t)p & 15) return false;     /* aligned pointers are at least 32-aligned */
     const uintptr_t *w = (const uintptr_t *)p - 2;
     return w[0] == HK_ALIGN_STAMP(pg, p) && w[1] == (uintptr_t)((const char *)p - (const char *)b);
 }
