@@ -318,6 +318,9 @@ int hk_heap_free(hk_heap_t *h, void *p)
         /* No lock: a general heap's segments have no owner thread, so the
          * free takes the atomic thread_free path whoever calls it. */
         if (hk__theap_of(p) != h->gen) return HK_EINVALID;
+        /* Not a block (inside one, past a page's last): the caller hears
+         * so, as from the classic engines (hk__free would only warn). */
+        if (hk__usable_size(p) == 0) { hk__invalid_free(p, "not a block of this heap"); return HK_EINVALID; }
         hk__free(p);
         return HK_OK;
     }

@@ -380,6 +380,58 @@ static void test_misuse(void)
     CHECK(t_expect_death(do_use_after_destroy, NULL, SIGABRT, "hk_heap_malloc on heap"));
 }
 
+/* Pointers inside live blocks (plain and aligned ones), given to
+ * hk_heap_free, hk_heap_usable_size and hk_heap_realloc in a random load
+ * with a fixed seed: every one is refused (a negative code, 0, NULL) and no
+ * live block's data changes. */
+static uint64_t ip_state;
+static uint64_t ip_rand(void) { ip_state ^= ip_state << 13; ip_state ^= ip_state >> 7; ip_state ^= ip_state << 17; return ip_state; }
+static void test_interior_pointers(void)
+{
+    enum { L = 400, OPS = 8000 };
+    static unsigned char *p[L];
+    static size_t n[L];
+    ip_state = 88172645463325252ull;
+    hk_heap_options_t o = HK_HEAP_OPTIONS_INIT;
+    o.engine = engine_name;
+    hk_heap_t *h = hk_heap_new(&o);
+    REQUIRE(h);
+    size_t tried = 0, accepted = 0, changed = 0;
+    for (unsigned i = 0; i < OPS; i++) {
+        unsigned k = (unsigned)(ip_rand() % L);
+        if (p[k]) {
+            for (size_t j = 0; j < n[k]; j++) changed += p[k][j] != (unsigned char)(k ^ j);
+            unsigned m = (unsigned)(ip_rand() % L);
+            if (p[m] && m != k && ip_rand() % 3 == 0) {
+                size_t u = hk_heap_usable_size(h, p[m]);
+                REQUIRE(u >= n[m] && u >= 2);
+                size_t off = 1 + ip_rand() % (u - 1);
+                if (ip_rand() % 2) off &= ~(size_t)15;
+                if (off == 0) off = 1;
+                unsigned char *q = p[m] + off;
+                switch (ip_rand() % 3) {
+                case 0: accepted += hk_heap_free(h, q) >= 0; break;
+                case 1: accepted += hk_heap_usable_size(h, q) != 0; break;
+                default: accepted += hk_heap_realloc(h, q, 64) != NULL; break;
+                }
+                tried++;
+            }
+            REQUIRE(hk_heap_free(h, p[k]) == 0);
+            p[k] = NULL;
+        }
+        n[k] = 1 + (ip_rand() % 10 ? ip_rand() % 512 : ip_rand() % 70000);
+        p[k] = ip_rand() % 5 ? hk_heap_malloc(h, n[k]) : hk_heap_memalign(h, (size_t)32 << (ip_rand() % 6), n[k]);
+        REQUIRE(p[k]);
+        for (size_t j = 0; j < n[k]; j++) p[k][j] = (unsigned char)(k ^ j);
+    }
+    for (unsigned k = 0; k < L; k++) p[k] = NULL;
+    hk_heap_destroy(h);
+    printf("  %zu pointers inside blocks tried, %zu accepted, %zu bytes changed\n", tried, accepted, changed);
+    CHECK(tried > 1000);
+    CHECK_EQ(accepted, 0);
+    CHECK_EQ(changed, 0);
+}
+
 int main(int argc, char **argv)
 {
     RUN(bad_options);
@@ -401,6 +453,7 @@ int main(int argc, char **argv)
         snprintf(name, sizeof name, "threads_hk_free/%s", *n); RUN_NAMED(name, test_threads_hk_free);
         snprintf(name, sizeof name, "general_api/%s", *n); RUN_NAMED(name, test_general_api);
         snprintf(name, sizeof name, "destroy_releases/%s", *n); RUN_NAMED(name, test_destroy_releases);
+        snprintf(name, sizeof name, "interior_pointers/%s", *n); RUN_NAMED(name, test_interior_pointers);
         extra_flags = HK_HEAP_HUGE_PAGES;
         snprintf(name, sizeof name, "destroy_releases_huge_pages/%s", *n); RUN_NAMED(name, test_destroy_releases);
         extra_flags = 0;
