@@ -148,8 +148,8 @@ void hk_collect(int force)
             }
         }
         heap->no_purge--;
-        hk__heap_purge(heap, now, force != 0);
-        if (force) (void)hk__heap_trim(heap, UINT32_MAX, now, 0);   /* every sparse page, not a purge's share */
+        /* Forced: every sparse page is trimmed, not a purge's share. */
+        hk__heap_purge(heap, now, force != 0, force ? UINT32_MAX : HK_TRIM_WALK);
     } else {
         hk__cache_purge(now, force != 0);
     }

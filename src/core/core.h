@@ -317,7 +317,11 @@ void hk__segment_take_for_huge(hk_segment_t *seg, size_t bytes) HK_HIDDEN;
 uint64_t hk__purged_now(void) HK_HIDDEN;
 /* Memory back to the OS (MADV_DONTNEED), counted in purges / purged_bytes. */
 void hk__purge_range(void *start, size_t bytes) HK_HIDDEN;
-void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force) HK_HIDDEN;
+/* Give back what waited its delay (all of it when forced), trimming sparse
+ * pages up to trim_walk of their free blocks (HK_TRIM_WALK: a purge's
+ * share; hk_collect(1) passes UINT32_MAX). */
+#define HK_TRIM_WALK 16384
+void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force, uint32_t trim_walk) HK_HIDDEN;
 /* Trim the sparse pages of a thread heap that have been sparse for min_age
  * ms, looking at up to `walk` blocks. Returns HK_TRIM_YOUNG if it saw
  * sparse pages too young to trim yet, HK_TRIM_MORE if it stopped on the

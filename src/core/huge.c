@@ -161,7 +161,7 @@ void *hk__huge_alloc_in(hk_theap_t *heap, size_t size, size_t align, bool *zeroe
          * purge delay. (A mapping and its page faults cost far more than
          * the madvise calls.) */
         hk_theap_t *me = hk__tls_heap;
-        if (!heap && me != &hk__heap_empty && !me->no_purge) hk__heap_purge(me, hk__now_ms(), true);
+        if (!heap && me != &hk__heap_empty && !me->no_purge) hk__heap_purge(me, hk__now_ms(), true, HK_TRIM_WALK);
         /* Private heaps are charged the exact size; others reserve the
          * power of two at or above twice the size (address space only:
          * untouched pages cost nothing), so that a cached mapping serves

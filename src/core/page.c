@@ -442,7 +442,7 @@ static hk_page_t *find_page(hk_theap_t *heap, size_t cls)
 static HK_NOINLINE void purge_if_due(hk_theap_t *heap)
 {
     uint64_t now = hk__now_ms();
-    if (now >= heap->purge_due && !heap->no_purge) hk__heap_purge(heap, now, false);
+    if (now >= heap->purge_due && !heap->no_purge) hk__heap_purge(heap, now, false, HK_TRIM_WALK);
 }
 
 void *hk__malloc_generic(hk_theap_t *heap, size_t size)

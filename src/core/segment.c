@@ -383,7 +383,6 @@ void hk__segment_release_empty(hk_theap_t *heap, hk_segment_t *seg, bool purge)
 #define HK_RESFREE_MIN_PAGES  8
 #define HK_RESFREE_SHARE      8
 #define HK_RESFREE_CHECK      8      /* one-page spans freed between two looks */
-#define HK_TRIM_WALK          16384  /* free blocks a purge may look at to trim pages */
 
 static inline uint64_t lone_resident(const hk_segment_t *s)
 {
@@ -460,7 +459,7 @@ bool hk__segment_free_span(hk_theap_t *heap, hk_page_t *pg)
         if (delay > 0) {
             /* A series of frees pushes the purge back (up to one delay from
              * now): memory freed in a burst is often reused right after. */
-            if (heap->purge_due && now >= heap->purge_due && !heap->no_purge) hk__heap_purge(heap, now, false);
+            if (heap->purge_due && now >= heap->purge_due && !heap->no_purge) hk__heap_purge(heap, now, false, HK_TRIM_WALK);
             else if (heap->purge_due && now < heap->purge_due) {
                 /* ...but not forever: under steady churn pages are given
                  * back more often than every delay/4, and the purge would
@@ -498,7 +497,7 @@ unsigned hk__heap_trim(hk_theap_t *heap, uint32_t walk, uint64_t now, uint32_t m
     return (young ? HK_TRIM_YOUNG : 0) | (!walk && trimmed ? HK_TRIM_MORE : 0);
 }
 
-void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force)
+void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force, uint32_t trim_walk)
 {
     long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
     uint64_t next_due = 0;
@@ -551,7 +550,7 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force)
          * backlog (a mass free) goes back a budget at a time without
          * waiting a delay per budget: each such purge gave memory back. */
         uint32_t age = force ? 0 : (uint32_t)(delay > 0 ? delay : 0);
-        unsigned t = hk__heap_trim(heap, HK_TRIM_WALK, now, age);
+        unsigned t = hk__heap_trim(heap, trim_walk, now, age);
         uint64_t due = (t & HK_TRIM_MORE) ? (now ? now : 1) : (t & HK_TRIM_YOUNG) ? now + age : 0;
         if (due && (!next_due || due < next_due)) next_due = due;
     }

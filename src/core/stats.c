@@ -76,7 +76,7 @@ int hk_option_set(hk_option_t opt, long value)
         /* Act on the new setting now for this thread's heap and the cache. */
         hk_theap_t *h = hk__tls_heap;
         uint64_t now = hk__now_ms();
-        if (h != &hk__heap_empty && value >= 0) hk__heap_purge(h, now, false);
+        if (h != &hk__heap_empty && value >= 0) hk__heap_purge(h, now, false, HK_TRIM_WALK);
         else hk__cache_purge(now, false);
     }
     if (opt == HK_OPTION_PARKED_HEAPS || (opt == HK_OPTION_PURGE_DELAY && value == 0))
