@@ -26,8 +26,12 @@ void *hk__calloc(size_t n, size_t size)
 void *hk__realloc_in(hk_theap_t *heap, void *p, size_t size)
 {
     if (size == 0) { hk__free(p); return NULL; }
-    size_t usable = hk__usable_size(p);
+    bool freed;
+    size_t usable = hk__usable_size_ex(p, &freed);
     if (hk_unlikely(usable == 0)) {
+        /* As free would: growing it would free it a second time, and
+         * keeping it would hand out a block that sits on a free list. */
+        if (freed) hk__fatal("heapkit: realloc(%p): block already freed (double free)\n", p);
         hk__invalid_free(p, "realloc of a pointer heapkit does not own");
         errno = ENOMEM;
         return NULL;
@@ -62,6 +66,20 @@ void *hk__realloc(void *p, size_t size)
     if (hk_unlikely(__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == 0)) {
         hk_theap_t *ph = hk__theap_of(p);
         if (ph) return hk_heap_realloc((hk_heap_t *)ph->owner, p, size);
+    } else if (hk_likely(size != 0)) {
+        /* A thread heap's small block that stays where it is (a buffer
+         * grown by small appends): the checks of the free fast path (a
+         * live block's start, no flag but FULL), then hk__realloc_in's
+         * rule for staying. Anything else takes the full path. */
+        hk_page_t *pg = hk__page_at(seg, p);
+        uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
+        uint64_t off = (uint64_t)((char *)p - pg->start);
+        uint64_t idx = (off * pg->inv) >> 44;
+        uint32_t bs = pg->block_size;
+        if (hk_likely(flags <= HK_PF_FULL && idx * bs == off && idx < pg->reserved &&
+                      ((hk_block_t *)p)->tag != HK_FREE_TAG(pg)) &&
+            size <= bs && (size >= bs / 2 || hk__class_size[hk__size_class(size)] >= bs))
+            return p;
     }
     return hk__realloc_in(NULL, p, size);
 }

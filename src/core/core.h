@@ -291,6 +291,8 @@ void *hk__realloc(void *p, size_t size) HK_HIDDEN;
  * from `heap` (NULL: the calling thread's heap). */
 void *hk__realloc_in(hk_theap_t *heap, void *p, size_t size) HK_HIDDEN;
 size_t hk__usable_size(const void *p) HK_HIDDEN;
+/* The same; *freed tells a block already freed from a pointer that never was one. */
+size_t hk__usable_size_ex(const void *p, bool *freed) HK_HIDDEN;
 
 /* heap.c */
 hk_theap_t *hk__heap_init_thread(void) HK_HIDDEN;

@@ -727,9 +727,10 @@ void *hk__page_mark_aligned(void *block, void *p)
     return p;
 }
 
-size_t hk__usable_size(const void *p)
+size_t hk__usable_size_ex(const void *p, bool *freed)
 {
     hk_segment_t *seg = hk__segment_of(p);
+    *freed = false;
     if (!p) return 0;
     if (hk_unlikely(!hk__segmap_has(seg))) return hk__heap_usable_foreign(p);
     if (seg->magic != HK_SEG_MAGIC) return 0;
@@ -744,9 +745,22 @@ size_t hk__usable_size(const void *p)
      * pointer heapkit did not hand out, so realloc refuses it. */
     uint64_t off = (uint64_t)((const char *)p - pg->start);
     uint64_t idx = block_index(pg, p);
-    if (hk_likely(idx * pg->block_size == off && idx < pg->reserved)) return pg->block_size;
+    if (hk_likely(idx * pg->block_size == off && idx < pg->reserved)) {
+        /* A freed block (tagged and listed, or its memory trimmed) is no
+         * live block either: realloc must not hand it back. */
+        const hk_block_t *b = (const hk_block_t *)p;
+        if (hk_unlikely(flags & HK_PF_TRIMMED) && block_trimmed(pg, b)) { *freed = true; return 0; }
+        if (hk_unlikely(b->tag == HK_FREE_TAG(pg)) && block_listed(pg, b)) { *freed = true; return 0; }
+        return pg->block_size;
+    }
     if (!(flags & HK_PF_ALIGNED) || (const char *)p < pg->start || idx >= pg->reserved) return 0;
     const char *b = pg->start + idx * pg->block_size;
-    if (!aligned_stamped(pg, (const hk_block_t *)b, p)) return 0;
+    if (!aligned_stamped(pg, (const hk_block_t *)b, p)) return 0;   /* a freed one has lost its stamp */
     return pg->block_size - (size_t)((const char *)p - b);
+}
+
+size_t hk__usable_size(const void *p)
+{
+    bool freed;
+    return hk__usable_size_ex(p, &freed);
 }

@@ -320,8 +320,9 @@ int hk_heap_free(hk_heap_t *h, void *p)
         if (hk__theap_of(p) != h->gen) return HK_EINVALID;
         /* Not a block (inside one, past a page's last): the caller hears
          * so, as from the classic engines (hk__free would only warn). */
-        if (hk__usable_size(p) == 0) { hk__invalid_free(p, "not a block of this heap"); return HK_EINVALID; }
-        hk__free(p);
+        bool freed;
+        if (hk__usable_size_ex(p, &freed) == 0 && !freed) { hk__invalid_free(p, "not a block of this heap"); return HK_EINVALID; }
+        hk__free(p);   /* a block already freed: reported there as a double free */
         return HK_OK;
     }
     heap_enter(h, "hk_heap_free");

@@ -88,8 +88,34 @@ static void double_free_trimmed(void *arg)
     hk_free(victim);
 }
 
+/* realloc of a block already freed, shrinking (which would hand the
+ * listed block back) or growing (which would free it again). */
+static void realloc_freed(void *arg)
+{
+    size_t n = (size_t)(uintptr_t)arg;
+    void *keep = hk_malloc(n);
+    void *p = hk_malloc(n);
+    hk_free(p);
+    p = hk_realloc(p, n > 1 ? n / 2 : 1);
+    hk_free(keep);
+}
+static void realloc_freed_grow(void *arg)
+{
+    size_t n = (size_t)(uintptr_t)arg;
+    void *keep = hk_malloc(n);
+    void *p = hk_malloc(n);
+    hk_free(p);
+    p = hk_realloc(p, n * 4);
+    hk_free(keep);
+}
+
 static void test_double_free(void)
 {
+    static const size_t rsizes[] = { 16, 100, 1000, 40000 };
+    for (unsigned i = 0; i < sizeof rsizes / sizeof *rsizes; i++) {
+        CHECK(t_expect_death(realloc_freed, (void *)(uintptr_t)rsizes[i], SIGABRT, "double free"));
+        CHECK(t_expect_death(realloc_freed_grow, (void *)(uintptr_t)rsizes[i], SIGABRT, "double free"));
+    }
     static const size_t sizes[] = { 16, 24, 100, 1000, 9000, 70000, 600000 };
     for (unsigned i = 0; i < sizeof sizes / sizeof *sizes; i++)
         CHECK(t_expect_death(double_free_local, (void *)(uintptr_t)sizes[i], SIGABRT, "double free"));
