@@ -512,6 +512,17 @@ static inline hk_block_t *block_start(const hk_page_t *pg, void *p)
     return (hk_block_t *)(pg->start + (size_t)block_index(pg, p) * pg->block_size);
 }
 
+struct xfind { const hk_block_t *b; unsigned c; bool found; };
+static void xcache_find(hk_theap_t *h, void *arg)
+{
+    struct xfind *f = arg;
+    if (f->found || h->xc[f->c].cap == 0) return;
+    unsigned n = __atomic_load_n(&h->xc[f->c].n, __ATOMIC_RELAXED);
+    if (n > HK_XCACHE_MAX) n = HK_XCACHE_MAX;
+    for (unsigned i = 0; i < n; i++)
+        if (__atomic_load_n(&h->xcache[f->c][i], __ATOMIC_RELAXED) == f->b) { f->found = true; return; }
+}
+
 /* Is b (tagged free) on one of the lists a free can reach from here? The
  * page's own lists (the owner's, read racily by others: the walk is
  * bounded) and the calling thread's foreign-block cache. */
@@ -527,6 +538,17 @@ static bool block_listed(const hk_page_t *pg, const hk_block_t *b)
     if (pg->cls < HK_XCLASSES)
         for (unsigned i = 0; i < me->xc[pg->cls].n; i++)
             if (me->xcache[pg->cls][i] == b) return true;
+    /* Still tagged and on none of those: another thread's cache may hold
+     * it (its first free was that thread's). Their owners change them
+     * without a lock, so the look is racy, but a block seen in a cache
+     * below its count was freed: a correct program cannot be freeing it
+     * (it could only have it back from that cache's own malloc, which
+     * clears the tag first). */
+    if (pg->cls < HK_XCLASSES) {
+        struct xfind f = { b, pg->cls, false };
+        hk__heaps_foreach(xcache_find, &f);
+        if (f.found) return true;
+    }
     return false;
 }
 

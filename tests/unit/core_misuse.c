@@ -6,6 +6,7 @@
 #include "test.h"
 #include "heapkit.h"
 #include <pthread.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <errno.h>
 
@@ -43,6 +44,34 @@ static void double_free_remote(void *arg)
     pthread_join(th, NULL);
     hk_collect(0);                    /* the owner takes in the remote frees */
     hk_free(p);
+    hk_free(keep);
+}
+
+/* First free by another thread that stays alive, so the block waits in
+ * its foreign-block cache; second free by the owner (arg 0) or by a third
+ * thread (arg 1): found in that cache. */
+static pthread_mutex_t g_hold = PTHREAD_MUTEX_INITIALIZER;
+static void *free_and_wait(void *p)
+{
+    void *mine = hk_malloc(100);      /* this thread has a heap, so a cache */
+    hk_free(p);
+    pthread_mutex_lock(&g_hold);      /* held by the test until it dies */
+    pthread_mutex_unlock(&g_hold);
+    hk_free(mine);
+    return NULL;
+}
+static void double_free_in_other_cache(void *arg)
+{
+    void *keep = hk_malloc(256);
+    void *p = hk_malloc(256);
+    pthread_mutex_lock(&g_hold);
+    pthread_t th, th2;
+    pthread_create(&th, NULL, free_and_wait, p);
+    while (hk_malloc_usable_size(p) == 256 && ((uintptr_t *)p)[1] == 0) sched_yield();   /* freed: tagged */
+    if (arg) { pthread_create(&th2, NULL, free_it, p); pthread_join(th2, NULL); }
+    else hk_free(p);
+    pthread_mutex_unlock(&g_hold);
+    pthread_join(th, NULL);
     hk_free(keep);
 }
 
@@ -123,6 +152,8 @@ static void test_double_free(void)
     CHECK(t_expect_death(double_free_remote, (void *)(uintptr_t)32, SIGABRT, "double free"));
     CHECK(t_expect_death(double_free_remote, (void *)(uintptr_t)256, SIGABRT, "double free"));
     CHECK(t_expect_death(double_free_cached, NULL, SIGABRT, "double free"));
+    CHECK(t_expect_death(double_free_in_other_cache, NULL, SIGABRT, "double free"));
+    CHECK(t_expect_death(double_free_in_other_cache, (void *)1, SIGABRT, "double free"));
     CHECK(t_expect_death(double_free_trimmed, NULL, SIGABRT, "double free"));
 }
 
