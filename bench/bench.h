@@ -34,12 +34,20 @@ typedef struct {
     double scale;    /* multiplies the amount of work; 1.0 is the default run */
 } bench_args_t;
 
-/* Usage: workload [THREADS] [SCALE]. THREADS 0 means one per core. */
+/* Usage: workload [THREADS] [SCALE]. THREADS 0 means one per core.
+ * Anything else (a flag such as --threads, which atoi would read as 0,
+ * text, a third argument) is refused: exit 2 with the usage. */
 static inline bench_args_t bench_parse(int argc, char **argv, int default_threads)
 {
     bench_args_t a = { default_threads, 1.0 };
-    if (argc > 1) a.threads = atoi(argv[1]);
-    if (argc > 2) a.scale = atof(argv[2]);
+    char *end = NULL;
+    int bad = argc > 3;
+    if (argc > 1) { long t = strtol(argv[1], &end, 10); bad |= end == argv[1] || *end || t < 0 || t > 4096; a.threads = (int)t; }
+    if (argc > 2) { a.scale = strtod(argv[2], &end); bad |= end == argv[2] || *end || !(a.scale >= 0); }
+    if (bad) {
+        fprintf(stderr, "usage: %s [THREADS] [SCALE]  (THREADS 0: one per core; SCALE: work multiplier, default 1)\n", argv[0]);
+        exit(2);
+    }
     if (a.threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         a.threads = n > 0 ? (int)n : 1;
