@@ -478,12 +478,73 @@ static void test_interior_pointer_load(void)
     CHECK_EQ(bad, 0);
 }
 
+/* The same from four threads sharing one table of blocks (slot locks):
+ * blocks freed by threads other than their owners, pointers inside them
+ * freed or realloc'ed by yet another thread. */
+enum { MT_L = 2048, MT_THREADS = 4, MT_OPS = 40000 };
+static unsigned char *mt_p[MT_L];
+static size_t mt_n[MT_L];
+static pthread_mutex_t mt_lock[MT_L];
+static size_t mt_bad, mt_tried, mt_accepted;
+static uint64_t mt_rand(uint64_t *s) { *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17; return *s; }
+static void *mt_worker(void *arg)
+{
+    uint64_t s = 0x9e3779b97f4a7c15ull * (uint64_t)(uintptr_t)arg;
+    size_t bad = 0, tried = 0, accepted = 0;
+    for (unsigned i = 0; i < MT_OPS; i++) {
+        unsigned k = (unsigned)(mt_rand(&s) % MT_L);
+        pthread_mutex_lock(&mt_lock[k]);
+        if (mt_p[k]) {
+            bad += !fz_intact(mt_p[k], mt_n[k], k);
+            unsigned m = (unsigned)(mt_rand(&s) % MT_L);
+            if (m != k && mt_rand(&s) % 4 == 0 && pthread_mutex_trylock(&mt_lock[m]) == 0) {
+                if (mt_p[m]) {
+                    size_t u = hk_malloc_usable_size(mt_p[m]);
+                    size_t off = 1 + mt_rand(&s) % (u - 1);
+                    if (mt_rand(&s) % 2) off &= ~(size_t)15;
+                    if (off == 0) off = 1;
+                    if (mt_rand(&s) % 2) hk_free(mt_p[m] + off);
+                    else accepted += hk_realloc(mt_p[m] + off, 32) != NULL;
+                    tried++;
+                }
+                pthread_mutex_unlock(&mt_lock[m]);
+            }
+            hk_free(mt_p[k]);
+        }
+        mt_n[k] = 2 + mt_rand(&s) % (mt_rand(&s) % 10 ? 512 : 70000);
+        mt_p[k] = mt_rand(&s) % 5 ? hk_malloc(mt_n[k]) : hk_aligned_alloc((size_t)32 << (mt_rand(&s) % 5), mt_n[k]);
+        if (mt_p[k]) fz_fill(mt_p[k], mt_n[k], k);
+        else bad++;
+        pthread_mutex_unlock(&mt_lock[k]);
+    }
+    __atomic_fetch_add(&mt_bad, bad, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&mt_tried, tried, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&mt_accepted, accepted, __ATOMIC_RELAXED);
+    return NULL;
+}
+static void test_interior_pointers_threads(void)
+{
+    for (unsigned k = 0; k < MT_L; k++) pthread_mutex_init(&mt_lock[k], NULL);
+    pthread_t th[MT_THREADS];
+    for (uintptr_t t = 0; t < MT_THREADS; t++) REQUIRE(pthread_create(&th[t], NULL, mt_worker, (void *)(t + 1)) == 0);
+    for (unsigned t = 0; t < MT_THREADS; t++) pthread_join(th[t], NULL);
+    for (unsigned k = 0; k < MT_L; k++) {
+        if (mt_p[k]) { mt_bad += !fz_intact(mt_p[k], mt_n[k], k); hk_free(mt_p[k]); mt_p[k] = NULL; }
+    }
+    fprintf(stderr, "  %zu bad pointers from %d threads, %zu accepted, %zu blocks changed\n", mt_tried, MT_THREADS,
+            mt_accepted, mt_bad);
+    CHECK(mt_tried > 10000);
+    CHECK_EQ(mt_accepted, 0);
+    CHECK_EQ(mt_bad, 0);
+}
+
 int main(void)
 {
     RUN(test_page_tail);
     RUN(test_huge_interior);
     RUN(test_aligned_interior);
     RUN(test_interior_pointer_load);
+    RUN(test_interior_pointers_threads);
     RUN(test_unused_page);
     RUN(test_span_interior);
     RUN(test_double_free);
