@@ -274,7 +274,7 @@ static void queue_drain(hk_theap_t *heap, hk_page_queue_t *q)
     for (hk_page_t *pg = q->last ? q->first : NULL; pg; pg = next) {
         next = pg->next;
         hk__page_collect(pg);
-        __atomic_store_n(&pg->flags, pg->flags & ~(uint32_t)HK_PF_FULL, __ATOMIC_SEQ_CST);
+        __atomic_fetch_and(&pg->flags, ~(uint32_t)HK_PF_FULL, __ATOMIC_SEQ_CST);   /* see page_flags_or */
         hk__queue_remove(q, pg);
         if (pg->used == 0) hk__page_retire(heap, pg);
     }

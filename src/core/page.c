@@ -73,6 +73,15 @@ static inline void page_set_flags(hk_page_t *pg, uint32_t f)
 {
     __atomic_store_n(&pg->flags, f, __ATOMIC_SEQ_CST);
 }
+/* Flags change by atomic read-modify-write: the owner sets and clears
+ * FULL and TRIMMED, but ALIGNED may be set by another thread (one that
+ * made an aligned block out of a block of this page from its foreign-block
+ * cache), and a plain read-modify-store by either could lose the other's
+ * bit. (Sequentially consistent as the FULL protocol needs; a locked RMW
+ * costs what the SEQ_CST store did.) */
+static inline uint32_t page_flags(const hk_page_t *pg) { return __atomic_load_n(&pg->flags, __ATOMIC_RELAXED); }
+static inline void page_flags_or(hk_page_t *pg, uint32_t f) { __atomic_fetch_or(&pg->flags, f, __ATOMIC_SEQ_CST); }
+static inline void page_flags_clear(hk_page_t *pg, uint32_t f) { __atomic_fetch_and(&pg->flags, ~f, __ATOMIC_SEQ_CST); }
 
 /* ------------------------------------------------------------ blocks */
 
@@ -179,7 +188,7 @@ uint32_t hk__page_trim(hk_page_t *pg, uint64_t now, uint32_t min_age, bool *youn
     /* Once per page until it is untrimmed; sparse pages only (a quarter of
      * the carved blocks or fewer in use) with at least 16 KiB free: a busy
      * page would fault its memory back. */
-    if (pg->span != 1 || pg->trimmed || (pg->flags & (HK_PF_FULL | HK_PF_CHECKED | HK_PF_FREE))) return 0;
+    if (pg->span != 1 || pg->trimmed || (page_flags(pg) & (HK_PF_FULL | HK_PF_CHECKED | HK_PF_FREE))) return 0;
     uint32_t bs = pg->block_size, cap = pg->capacity;
     if (pg->used == 0 || (size_t)pg->used * 4 > cap || (size_t)(cap - pg->used) * bs < 4 * HK_OS_PAGE) {
         pg->sparse_since = 0;
@@ -243,7 +252,7 @@ uint32_t hk__page_trim(hk_page_t *pg, uint64_t now, uint32_t min_age, bool *youn
         }
     *tail = NULL;
     pg->free = head;
-    page_set_flags(pg, pg->flags | HK_PF_TRIMMED);
+    page_flags_or(pg, HK_PF_TRIMMED);
     return cap;
 }
 
@@ -275,7 +284,7 @@ static void page_untrim(hk_page_t *pg)
     }
     pg->free = head;
     page_set_trimmed(pg, t & ~take);
-    if (!pg->trimmed) page_set_flags(pg, pg->flags & ~(uint32_t)HK_PF_TRIMMED);
+    if (!pg->trimmed) page_flags_clear(pg, HK_PF_TRIMMED);
 }
 
 /* Link the next few uncarved blocks onto `free`; touching memory lazily
@@ -348,7 +357,7 @@ static void page_to_full(hk_theap_t *heap, hk_page_t *pg)
     hk__queue_push_back(&heap->full, pg);
     /* Pairs with the remote free's push-then-read-flags: either we see
      * its block here or it sees the flag and raises full_pending. */
-    page_set_flags(pg, pg->flags | HK_PF_FULL);
+    page_flags_or(pg, HK_PF_FULL);
     if (__atomic_load_n(&pg->thread_free, __ATOMIC_SEQ_CST) != NULL)
         __atomic_fetch_add(&heap->full_pending, 1, __ATOMIC_RELAXED);
 }
@@ -356,7 +365,7 @@ static void page_to_full(hk_theap_t *heap, hk_page_t *pg)
 static void page_unfull(hk_theap_t *heap, hk_page_t *pg)
 {
     hk__queue_remove(&heap->full, pg);
-    page_set_flags(pg, pg->flags & ~(uint32_t)HK_PF_FULL);
+    page_flags_clear(pg, HK_PF_FULL);
     hk__queue_push_back(&heap->queues[pg->cls], pg);
 }
 
@@ -709,7 +718,7 @@ bool hk__page_grow_in_place(void *p, size_t size)
     hk_segment_t *seg = hk__segment_of(p);
     if (seg->kind != HK_SEG_SMALL || __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) != hk__thread_id()) return false;
     hk_page_t *pg = hk__page_of(seg, p);
-    if (pg->reserved != 1 || pg->start != (char *)p || (pg->flags & ~(uint32_t)HK_PF_FULL) != 0) return false;
+    if (pg->reserved != 1 || pg->start != (char *)p || (page_flags(pg) & ~(uint32_t)HK_PF_FULL) != 0) return false;
     size_t cls = hk__size_class(size);
     uint32_t bs = hk__class_size[cls];
     if (bs <= pg->block_size) return false;
@@ -722,7 +731,7 @@ bool hk__page_grow_in_place(void *p, size_t size)
         if (!hk__segment_extend_span(seg, pg, n)) return false;
         HK_ATOMIC_ADD(&hk__gstats.page_bytes, (uint64_t)(n - old) * HK_PAGE_SIZE);
     }
-    hk_page_queue_t *q = (pg->flags & HK_PF_FULL) ? &heap->full : &heap->queues[pg->cls];
+    hk_page_queue_t *q = (page_flags(pg) & HK_PF_FULL) ? &heap->full : &heap->queues[pg->cls];
     hk__queue_remove(q, pg);
     HK_STAT_ADD(&heap->st.malloc_bytes, bs - pg->block_size);
     page_set_class(pg, cls);
@@ -743,7 +752,7 @@ void *hk__page_mark_aligned(void *block, void *p)
             uintptr_t *w = (uintptr_t *)p - 2;      /* p - block >= 16: inside the block */
             w[0] = HK_ALIGN_STAMP(pg, p);
             w[1] = (uintptr_t)((char *)p - (char *)block);
-            if (!(pg->flags & HK_PF_ALIGNED)) page_set_flags(pg, pg->flags | HK_PF_ALIGNED);
+            if (!(page_flags(pg) & HK_PF_ALIGNED)) page_flags_or(pg, HK_PF_ALIGNED);
         }
     }
     return p;
