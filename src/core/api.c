@@ -23,6 +23,13 @@ void *hk__calloc(size_t n, size_t size)
     return p;
 }
 
+/* A block of `usable` bytes that a realloc to `size` (<= usable) keeps:
+ * shrinking by less than half, or into the same class. */
+static inline bool realloc_stays(size_t size, size_t usable)
+{
+    return size >= usable / 2 || hk__class_size[hk__size_class(size)] >= usable;
+}
+
 void *hk__realloc_in(hk_theap_t *heap, void *p, size_t size)
 {
     if (size == 0) { hk__free(p); return NULL; }
@@ -40,8 +47,8 @@ void *hk__realloc_in(hk_theap_t *heap, void *p, size_t size)
         hk_segment_t *seg = hk__segment_of(p);
         if (seg->kind == HK_SEG_HUGE) {
             if (size > HK_SMALL_MAX) { hk__huge_shrink(seg, p, size); return p; }
-        } else if (size >= usable / 2 || hk__class_size[hk__size_class(size)] >= usable) {
-            return p;   /* shrinking by less than half, or into the same class: stay */
+        } else if (realloc_stays(size, usable)) {
+            return p;
         }
     }
     if (!heap && usable > HK_SMALL_MAX / 64 && size <= HK_SMALL_MAX && hk__page_grow_in_place(p, size)) return p;
@@ -73,12 +80,8 @@ void *hk__realloc(void *p, size_t size)
          * rule for staying. Anything else takes the full path. */
         hk_page_t *pg = hk__page_at(seg, p);
         uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
-        uint64_t off = (uint64_t)((char *)p - pg->start);
-        uint64_t idx = (off * pg->inv) >> 44;
-        uint32_t bs = pg->block_size;
-        if (hk_likely(flags <= HK_PF_FULL && idx * bs == off && idx < pg->reserved &&
-                      ((hk_block_t *)p)->tag != HK_FREE_TAG(pg)) &&
-            size <= bs && (size >= bs / 2 || hk__class_size[hk__size_class(size)] >= bs))
+        if (hk_likely(flags <= HK_PF_FULL && hk__is_block(pg, p) && ((hk_block_t *)p)->tag != HK_FREE_TAG(pg)) &&
+            size <= pg->block_size && realloc_stays(size, pg->block_size))
             return p;
     }
     return hk__realloc_in(NULL, p, size);

@@ -279,6 +279,17 @@ HK_INLINE hk_page_t *hk__page_at(hk_segment_t *seg, const void *p)
     return &seg->pages[((uintptr_t)p & HK_SEG_MASK) >> HK_PAGE_SHIFT];
 }
 
+/* Is p the start of one of pg's blocks? The index comes from the page's
+ * reciprocal; the bound matters too (the slack after the last block is a
+ * multiple of the size as well). A pointer below `start` wraps to an
+ * offset no index times the size can match. */
+HK_INLINE bool hk__is_block(const hk_page_t *pg, const void *p)
+{
+    uint64_t off = (uint64_t)((const char *)p - pg->start);
+    uint64_t idx = (off * pg->inv) >> 44;
+    return idx * pg->block_size == off && idx < pg->reserved;
+}
+
 /* Slow paths. */
 void *hk__malloc_generic(hk_theap_t *heap, size_t size) HK_HIDDEN HK_NOINLINE;
 void  hk__free_generic(void *p) HK_HIDDEN HK_NOINLINE;
@@ -446,15 +457,11 @@ HK_INLINE void hk__free(void *p)
         hk_block_t *b = (hk_block_t *)p;
         /* Flags (aligned, full or free page), a pointer that is not the
          * start of a block, or a block tagged free: the slow path sorts
-         * them out. The block index comes from the page's reciprocal; it
-         * must also be one of the page's blocks (a pointer into the slack
-         * after the last block is a multiple of the size too), and is
-         * checked before the tag is read (the slack may end the mapping). */
-        uint64_t off = (uint64_t)((char *)p - pg->start);
-        uint64_t idx = (off * pg->inv) >> 44;
-        uintptr_t other = tid ^ hk__thread_id();   /* 0: the owner frees */
-        if (hk_likely(idx * pg->block_size == off && idx < pg->reserved && b->tag != HK_FREE_TAG(pg))) {
+         * them out. The block is checked before its tag is read (the slack
+         * after a page's last block may end the mapping). */
+        if (hk_likely(hk__is_block(pg, p) && b->tag != HK_FREE_TAG(pg))) {
             uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
+            uintptr_t other = tid ^ hk__thread_id();   /* 0: the owner frees */
             /* The owner, no flag: one test for both. */
             if (hk_likely((flags | other) == 0)) {
                 b->next = pg->local_free;

@@ -534,7 +534,8 @@ static void xcache_find(hk_theap_t *h, void *arg)
 
 /* Is b (tagged free) on one of the lists a free can reach from here? The
  * page's own lists (the owner's, read racily by others: the walk is
- * bounded) and the calling thread's foreign-block cache. */
+ * bounded) and the foreign-block caches of every thread heap, this
+ * thread's included (parked heaps stay on the heap list too). */
 static bool block_listed(const hk_page_t *pg, const hk_block_t *b)
 {
     const hk_block_t *lists[3] = { pg->free, pg->local_free, __atomic_load_n(&pg->thread_free, __ATOMIC_ACQUIRE) };
@@ -543,22 +544,25 @@ static bool block_listed(const hk_page_t *pg, const hk_block_t *b)
         for (const hk_block_t *x = lists[k]; x && n <= pg->reserved; x = x->next, n++)
             if (x == b) return true;
     }
-    hk_theap_t *me = hk__tls_heap;
-    if (pg->cls < HK_XCLASSES)
-        for (unsigned i = 0; i < me->xc[pg->cls].n; i++)
-            if (me->xcache[pg->cls][i] == b) return true;
-    /* Still tagged and on none of those: another thread's cache may hold
-     * it (its first free was that thread's). Their owners change them
-     * without a lock, so the look is racy, but a block seen in a cache
-     * below its count was freed: a correct program cannot be freeing it
-     * (it could only have it back from that cache's own malloc, which
-     * clears the tag first). */
+    /* Other threads change their caches without a lock, so the look is
+     * racy, but a block seen in a cache below its count was freed: a
+     * correct program cannot be freeing it (it could only have it back
+     * from that cache's own malloc, which clears the tag first). */
     if (pg->cls < HK_XCLASSES) {
         struct xfind f = { b, pg->cls, false };
         hk__heaps_foreach(xcache_find, &f);
         if (f.found) return true;
     }
     return false;
+}
+
+/* Is b (one of pg's blocks) already free: off the lists with its memory
+ * trimmed (looked at first: reading a trimmed block faults a page in), or
+ * tagged and on a list a free can reach? */
+static bool block_freed(const hk_page_t *pg, uint32_t flags, const hk_block_t *b)
+{
+    if (hk_unlikely(flags & HK_PF_TRIMMED) && block_trimmed(pg, b)) return true;
+    return hk_unlikely(b->tag == HK_FREE_TAG(pg)) && block_listed(pg, b);
 }
 
 /* Block `b` back to its page: onto local_free when the calling thread owns
@@ -655,12 +659,11 @@ void hk__free_generic(void *p)
     if (hk_unlikely((char *)p < pg->start)) { hk__invalid_free(p, "not a block"); return; }
     hk_block_t *b = block_start(pg, p);
     if (hk_unlikely((char *)b >= pg->start + (size_t)pg->reserved * pg->block_size)) { hk__invalid_free(p, "not a block"); return; }
-    if (hk_unlikely(b->tag == HK_FREE_TAG(pg)) && block_listed(pg, b)) hk__fatal("heapkit: free(%p): double free\n", p);
+    if (block_freed(pg, flags, b)) hk__fatal("heapkit: free(%p): double free\n", p);
     if (hk_unlikely(b != (hk_block_t *)p)) {
         if (!(flags & HK_PF_ALIGNED) || !aligned_stamped(pg, b, p)) { hk__invalid_free(p, "not the start of a block"); return; }
         aligned_unstamp(p);
     }
-    if (hk_unlikely(flags & HK_PF_TRIMMED) && block_trimmed(pg, b)) hk__fatal("heapkit: free(%p): double free\n", p);
     /* A small block of another live thread's page: keep it for this
      * thread's own mallocs of the class instead of sending it home (a full
      * class sends its older half home first). Blocks then circulate
@@ -774,16 +777,12 @@ size_t hk__usable_size_ex(const void *p, bool *freed)
     /* Not one of the page's blocks (below the first, inside one unless the
      * page hands out aligned pointers, past the last): 0, as for any
      * pointer heapkit did not hand out, so realloc refuses it. */
-    uint64_t off = (uint64_t)((const char *)p - pg->start);
-    uint64_t idx = block_index(pg, p);
-    if (hk_likely(idx * pg->block_size == off && idx < pg->reserved)) {
-        /* A freed block (tagged and listed, or its memory trimmed) is no
-         * live block either: realloc must not hand it back. */
-        const hk_block_t *b = (const hk_block_t *)p;
-        if (hk_unlikely(flags & HK_PF_TRIMMED) && block_trimmed(pg, b)) { *freed = true; return 0; }
-        if (hk_unlikely(b->tag == HK_FREE_TAG(pg)) && block_listed(pg, b)) { *freed = true; return 0; }
+    if (hk_likely(hk__is_block(pg, p))) {
+        /* A freed block is no live block either: realloc must not hand it back. */
+        if (block_freed(pg, flags, (const hk_block_t *)p)) { *freed = true; return 0; }
         return pg->block_size;
     }
+    uint32_t idx = block_index(pg, p);
     if (!(flags & HK_PF_ALIGNED) || (const char *)p < pg->start || idx >= pg->reserved) return 0;
     const char *b = pg->start + idx * pg->block_size;
     if (!aligned_stamped(pg, (const hk_block_t *)b, p)) return 0;   /* a freed one has lost its stamp */
