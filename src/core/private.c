@@ -93,7 +93,9 @@ hk_theap_t *hk__theap_of(const void *p)
     if (!p || !hk__segmap_has(seg) || seg->magic != HK_SEG_MAGIC) return NULL;
     if (seg->kind != HK_SEG_SMALL && seg->kind != HK_SEG_HUGE) return NULL;
     if (__atomic_load_n(&seg->thread_id, __ATOMIC_ACQUIRE) != 0) return NULL;
-    hk_theap_t *heap = seg->heap;
+    /* Atomic: a parked heap's segment (thread_id 0) loses its heap when
+     * another thread abandons that heap meanwhile. */
+    hk_theap_t *heap = __atomic_load_n(&seg->heap, __ATOMIC_ACQUIRE);
     return heap && heap->owner ? heap : NULL;
 }
 
