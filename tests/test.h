@@ -37,6 +37,23 @@ static inline void t_run(const char *name, void (*fn)(void))
     fflush(stdout);
 }
 #define RUN(fn) t_run(#fn, fn)
+
+/* xorshift64: a seeded sequence for randomised tests (state never 0). */
+static inline uint64_t t_rand(uint64_t *s)
+{
+    *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17;
+    return *s;
+}
+
+/* A random offset inside a block of `usable` (>= 2) bytes, never 0, on the
+ * 16-byte grid half the time: a pointer into a live block that is not its
+ * start, for the misuse tests. */
+static inline size_t t_inside(size_t usable, uint64_t *s)
+{
+    size_t off = 1 + t_rand(s) % (usable - 1);
+    if (t_rand(s) % 2) off &= ~(size_t)15;
+    return off ? off : 1;
+}
 #define RUN_NAMED(name, fn) t_run(name, fn)
 
 static inline int t_finish(void)

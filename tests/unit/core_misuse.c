@@ -117,24 +117,17 @@ static void double_free_trimmed(void *arg)
     hk_free(victim);
 }
 
-/* realloc of a block already freed, shrinking (which would hand the
- * listed block back) or growing (which would free it again). */
+/* realloc of a block of `n` bytes already freed, to `to` bytes: shrinking
+ * (which would hand the listed block back) or growing (which would free it
+ * again). */
+struct realloc_case { size_t n, to; };
 static void realloc_freed(void *arg)
 {
-    size_t n = (size_t)(uintptr_t)arg;
-    void *keep = hk_malloc(n);
-    void *p = hk_malloc(n);
+    const struct realloc_case *rc = arg;
+    void *keep = hk_malloc(rc->n);
+    void *p = hk_malloc(rc->n);
     hk_free(p);
-    p = hk_realloc(p, n > 1 ? n / 2 : 1);
-    hk_free(keep);
-}
-static void realloc_freed_grow(void *arg)
-{
-    size_t n = (size_t)(uintptr_t)arg;
-    void *keep = hk_malloc(n);
-    void *p = hk_malloc(n);
-    hk_free(p);
-    p = hk_realloc(p, n * 4);
+    p = hk_realloc(p, rc->to);
     hk_free(keep);
 }
 
@@ -142,8 +135,9 @@ static void test_double_free(void)
 {
     static const size_t rsizes[] = { 16, 100, 1000, 40000 };
     for (unsigned i = 0; i < sizeof rsizes / sizeof *rsizes; i++) {
-        CHECK(t_expect_death(realloc_freed, (void *)(uintptr_t)rsizes[i], SIGABRT, "double free"));
-        CHECK(t_expect_death(realloc_freed_grow, (void *)(uintptr_t)rsizes[i], SIGABRT, "double free"));
+        struct realloc_case shrink = { rsizes[i], rsizes[i] / 2 }, grow = { rsizes[i], rsizes[i] * 4 };
+        CHECK(t_expect_death(realloc_freed, &shrink, SIGABRT, "double free"));
+        CHECK(t_expect_death(realloc_freed, &grow, SIGABRT, "double free"));
     }
     static const size_t sizes[] = { 16, 24, 100, 1000, 9000, 70000, 600000 };
     for (unsigned i = 0; i < sizeof sizes / sizeof *sizes; i++)
@@ -413,7 +407,7 @@ static void test_aligned_interior(void)
 }
 
 static uint64_t fz_state = 0x9e3779b97f4a7c15ull;
-static uint64_t fz_rand(void) { fz_state ^= fz_state << 13; fz_state ^= fz_state >> 7; fz_state ^= fz_state << 17; return fz_state; }
+static uint64_t fz_rand(void) { return t_rand(&fz_state); }
 static size_t fz_size(void)
 {
     uint64_t x = fz_rand() % 100;
@@ -446,10 +440,7 @@ static void test_interior_pointer_load(void)
             if (p[m] && m != k && fz_rand() % 4 == 0) {
                 size_t u = hk_malloc_usable_size(p[m]);
                 REQUIRE(u >= n[m]);
-                size_t off = 1 + fz_rand() % (u - 1);
-                if (fz_rand() % 2) off &= ~(size_t)15;      /* on the 16-byte grid */
-                if (off == 0) off = 1;
-                unsigned char *q = p[m] + off;
+                unsigned char *q = p[m] + t_inside(u, &fz_state);
                 switch (fz_rand() % 3) {
                 case 0: hk_free(q); break;
                 case 1: CHECK_EQ(hk_malloc_usable_size(q), 0); break;
@@ -486,24 +477,21 @@ static unsigned char *mt_p[MT_L];
 static size_t mt_n[MT_L];
 static pthread_mutex_t mt_lock[MT_L];
 static size_t mt_bad, mt_tried, mt_accepted;
-static uint64_t mt_rand(uint64_t *s) { *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17; return *s; }
 static void *mt_worker(void *arg)
 {
     uint64_t s = 0x9e3779b97f4a7c15ull * (uint64_t)(uintptr_t)arg;
     size_t bad = 0, tried = 0, accepted = 0;
     for (unsigned i = 0; i < MT_OPS; i++) {
-        unsigned k = (unsigned)(mt_rand(&s) % MT_L);
+        unsigned k = (unsigned)(t_rand(&s) % MT_L);
         pthread_mutex_lock(&mt_lock[k]);
         if (mt_p[k]) {
             bad += !fz_intact(mt_p[k], mt_n[k], k);
-            unsigned m = (unsigned)(mt_rand(&s) % MT_L);
-            if (m != k && mt_rand(&s) % 4 == 0 && pthread_mutex_trylock(&mt_lock[m]) == 0) {
+            unsigned m = (unsigned)(t_rand(&s) % MT_L);
+            if (m != k && t_rand(&s) % 4 == 0 && pthread_mutex_trylock(&mt_lock[m]) == 0) {
                 if (mt_p[m]) {
                     size_t u = hk_malloc_usable_size(mt_p[m]);
-                    size_t off = 1 + mt_rand(&s) % (u - 1);
-                    if (mt_rand(&s) % 2) off &= ~(size_t)15;
-                    if (off == 0) off = 1;
-                    if (mt_rand(&s) % 2) hk_free(mt_p[m] + off);
+                    size_t off = t_inside(u, &s);
+                    if (t_rand(&s) % 2) hk_free(mt_p[m] + off);
                     else accepted += hk_realloc(mt_p[m] + off, 32) != NULL;
                     tried++;
                 }
@@ -511,8 +499,8 @@ static void *mt_worker(void *arg)
             }
             hk_free(mt_p[k]);
         }
-        mt_n[k] = 2 + mt_rand(&s) % (mt_rand(&s) % 10 ? 512 : 70000);
-        mt_p[k] = mt_rand(&s) % 5 ? hk_malloc(mt_n[k]) : hk_aligned_alloc((size_t)32 << (mt_rand(&s) % 5), mt_n[k]);
+        mt_n[k] = 2 + t_rand(&s) % (t_rand(&s) % 10 ? 512 : 70000);
+        mt_p[k] = t_rand(&s) % 5 ? hk_malloc(mt_n[k]) : hk_aligned_alloc((size_t)32 << (t_rand(&s) % 5), mt_n[k]);
         if (mt_p[k]) fz_fill(mt_p[k], mt_n[k], k);
         else bad++;
         pthread_mutex_unlock(&mt_lock[k]);

@@ -385,7 +385,7 @@ static void test_misuse(void)
  * with a fixed seed: every one is refused (a negative code, 0, NULL) and no
  * live block's data changes. */
 static uint64_t ip_state;
-static uint64_t ip_rand(void) { ip_state ^= ip_state << 13; ip_state ^= ip_state >> 7; ip_state ^= ip_state << 17; return ip_state; }
+static uint64_t ip_rand(void) { return t_rand(&ip_state); }
 static void test_interior_pointers(void)
 {
     enum { L = 400, OPS = 8000 };
@@ -405,10 +405,7 @@ static void test_interior_pointers(void)
             if (p[m] && m != k && ip_rand() % 3 == 0) {
                 size_t u = hk_heap_usable_size(h, p[m]);
                 REQUIRE(u >= n[m] && u >= 2);
-                size_t off = 1 + ip_rand() % (u - 1);
-                if (ip_rand() % 2) off &= ~(size_t)15;
-                if (off == 0) off = 1;
-                unsigned char *q = p[m] + off;
+                unsigned char *q = p[m] + t_inside(u, &ip_state);
                 switch (ip_rand() % 3) {
                 case 0: accepted += hk_heap_free(h, q) >= 0; break;
                 case 1: accepted += hk_heap_usable_size(h, q) != 0; break;
