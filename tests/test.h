@@ -37,6 +37,7 @@ static inline void t_run(const char *name, void (*fn)(void))
     fflush(stdout);
 }
 #define RUN(fn) t_run(#fn, fn)
+#define RUN_NAMED(name, fn) t_run(name, fn)
 
 /* xorshift64: a seeded sequence for randomised tests (state never 0). */
 static inline uint64_t t_rand(uint64_t *s)
@@ -54,7 +55,6 @@ static inline size_t t_inside(size_t usable, uint64_t *s)
     if (t_rand(s) % 2) off &= ~(size_t)15;
     return off ? off : 1;
 }
-#define RUN_NAMED(name, fn) t_run(name, fn)
 
 static inline int t_finish(void)
 {
