@@ -321,8 +321,9 @@ void hk__heaps_foreach(void (*fn)(hk_theap_t *, void *), void *arg) HK_HIDDEN;
 /* segment.c */
 uint64_t hk__now_ms(void) HK_HIDDEN;
 hk_segment_t *hk__segment_new(hk_theap_t *heap) HK_HIDDEN;
-/* A run of n free pages that holds at least one block of `block` bytes, or NULL. */
-hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block) HK_HIDDEN;
+/* A run of n free pages that holds at least one block of `block` bytes
+ * (resident_only: one whose pages are all resident), or NULL. */
+hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block, bool resident_only) HK_HIDDEN;
 bool hk__segment_free_span(hk_theap_t *heap, hk_page_t *pg) HK_HIDDEN;
 bool hk__segment_adopt(hk_theap_t *heap, hk_segment_t *seg) HK_HIDDEN;
 void hk__segment_abandon(hk_theap_t *heap, hk_segment_t *seg) HK_HIDDEN;

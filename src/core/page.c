@@ -394,8 +394,14 @@ static hk_page_t *page_new(hk_theap_t *heap, size_t cls)
 {
     unsigned n = class_span(cls);
     hk_page_t *pg = NULL;
+    /* Resident free pages in any segment before pages that would fault
+     * in: the newest segment comes first in the list, and taking its
+     * untouched pages while an older one's freed pages wait out the purge
+     * delay adds both to the resident set. */
     for (hk_segment_t *s = heap->segments; s && !pg; s = s->next)
-        if (s->free_mask) pg = hk__segment_alloc_span(s, n, hk__class_size[cls]);
+        if (s->free_mask & ~s->purged_mask) pg = hk__segment_alloc_span(s, n, hk__class_size[cls], true);
+    for (hk_segment_t *s = heap->segments; s && !pg; s = s->next)
+        if (s->free_mask) pg = hk__segment_alloc_span(s, n, hk__class_size[cls], false);
     if (!pg) return NULL;
     page_init(heap, pg, cls);
     HK_ATOMIC_ADD(&hk__gstats.page_bytes, (uint64_t)n * HK_PAGE_SIZE);

@@ -310,7 +310,7 @@ static void take_pages(hk_segment_t *seg, uint64_t bits, unsigned n)
     seg->used_pages += n;
 }
 
-hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block)
+hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block, bool resident_only)
 {
     uint64_t m = seg->free_mask;
     for (unsigned k = 1; k < n && m; k++) m &= seg->free_mask >> k;
@@ -323,6 +323,7 @@ hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block)
     uint64_t res = seg->free_mask & ~seg->purged_mask, r = res;
     for (unsigned k = 1; k < n && r; k++) r &= res >> k;
     if (r & m) m &= r;
+    else if (resident_only) return NULL;
     unsigned i = (unsigned)__builtin_ctzll(m);
     take_pages(seg, span_bits(i, n), n);
     hk_page_t *head = &seg->pages[i];
