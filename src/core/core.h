@@ -2,8 +2,9 @@
  * Memory comes in 4 MiB segments aligned to their size, so a pointer masks
  * to its segment header; a segment is cut into 64 KiB pages (or runs of
  * pages, "spans"), each serving one size class for one thread heap. Every
- * page keeps three free lists: `free` (malloc pops), `local_free` (owner's
- * frees) and the atomic `thread_free` (other threads' frees, CAS-pushed). */
+ * page keeps two free lists: `free` (malloc pops, the owner's frees push:
+ * the block freed last is the next one out) and the atomic `thread_free`
+ * (other threads' frees, CAS-pushed, taken in when `free` runs dry). */
 #ifndef HK_CORE_H
 #define HK_CORE_H
 
@@ -69,8 +70,7 @@ typedef struct hk_page {
     uint64_t inv;              /* 2^44 / block_size + 1: block index of an offset without a division */
     /* Second line: the owner's hot fields, so that other threads reading
      * the first line never steal the line malloc and free write. */
-    hk_block_t *free __attribute__((aligned(64)));   /* malloc pops here */
-    hk_block_t *local_free;    /* owner frees push here */
+    hk_block_t *free __attribute__((aligned(64)));   /* malloc pops, owner frees push */
     uint32_t used;             /* blocks out (remote frees count once collected) */
     uint16_t capacity;         /* blocks carved out so far */
     uint64_t free_time;        /* ms when the span was given back to the segment; in an
@@ -141,6 +141,10 @@ typedef struct hk_theap_stats {
  * segments never mix heaps, and every free into its pages takes the atomic
  * thread_free path, so it needs no lock. */
 typedef struct hk_theap {
+    /* Page-list mallocs left before the next look at the clock (see
+     * hk__heap_tick): the owner's frees go back on the list malloc pops,
+     * so a program can run on fast paths alone for good. */
+    uint32_t tick;
     hk_page_queue_t queues[HK_NCLASS];
     hk_page_queue_t full;
     /* The foreign-block cache (see HK_XCLASSES), per class: blocks in it,
@@ -292,6 +296,9 @@ HK_INLINE bool hk__is_block(const hk_page_t *pg, const void *p)
 
 /* Slow paths. */
 void *hk__malloc_generic(hk_theap_t *heap, size_t size) HK_HIDDEN HK_NOINLINE;
+#define HK_TICK_MALLOCS 65536
+/* Returns b, so that the fast path tail-calls it. */
+void *hk__heap_tick(hk_theap_t *heap, void *b) HK_HIDDEN HK_NOINLINE;
 void  hk__free_generic(void *p) HK_HIDDEN HK_NOINLINE;
 void  hk__page_now_empty(hk_page_t *pg) HK_HIDDEN HK_NOINLINE;
 void *hk__malloc_aligned(size_t align, size_t size) HK_HIDDEN;
@@ -436,6 +443,7 @@ HK_INLINE void *hk__theap_malloc(hk_theap_t *heap, size_t size)
             b->tag = 0;
             pg->used++;
             HK_STAT_ADD(&heap->st.malloc_bytes, pg->block_size);
+            if (hk_unlikely(--heap->tick == 0)) return hk__heap_tick(heap, b);
             return b;
         }
     }
@@ -465,9 +473,11 @@ HK_INLINE void hk__free(void *p)
             uintptr_t other = tid ^ hk__thread_id();   /* 0: the owner frees */
             /* The owner, no flag: one test for both. */
             if (hk_likely((flags | other) == 0)) {
-                b->next = pg->local_free;
+                /* Last in, first out: malloc's next block of the class is
+                 * this one, its line still in the cache. */
+                b->next = pg->free;
                 b->tag = HK_FREE_TAG(pg);
-                pg->local_free = b;
+                pg->free = b;
                 HK_STAT_ADD(&seg->heap->st.free_bytes, pg->block_size);
                 if (hk_unlikely(--pg->used == 0)) hk__page_now_empty(pg);
                 return;

@@ -47,6 +47,7 @@ void hk__stat_max(uint64_t *peak, uint64_t v)
 
 static void heap_clear_queues(hk_theap_t *h)
 {
+    h->tick = HK_TICK_MALLOCS;
     for (unsigned i = 0; i < HK_NCLASS; i++) { h->queues[i].first = &hk__page_empty; h->queues[i].last = NULL; }
     h->full.first = &hk__page_empty;
     h->full.last = NULL;

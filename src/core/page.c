@@ -85,19 +85,9 @@ static inline void page_flags_clear(hk_page_t *pg, uint32_t f) { __atomic_fetch_
 
 /* ------------------------------------------------------------ blocks */
 
-/* Move local frees and (atomically taken) remote frees into `free`. */
+/* Move the (atomically taken) remote frees into `free`. */
 void hk__page_collect(hk_page_t *pg)
 {
-    if (pg->local_free) {
-        if (!pg->free) { pg->free = pg->local_free; pg->local_free = NULL; }
-        else {
-            hk_block_t *t = pg->local_free;
-            while (t->next) t = t->next;
-            t->next = pg->free;
-            pg->free = pg->local_free;
-            pg->local_free = NULL;
-        }
-    }
     if (__atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED) != NULL) {
         hk_block_t *list = __atomic_exchange_n(&pg->thread_free, NULL, __ATOMIC_ACQUIRE);
         if (list) {
@@ -324,7 +314,7 @@ static void page_init(hk_theap_t *heap, hk_page_t *pg, size_t cls)
     char *base = (char *)seg + idx * HK_PAGE_SIZE;
     char *start = idx == 0 ? (char *)seg + HK_SEG_HDR : base;
     size_t area = (size_t)pg->span * HK_PAGE_SIZE - (size_t)(start - base);
-    pg->free = pg->local_free = NULL;
+    pg->free = NULL;
     pg->used = 0;
     pg->sparse_since = 0;
     page_set_class(pg, cls);
@@ -460,6 +450,15 @@ static HK_NOINLINE void purge_if_due(hk_theap_t *heap)
     if (now >= heap->purge_due && !heap->no_purge) hk__heap_purge(heap, now, false, HK_TRIM_WALK);
 }
 
+/* Every HK_TICK_MALLOCS page-list mallocs: a purge that came due while
+ * the program stayed on fast paths. */
+void *hk__heap_tick(hk_theap_t *heap, void *b)
+{
+    heap->tick = HK_TICK_MALLOCS;
+    if (heap->purge_due != 0) purge_if_due(heap);
+    return b;
+}
+
 void *hk__malloc_generic(hk_theap_t *heap, size_t size)
 {
     if (hk_unlikely(heap == &hk__heap_empty)) {
@@ -470,15 +469,7 @@ void *hk__malloc_generic(hk_theap_t *heap, size_t size)
     if (hk_unlikely(heap->purge_due != 0) && (++heap->purge_tick & 63) == 0) purge_if_due(heap);
     if (size > HK_SMALL_MAX) return hk__huge_alloc_in(heap->owner ? heap : NULL, size, 0, NULL);
     size_t cls = hk__size_class(size);
-    hk_page_t *pg = heap->queues[cls].first;
-    if (hk_likely(pg->local_free != NULL && __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED) == NULL &&
-                  __atomic_load_n(&heap->full_pending, __ATOMIC_RELAXED) == 0)) {
-        /* The common refill: the owner's own frees become the free list. */
-        pg->free = pg->local_free;
-        pg->local_free = NULL;
-    } else {
-        pg = find_page(heap, cls);
-    }
+    hk_page_t *pg = find_page(heap, cls);
     if (!pg) { errno = ENOMEM; return NULL; }
     hk_block_t *b = pg->free;
     pg->free = b->next;
@@ -544,8 +535,8 @@ static void xcache_find(hk_theap_t *h, void *arg)
  * thread's included (parked heaps stay on the heap list too). */
 static bool block_listed(const hk_page_t *pg, const hk_block_t *b)
 {
-    const hk_block_t *lists[3] = { pg->free, pg->local_free, __atomic_load_n(&pg->thread_free, __ATOMIC_ACQUIRE) };
-    for (unsigned k = 0; k < 3; k++) {
+    const hk_block_t *lists[2] = { pg->free, __atomic_load_n(&pg->thread_free, __ATOMIC_ACQUIRE) };
+    for (unsigned k = 0; k < 2; k++) {
         unsigned n = 0;
         for (const hk_block_t *x = lists[k]; x && n <= pg->reserved; x = x->next, n++)
             if (x == b) return true;
@@ -571,14 +562,14 @@ static bool block_freed(const hk_page_t *pg, uint32_t flags, const hk_block_t *b
     return hk_unlikely(b->tag == HK_FREE_TAG(pg)) && block_listed(pg, b);
 }
 
-/* Block `b` back to its page: onto local_free when the calling thread owns
+/* Block `b` back to its page: onto `free` when the calling thread owns
  * the segment, else onto the page's atomic thread_free. */
 static void page_free_block(hk_segment_t *seg, hk_page_t *pg, hk_block_t *b, uint32_t flags)
 {
     b->tag = HK_FREE_TAG(pg);
     if (__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == hk__thread_id()) {
-        b->next = pg->local_free;
-        pg->local_free = b;
+        b->next = pg->free;
+        pg->free = b;
         hk_theap_t *heap = seg->heap;
         HK_STAT_ADD(&heap->st.free_bytes, pg->block_size);
         if (flags & HK_PF_FULL) page_unfull(heap, pg);

@@ -23,11 +23,16 @@ static void double_free_local(void *arg)
 static void double_free_after_reuse_of_neighbours(void *arg)
 {
     (void)arg;
-    void *v[100];
+    void *v[100], *w[10];
     for (int i = 0; i < 100; i++) v[i] = hk_malloc(48);
     for (int i = 0; i < 100; i += 2) hk_free(v[i]);
-    for (int i = 0; i < 10; i++) v[i] = hk_malloc(48);   /* some freed blocks are reused */
-    hk_free(v[98]);                                /* freed above and still free */
+    for (int i = 0; i < 10; i++) w[i] = hk_malloc(48);   /* some freed blocks are reused */
+    /* A block freed above that none of those took: still free. */
+    for (int i = 0; i < 100; i += 2) {
+        int taken = 0;
+        for (int j = 0; j < 10; j++) taken |= w[j] == v[i];
+        if (!taken) { hk_free(v[i]); return; }
+    }
 }
 
 static void *free_it(void *p) { hk_free(p); return NULL; }
