@@ -260,6 +260,46 @@ static void test_resident_pages_reused_first(void)
     hk_collect(1);
 }
 
+/* The page malloc takes a class's blocks from is not trimmed by purges
+ * under a delay: its free blocks are the next ones out, and a trimmed page
+ * sends every free into it the slow way. A class kept to a few live
+ * blocks (a loop over 100 live blocks of 1-2000 bytes) otherwise trimmed
+ * and refaulted its page at every purge. hk_collect(1) still trims it. */
+static void test_active_page_not_trimmed(void)
+{
+    enum { N = 24, KEEP = 2, SIZE = 1500 };     /* class 1536: 34-42 blocks a page */
+    static void *v[N];
+    struct timespec wait = { 0, 40 * 1000 * 1000 };
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 20) == 0);
+    hk_collect(1);
+    for (int i = 0; i < N; i++) { v[i] = hk_malloc(SIZE); REQUIRE(v[i] != NULL); memset(v[i], 0x33, SIZE); }
+    for (int i = 1; i < N; i++) CHECK(((uintptr_t)v[i] >> 16) == ((uintptr_t)v[0] >> 16));   /* one page */
+    for (int i = KEEP; i < N; i++) hk_free(v[i]);
+    hk_stats_t st0, st1, st2;
+    hk_stats_get(&st0);
+    hk_collect(0);                      /* first sight: sparse since now */
+    nanosleep(&wait, NULL);
+    hk_collect(0);                      /* sparse for a delay: trimmed, were it not the active page */
+    hk_stats_get(&st1);
+    void *p = hk_malloc(SIZE);          /* the class's page still serves */
+    CHECK(((uintptr_t)p >> 16) == ((uintptr_t)v[0] >> 16));
+    hk_free(p);
+    hk_collect(1);                      /* forced: trimmed */
+    hk_stats_get(&st2);
+    fprintf(stderr, "  committed %llu KiB sparse, %llu after two purges a delay apart, %llu after hk_collect(1)\n",
+            (unsigned long long)st0.committed >> 10, (unsigned long long)st1.committed >> 10,
+            (unsigned long long)st2.committed >> 10);
+    CHECK(st1.committed >= st0.committed);
+    CHECK(st2.committed + 32 * 1024 <= st1.committed);
+    for (int i = 0; i < KEEP; i++) {
+        const unsigned char *b = v[i];
+        for (int k = 0; k < SIZE; k++) if (b[k] != 0x33) { CHECK(!"kept block changed"); break; }
+        hk_free(v[i]);
+    }
+    hk_option_set(HK_OPTION_PURGE_DELAY, 10);
+    hk_collect(1);
+}
+
 /* Sparse pages give back the memory of their free blocks ("trimming").
  * 2048 blocks of 1 KiB (32 or more 64 KiB pages); only the blocks in the
  * first 4 KiB of each page stay, the rest are freed: every page is in use
@@ -424,6 +464,7 @@ int main(void)
     RUN(test_trim_waits_a_delay);
     RUN(test_churned_pages_stay_under_budget);
     RUN(test_resident_pages_reused_first);
+    RUN(test_active_page_not_trimmed);
     RUN(test_unused_class_pages_go_back);
     RUN(test_purge_comes_due_under_churn);
     RUN(test_purge_comes_due_without_collect);
