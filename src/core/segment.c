@@ -496,7 +496,7 @@ unsigned hk__heap_trim(hk_theap_t *heap, uint32_t walk, uint64_t now, uint32_t m
              * with a few live blocks would trim and refault its one page
              * at every purge (1.7 M of 20 M frees went the slow way in a
              * loop over 100 live blocks of 1-2000 bytes). */
-            if (min_age != 0 && pg == heap->queues[c].first) continue;
+            if (min_age != 0 && pg == heap->queues[c].first && pg->next == NULL) continue;
             uint32_t n = hk__page_trim(pg, now, min_age, &young);
             if (n > 1 && pg->trimmed) trimmed = true;
             walk = n >= walk ? 0 : walk - n;
