@@ -260,9 +260,9 @@ static void test_resident_pages_reused_first(void)
     hk_collect(1);
 }
 
-/* The page malloc takes a class's blocks from is not trimmed by purges
- * under a delay: its free blocks are the next ones out, and a trimmed page
- * sends every free into it the slow way. A class kept to a few live
+/* A class's only page (the one malloc takes its blocks from) is not
+ * trimmed by purges under a delay: its free blocks are the next ones out,
+ * and a trimmed page sends every free into it the slow way. A class kept to a few live
  * blocks (a loop over 100 live blocks of 1-2000 bytes) otherwise trimmed
  * and refaulted its page at every purge. hk_collect(1) still trims it. */
 static void test_active_page_not_trimmed(void)
