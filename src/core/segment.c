@@ -489,15 +489,15 @@ unsigned hk__heap_trim(hk_theap_t *heap, uint32_t walk, uint64_t now, uint32_t m
     for (unsigned k = 0; k < HK_NCLASS && walk; k++) {
         unsigned c = (heap->trim_next + k) % HK_NCLASS;
         for (hk_page_t *pg = heap->queues[c].last ? heap->queues[c].first : NULL; pg && walk; pg = pg->next) {
-            /* Not a class's only page (unless forced, or with no delay):
-             * malloc takes the class's blocks from it, the owner frees
-             * onto its list and takes the same blocks back, and a trimmed
-             * page sends every free the slow way until malloc runs the
-             * list dry. A class with a few live blocks would trim and
-             * refault its one page at every purge (1.7 M of 20 M frees
-             * went the slow way in a loop over 100 live blocks of 1-2000
-             * bytes). A class with more pages trims them all: skipping its
-             * first page too cost `churn` 2-3% peak RSS. */
+            /* A class's only page is left untrimmed (unless forced, or
+             * with no delay): malloc takes the class's blocks from it, the
+             * owner frees onto its list and takes the same blocks back,
+             * and a trimmed page sends every free the slow way until
+             * malloc runs the list dry. A class with a few live blocks
+             * would trim and refault its one page at every purge (1.7 M
+             * of 20 M frees went the slow way in a loop over 100 live
+             * blocks of 1-2000 bytes). A class with more pages trims them
+             * all: skipping its first page too cost `churn` 2-3% peak RSS. */
             if (min_age != 0 && pg == heap->queues[c].first && pg->next == NULL) continue;
             uint32_t n = hk__page_trim(pg, now, min_age, &young);
             if (n > 1 && pg->trimmed) trimmed = true;
