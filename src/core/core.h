@@ -246,12 +246,14 @@ HK_INLINE size_t hk__size_class_calc(size_t size)
     return 9 + (b - 7) * 4 + ((s1 >> (b - 2)) & 3);
 }
 
-/* Sizes up to 1 KiB map through a 65-byte table. */
-extern uint8_t hk__class_small[65] HK_HIDDEN;
+/* Sizes up to 4 KiB map through a 257-byte table. */
+#define HK_CLASS_TABLE_MAX 4096
+#define HK_CLASS_TABLE (HK_CLASS_TABLE_MAX / 16 + 1)
+extern uint8_t hk__class_small[HK_CLASS_TABLE] HK_HIDDEN;
 
 HK_INLINE size_t hk__size_class(size_t size)
 {
-    if (hk_likely(size <= 1024)) return hk__class_small[(size + 15) >> 4];
+    if (hk_likely(size <= HK_CLASS_TABLE_MAX)) return hk__class_small[(size + 15) >> 4];
     return hk__size_class_calc(size);
 }
 

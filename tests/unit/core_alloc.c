@@ -22,6 +22,33 @@ static int same(const unsigned char *p, size_t n, unsigned seed)
     return 1;
 }
 
+/* The size classes worked out here from their definition (16-byte steps
+ * to 128, then four per power of two): for every size up to 8 KiB the
+ * usable size is its class's size, through the lookup table (up to 4 KiB)
+ * and the bit arithmetic beyond it alike. */
+static size_t expected_class_size(size_t s)
+{
+    if (s <= 16) return 16;
+    if (s <= 128) return (s + 15) & ~(size_t)15;
+    unsigned b = 63u - (unsigned)__builtin_clzl(s - 1);
+    size_t q = (size_t)1 << (b - 2);
+    return ((s - 1) / q + 1) * q;
+}
+
+static void test_usable_is_the_class_size(void)
+{
+    size_t bad = 0;
+    for (size_t s = 0; s <= 8192; s++) {
+        void *p = hk_malloc(s);
+        REQUIRE(p != NULL);
+        if (hk_malloc_usable_size(p) != expected_class_size(s)) {
+            if (bad++ < 5) fprintf(stderr, "  size %zu: usable %zu, class %zu\n", s, hk_malloc_usable_size(p), expected_class_size(s));
+        }
+        hk_free(p);
+    }
+    CHECK_EQ(bad, 0);
+}
+
 static void test_every_size_class(void)
 {
     /* Usable sizes grow with the request: the lookup table and the bit
@@ -356,6 +383,7 @@ static void test_stats_json(void)
 int main(void)
 {
     RUN(test_every_size_class);
+    RUN(test_usable_is_the_class_size);
     RUN(test_zero_size);
     RUN(test_overflow);
     RUN(test_bad_alignment);
