@@ -26,8 +26,10 @@ uint32_t hk__class_size[HK_NCLASS] = {
  * the library's read-only data (its first read faults in the pages around
  * it as well). */
 #define HK_LOG2(x) (63 - __builtin_clzll((unsigned long long)(x)))
-#define HK_CL(s) ((s) <= 128 ? ((s) + 15) >> 4 : \
-                  9 + (HK_LOG2((s) - 1) - 7) * 4 + ((((unsigned long long)(s) - 1) >> (HK_LOG2((s) - 1) - 2)) & 3))
+/* Each arm gets a size in its own range (clang checks each arm's constant
+ * against uint8_t on its own, also for the sizes the arm does not take). */
+#define HK_CLBIG(t) (9 + (HK_LOG2((t) - 1) - 7) * 4 + ((((unsigned long long)(t) - 1) >> (HK_LOG2((t) - 1) - 2)) & 3))
+#define HK_CL(s) ((s) <= 128 ? (((s) <= 128 ? (s) : 128) + 15) >> 4 : HK_CLBIG((s) > 128 ? (s) : 129))
 #define HK_E(i)   HK_CL(16ull * (i))
 #define HK_E4(i)  HK_E(i), HK_E((i) + 1), HK_E((i) + 2), HK_E((i) + 3)
 #define HK_E16(i) HK_E4(i), HK_E4((i) + 4), HK_E4((i) + 8), HK_E4((i) + 12)
@@ -38,6 +40,7 @@ uint8_t hk__class_small[HK_CLASS_TABLE] = { HK_E64(0), HK_E64(64), HK_E64(128), 
 #undef HK_E4
 #undef HK_E
 #undef HK_CL
+#undef HK_CLBIG
 #undef HK_LOG2
 
 /* Pages per span. Blocks up to a page share one 64 KiB page; a bigger
