@@ -80,7 +80,7 @@ void *hk__realloc(void *p, size_t size)
          * rule for staying. Anything else takes the full path. */
         hk_page_t *pg = hk__page_at(seg, p);
         uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
-        if (hk_likely(flags <= HK_PF_FULL && hk__is_block(pg, p) && ((hk_block_t *)p)->tag != HK_FREE_TAG(pg)) &&
+        if (hk_likely(flags <= HK_PF_CACHEABLE && hk__is_block(pg, p) && ((hk_block_t *)p)->tag != HK_FREE_TAG(pg)) &&
             size <= pg->block_size && realloc_stays(size, pg->block_size))
             return p;
     }

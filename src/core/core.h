@@ -37,19 +37,22 @@ typedef struct hk_block { struct hk_block *next; uintptr_t tag; } hk_block_t;
 struct hk_theap;
 
 /* Page flags (read by any thread with __atomic, written by the owner):
- * any set flag sends the owner's free to the slow path; another thread's
- * free into its foreign-block cache only minds flags above HK_PF_FULL
- * (hence FULL is the lowest bit: one compare tests "FULL or nothing"). */
+ * any set flag takes the owner's free off its first fast path; a free
+ * into a thread's block cache only minds flags above HK_PF_MIXED (hence
+ * FULL and MIXED are the lowest bits: one compare tests "nothing else"). */
 enum {
     HK_PF_FULL    = 1,   /* page sits in the heap's full list */
-    HK_PF_ALIGNED = 2,   /* some pointers handed out are inside blocks (memalign) */
-    HK_PF_FREE    = 4,   /* page not in use: a free into it is misuse */
+    HK_PF_MIXED   = 2,   /* the owner heap is mixed (see hk_theap_t.mixed): its own frees
+                          * go to its block cache */
+    HK_PF_ALIGNED = 4,   /* some pointers handed out are inside blocks (memalign) */
+    HK_PF_FREE    = 8,   /* page not in use: a free into it is misuse */
     /* room for the checking modes: canaries, quarantine, encoded lists */
-    HK_PF_CHECKED = 8,
-    HK_PF_TRIMMED = 16,  /* some 4 KiB pages of free blocks went back to the OS (see `trimmed`) */
-    HK_PF_SPAN_TAIL = 32,/* not the head of its span (`back` pages after it): the free fast
+    HK_PF_CHECKED = 16,
+    HK_PF_TRIMMED = 32,  /* some 4 KiB pages of free blocks went back to the OS (see `trimmed`) */
+    HK_PF_SPAN_TAIL = 64,/* not the head of its span (`back` pages after it): the free fast
                           * path, which does not follow `back`, must go the slow way */
 };
+#define HK_PF_CACHEABLE (HK_PF_FULL | HK_PF_MIXED)
 
 typedef struct hk_page {
     /* First line: read by every thread that frees into the page, written
@@ -123,11 +126,12 @@ typedef struct { int v; } hk_lock_t;
 typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
 
 /* The foreign-block cache: per class (blocks up to 1 KiB), a stack of
- * pointers to blocks of other live threads' pages that this thread freed;
+ * pointers to blocks of other live threads' pages that this thread freed,
+ * and in a mixed heap (hk__heap_turn_mixed) to its own freed blocks too;
  * its mallocs pop from it before they look at a page (rules in
- * hk__free_generic). The blocks stay counted as used in their pages until
- * they go back (the older half when a class fills up; all of them at a
- * purge, hk_collect and thread exit). */
+ * hk__free_cached and hk__free_generic). The blocks stay counted as used
+ * in their pages until they go back (the older half when a class fills
+ * up; all of them at a purge, hk_collect and thread exit). */
 #define HK_XCLASSES    21
 #define HK_XCACHE_BYTES 4096      /* per class, in block bytes */
 #define HK_XCACHE_MAX   32        /* per class, in blocks */
@@ -148,13 +152,19 @@ typedef struct hk_theap {
     hk_page_queue_t queues[HK_NCLASS];
     hk_page_queue_t full;
     /* The foreign-block cache (see HK_XCLASSES), per class: blocks in it,
-     * and how many it may hold. Kept for every class, the bound 0 beyond
-     * HK_XCLASSES, for blocks under 64 bytes until the thread has freed 64
-     * of them (see hk__free_generic), and in private heaps and the empty
-     * heap (an exiting thread's TLS points there before its heap goes):
-     * the fast paths test neither the class nor the heap. */
-    struct hk_xclass { uint16_t n, cap; } xc[HK_NCLASS];
+     * and how many it may hold of the heap's own blocks (cap[0]: 0 until
+     * the heap is mixed, then up to 8) and of other threads' (cap[1]).
+     * Kept for every class, the bounds 0 beyond HK_XCLASSES, cap[1] 0 for
+     * blocks under 64 bytes until the thread has freed 64 of them (see
+     * hk__free_generic), both 0 in private heaps and the empty heap (an
+     * exiting thread's TLS points there before its heap goes): the fast
+     * paths test neither the class nor the heap. */
+    struct hk_xclass { uint16_t n, cap[2]; } xc[HK_NCLASS];   /* cap[0]: own blocks, cap[1]: other threads' */
     uint8_t xforeign[HK_XCLASSES];    /* other threads' blocks < 64 B freed so far (up to 64) */
+    /* A heap whose thread frees other threads' blocks (see hk__heap_turn_mixed):
+     * its own frees go to the block cache too, cap[0] open, its pages of
+     * classes up to 1 KiB HK_PF_MIXED. Once mixed, always (also parked). */
+    uint8_t mixed;
     uintptr_t thread_id;
     size_t full_pending;              /* atomic: remote frees hit full pages */
     hk_segment_t *segments;           /* owned small segments */
@@ -302,6 +312,8 @@ void *hk__malloc_generic(hk_theap_t *heap, size_t size) HK_HIDDEN HK_NOINLINE;
 /* Returns b, so that the fast path tail-calls it. */
 void *hk__heap_tick(hk_theap_t *heap, void *b) HK_HIDDEN HK_NOINLINE;
 void  hk__free_generic(void *p) HK_HIDDEN HK_NOINLINE;
+struct hk_segment;
+void  hk__free_cached(struct hk_segment *seg, hk_page_t *pg, hk_block_t *b, uint32_t flags, uintptr_t other) HK_HIDDEN HK_NOINLINE;
 void  hk__page_now_empty(hk_page_t *pg) HK_HIDDEN HK_NOINLINE;
 void *hk__malloc_aligned(size_t align, size_t size) HK_HIDDEN;
 void *hk__page_mark_aligned(void *block, void *p) HK_HIDDEN;
@@ -372,6 +384,7 @@ void hk__xcache_flush(hk_theap_t *heap) HK_HIDDEN;
 /* The cache's bound for class c (< HK_XCLASSES). */
 uint16_t hk__xcache_cap(unsigned c) HK_HIDDEN;
 bool hk__page_retire(hk_theap_t *heap, hk_page_t *pg) HK_HIDDEN;
+void hk__heap_turn_mixed(hk_theap_t *heap) HK_HIDDEN;
 void hk__segment_release_empty(hk_theap_t *heap, hk_segment_t *seg, bool purge) HK_HIDDEN;
 void hk__queue_push_back(hk_page_queue_t *q, hk_page_t *pg) HK_HIDDEN;
 void hk__queue_remove(hk_page_queue_t *q, hk_page_t *pg) HK_HIDDEN;
@@ -408,6 +421,12 @@ void  hk__free_outside(void *p) HK_HIDDEN HK_NOINLINE HK_COLD;
 /* stats.c */
 void hk__options_init(void) HK_HIDDEN;
 void hk__invalid_free(const void *p, const char *why) HK_HIDDEN;
+
+/* The mode flag a page of class cls has in heap (HK_PF_MIXED or 0). */
+HK_INLINE uint32_t hk__page_mode(const hk_theap_t *heap, unsigned cls)
+{
+    return heap->mixed && cls < HK_XCLASSES ? HK_PF_MIXED : 0;
+}
 
 /* ---------------------------------------------------------------- fast paths */
 
@@ -473,10 +492,10 @@ HK_INLINE void hk__free(void *p)
         if (hk_likely(hk__is_block(pg, p) && b->tag != HK_FREE_TAG(pg))) {
             uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
             uintptr_t other = tid ^ hk__thread_id();   /* 0: the owner frees */
-            /* The owner, no flag: one test for both. */
+            /* The owner of a page with no flag (a heap that is not mixed):
+             * one test for both. Last in, first out: malloc's next block
+             * of the class is this one, its line still in the cache. */
             if (hk_likely((flags | other) == 0)) {
-                /* Last in, first out: malloc's next block of the class is
-                 * this one, its line still in the cache. */
                 b->next = pg->free;
                 b->tag = HK_FREE_TAG(pg);
                 pg->free = b;
@@ -484,20 +503,12 @@ HK_INLINE void hk__free(void *p)
                 if (hk_unlikely(--pg->used == 0)) hk__page_now_empty(pg);
                 return;
             }
-            /* Another live thread's block: into this thread's foreign-block
-             * cache while the class has room (a full class goes the slow
-             * way, which sends its older half home first). Its page may sit
-             * in the owner's full list (FULL is the lowest flag): the block
-             * stays out either way. Blocks that circulate between threads
-             * (taken from the cache, freed back into it) keep their owner's
-             * pages full, so this is the common case for them. */
-            if (other != 0 && flags <= HK_PF_FULL) {
-                hk_theap_t *me = hk__tls_heap;
-                unsigned c = pg->cls;
-                if (me->xc[c].n < me->xc[c].cap) {
-                    hk__xcache_push(me, pg, c, b);
-                    return;
-                }
+            /* Into this thread's block cache (another live thread's block,
+             * or in a mixed heap its own), out of line so that the path
+             * above keeps to the caller-saved registers. */
+            if (flags <= HK_PF_CACHEABLE) {
+                hk__free_cached(seg, pg, b, flags, other);
+                return;
             }
         }
     }

@@ -171,7 +171,7 @@ hk_theap_t *hk__heap_init_thread(void)
     heap_clear_queues(h);
     h->thread_id = hk__thread_id();
     for (unsigned c = 0; c < HK_XCLASSES; c++)
-        if (hk__class_size[c] >= 64) h->xc[c].cap = hk__xcache_cap(c);   /* smaller: see hk__free_generic */
+        if (hk__class_size[c] >= 64) h->xc[c].cap[1] = hk__xcache_cap(c);   /* smaller: see hk__free_generic */
     hk__lock(&g_heaps_lock);
     h->next_heap = g_heaps;
     if (g_heaps) g_heaps->prev_heap = h;

@@ -598,7 +598,7 @@ bool hk__segment_adopt(hk_theap_t *heap, hk_segment_t *seg)
         hk_page_t *pg = &seg->pages[i];
         if ((seg->free_mask >> i) & 1 || pg->back) continue;
         __atomic_store_n(&pg->heap, heap, __ATOMIC_RELAXED);
-        __atomic_store_n(&pg->flags, pg->flags & ~(uint32_t)HK_PF_FULL, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&pg->flags, (pg->flags & ~(uint32_t)HK_PF_CACHEABLE) | hk__page_mode(heap, pg->cls), __ATOMIC_SEQ_CST);
         hk__page_collect(pg);
         if (pg->used == 0) {
             if (hk__page_retire(heap, pg)) { heap->no_purge--; return false; }   /* the segment went to the cache */

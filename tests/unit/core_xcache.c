@@ -6,6 +6,8 @@
 #include "test.h"
 #include "heapkit.h"
 #include <pthread.h>
+#include <signal.h>
+#include <string.h>
 
 enum { N = 24, MANY = 3000 };   /* N blocks of 64 or 96 bytes fit in one class of the cache */
 
@@ -292,6 +294,90 @@ static void test_ring(void)
     for (unsigned t = 0; t < RING_T; t++) CHECK_EQ(rq[t].head, rq[t].tail);
 }
 
+/* A thread that frees enough of another live thread's blocks to fill a
+ * class of its cache turns its heap mixed: its own frees of classes up to
+ * 1 KiB go to the cache as well. The owner keeps running while they are
+ * freed (a parked or abandoned owner's blocks take the slow way), then the
+ * scenario runs on the mixed thread. */
+enum { MIX_N = 200, MIX_OWN = 4000 };
+static void *mix_blocks[MIX_N];
+static pthread_barrier_t mix_made, mix_freed;
+
+static void *mix_owner(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < MIX_N; i++) mix_blocks[i] = hk_malloc(128);
+    pthread_barrier_wait(&mix_made);
+    pthread_barrier_wait(&mix_freed);
+    return NULL;
+}
+
+static void (*mix_scenario)(void);
+
+static void *mix_worker(void *arg)
+{
+    (void)arg;
+    pthread_t owner;
+    pthread_barrier_init(&mix_made, NULL, 2);
+    pthread_barrier_init(&mix_freed, NULL, 2);
+    pthread_create(&owner, NULL, mix_owner, NULL);
+    pthread_barrier_wait(&mix_made);
+    void *mine = hk_malloc(4000);            /* a heap of its own */
+    for (int i = 0; i < MIX_N; i++) hk_free(mix_blocks[i]);   /* 200 > 32 cached: the class fills */
+    pthread_barrier_wait(&mix_freed);
+    pthread_join(owner, NULL);
+    mix_scenario();
+    hk_free(mine);
+    return NULL;
+}
+
+static void run_mixed(void (*scenario)(void))
+{
+    pthread_t w;
+    mix_scenario = scenario;
+    pthread_create(&w, NULL, mix_worker, NULL);
+    pthread_join(w, NULL);
+}
+
+static void own_double_free(void)
+{
+    void *x = hk_malloc(256);
+    hk_free(x);                              /* into the cache: the heap is mixed */
+    hk_free(x);
+}
+static void own_double_free_mixed(void *arg) { (void)arg; run_mixed(own_double_free); }
+
+static int mix_bad;
+static hk_stats_t mix_st[3];
+
+static void own_blocks_go_back(void)
+{
+    static unsigned char *v[MIX_OWN];
+    hk_collect(1);
+    hk_stats_get(&mix_st[0]);
+    for (int i = 0; i < MIX_OWN; i++) { v[i] = hk_malloc(256); memset(v[i], (unsigned char)i, 256); }
+    hk_stats_get(&mix_st[1]);
+    /* Free and reallocate half by turns: own blocks through the cache. */
+    for (int i = 0; i < MIX_OWN; i += 2) { hk_free(v[i]); v[i] = hk_malloc(256); memset(v[i], (unsigned char)i, 256); }
+    for (int i = 0; i < MIX_OWN; i++)
+        for (int k = 0; k < 256; k++) if (v[i][k] != (unsigned char)i) { mix_bad++; break; }
+    for (int i = 0; i < MIX_OWN; i++) hk_free(v[i]);
+    hk_collect(1);
+    hk_stats_get(&mix_st[2]);
+}
+
+static void test_mixed_heap(void)
+{
+    CHECK(t_expect_death(own_double_free_mixed, NULL, SIGABRT, "double free"));
+    run_mixed(own_blocks_go_back);
+    fprintf(stderr, "  mixed heap: committed %llu KiB, %llu with %d blocks of 256, %llu after they were freed\n",
+            (unsigned long long)mix_st[0].committed >> 10, (unsigned long long)mix_st[1].committed >> 10, MIX_OWN,
+            (unsigned long long)mix_st[2].committed >> 10);
+    CHECK_EQ(mix_bad, 0);
+    CHECK(mix_st[1].committed >= mix_st[0].committed + (size_t)MIX_OWN * 256 * 3 / 4);
+    CHECK(mix_st[2].committed + (size_t)MIX_OWN * 256 * 3 / 4 <= mix_st[1].committed);
+}
+
 int main(void)
 {
     RUN(test_small_foreign_blocks);
@@ -300,5 +386,6 @@ int main(void)
     RUN(test_full_page_circulates);
     RUN(test_flush_home);
     RUN(test_owner_exits);
+    RUN(test_mixed_heap);
     return t_finish();
 }
