@@ -312,8 +312,7 @@ void *hk__malloc_generic(hk_theap_t *heap, size_t size) HK_HIDDEN HK_NOINLINE;
 /* Returns b, so that the fast path tail-calls it. */
 void *hk__heap_tick(hk_theap_t *heap, void *b) HK_HIDDEN HK_NOINLINE;
 void  hk__free_generic(void *p) HK_HIDDEN HK_NOINLINE;
-struct hk_segment;
-void  hk__free_cached(struct hk_segment *seg, hk_page_t *pg, hk_block_t *b, uint32_t flags, uintptr_t other) HK_HIDDEN HK_NOINLINE;
+void  hk__free_cached(void *p) HK_HIDDEN HK_NOINLINE;
 void  hk__page_now_empty(hk_page_t *pg) HK_HIDDEN HK_NOINLINE;
 void *hk__malloc_aligned(size_t align, size_t size) HK_HIDDEN;
 void *hk__page_mark_aligned(void *block, void *p) HK_HIDDEN;
@@ -503,11 +502,20 @@ HK_INLINE void hk__free(void *p)
                 if (hk_unlikely(--pg->used == 0)) hk__page_now_empty(pg);
                 return;
             }
-            /* Into this thread's block cache (another live thread's block,
-             * or in a mixed heap its own), out of line so that the path
-             * above keeps to the caller-saved registers. */
+            /* Into this thread's block cache while the class has room:
+             * another live thread's block (cap[1]), or in a mixed heap its
+             * own (cap[0]; 0 in a heap that is not mixed). The bound is
+             * picked by index, not by a branch: in a thread that frees its
+             * own and other threads' blocks by turns, which one comes next
+             * is a coin toss. A full class goes out of line. */
             if (flags <= HK_PF_CACHEABLE) {
-                hk__free_cached(seg, pg, b, flags, other);
+                hk_theap_t *me = hk__tls_heap;
+                unsigned c = pg->cls;
+                if (hk_likely(me->xc[c].n < me->xc[c].cap[other != 0])) {
+                    hk__xcache_push(me, pg, c, b);
+                    return;
+                }
+                hk__free_cached(p);
                 return;
             }
         }

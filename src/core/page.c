@@ -683,23 +683,17 @@ static inline void xcache_count_foreign(hk_theap_t *me, unsigned c)
 }
 
 /* A free that passed the fast path's checks (a live block's start, flags
- * at most FULL and MIXED) and is not the owner's into a page without
- * flags: into this thread's block cache while the class has room, another
- * live thread's block (its page may sit in the owner's full list: the
- * block stays out either way) or, in a mixed heap, its own (cap[0] is 0
- * in a heap that is not mixed). The bound is picked by index, not by a
- * branch: in a thread that frees its own and other threads' blocks by
- * turns, which one comes next is a coin toss. A full class goes the slow
- * way, which sends its older half home first; an own block of a mixed
- * heap goes on its page's list. */
-void hk__free_cached(hk_segment_t *seg, hk_page_t *pg, hk_block_t *b, uint32_t flags, uintptr_t other)
+ * at most FULL and MIXED) and found its class of the block cache full (or
+ * closed): an own block of a mixed heap's page goes on the page's list;
+ * anything else takes the slow way, which sends the class's older half
+ * home first. */
+void hk__free_cached(void *p)
 {
-    hk_theap_t *me = hk__tls_heap;
-    unsigned c = pg->cls;
-    if (hk_likely(me->xc[c].n < me->xc[c].cap[other != 0])) {
-        hk__xcache_push(me, pg, c, b);
-        return;
-    }
+    hk_segment_t *seg = hk__segment_of(p);
+    hk_page_t *pg = hk__page_at(seg, p);
+    hk_block_t *b = p;
+    uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
+    uintptr_t other = __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) ^ hk__thread_id();
     if ((flags | other) == HK_PF_MIXED) {
         b->next = pg->free;
         b->tag = HK_FREE_TAG(pg);
