@@ -429,6 +429,18 @@ HK_INLINE uint32_t hk__page_mode(const hk_theap_t *heap, unsigned cls)
 
 /* ---------------------------------------------------------------- fast paths */
 
+/* The owner's free of b onto its page's list, last in, first out: the next
+ * malloc of the class takes it, its line still in the cache. */
+HK_INLINE void hk__page_push_own(hk_segment_t *seg, hk_page_t *pg, hk_block_t *b)
+{
+    b->next = pg->free;
+    b->tag = HK_FREE_TAG(pg);
+    pg->free = b;
+    HK_STAT_ADD(&seg->heap->st.free_bytes, pg->block_size);
+    (void)seg;
+    if (hk_unlikely(--pg->used == 0)) hk__page_now_empty(pg);
+}
+
 /* Push b (of page pg, class c < HK_XCLASSES, room checked) on the cache. */
 HK_INLINE void hk__xcache_push(hk_theap_t *me, const hk_page_t *pg, unsigned c, hk_block_t *b)
 {
@@ -492,14 +504,9 @@ HK_INLINE void hk__free(void *p)
             uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
             uintptr_t other = tid ^ hk__thread_id();   /* 0: the owner frees */
             /* The owner of a page with no flag (a heap that is not mixed):
-             * one test for both. Last in, first out: malloc's next block
-             * of the class is this one, its line still in the cache. */
+             * one test for both. */
             if (hk_likely((flags | other) == 0)) {
-                b->next = pg->free;
-                b->tag = HK_FREE_TAG(pg);
-                pg->free = b;
-                HK_STAT_ADD(&seg->heap->st.free_bytes, pg->block_size);
-                if (hk_unlikely(--pg->used == 0)) hk__page_now_empty(pg);
+                hk__page_push_own(seg, pg, b);
                 return;
             }
             /* Into this thread's block cache while the class has room:

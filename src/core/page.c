@@ -582,16 +582,12 @@ static bool block_freed(const hk_page_t *pg, uint32_t flags, const hk_block_t *b
  * the segment, else onto the page's atomic thread_free. */
 static void page_free_block(hk_segment_t *seg, hk_page_t *pg, hk_block_t *b, uint32_t flags)
 {
-    b->tag = HK_FREE_TAG(pg);
     if (__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == hk__thread_id()) {
-        b->next = pg->free;
-        pg->free = b;
-        hk_theap_t *heap = seg->heap;
-        HK_STAT_ADD(&heap->st.free_bytes, pg->block_size);
-        if (flags & HK_PF_FULL) page_unfull(heap, pg);
-        if (--pg->used == 0) hk__page_now_empty(pg);
+        if (flags & HK_PF_FULL) page_unfull(seg->heap, pg);
+        hk__page_push_own(seg, pg, b);
         return;
     }
+    b->tag = HK_FREE_TAG(pg);
     hk_block_t *head = __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED);
     do { b->next = head; }
     while (!__atomic_compare_exchange_n(&pg->thread_free, &head, b, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
@@ -695,14 +691,9 @@ void hk__free_cached(void *p)
     uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
     uintptr_t other = __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) ^ hk__thread_id();
     if ((flags | other) == HK_PF_MIXED) {
-        b->next = pg->free;
-        b->tag = HK_FREE_TAG(pg);
-        pg->free = b;
-        HK_STAT_ADD(&seg->heap->st.free_bytes, pg->block_size);
-        if (hk_unlikely(--pg->used == 0)) hk__page_now_empty(pg);
+        hk__page_push_own(seg, pg, b);
         return;
     }
-    (void)seg;
     hk__free_generic(b);
 }
 
