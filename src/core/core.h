@@ -77,7 +77,8 @@ typedef struct hk_page {
     uint32_t used;             /* blocks out (remote frees count once collected) */
     uint16_t capacity;         /* blocks carved out so far */
     uint64_t free_time;        /* ms when the span was given back to the segment; in an
-                                  * empty page its class keeps, the heap's purge_epoch then */
+                                  * empty page its class keeps, the heap's spans_made (high
+                                  * 32 bits) and purge_epoch (low) when it emptied */
     uint32_t sparse_since;     /* owner only: ms (low 32 bits, | 1) when a purge first found the
                                   * page sparse, 0 when the last look found it busy (trimming) */
 } hk_page_t;
@@ -175,6 +176,7 @@ typedef struct hk_theap {
     uint32_t freed_pages;             /* one-page spans given back since the last budget check */
     uint32_t used_hwm;                /* most pages in use seen by a budget check */
     uint32_t trim_next;               /* class where the next purge's page trimming starts */
+    uint32_t spans_made;              /* spans this heap took for its classes: the age of a kept empty page */
     uint64_t purge_since;             /* ms when purge_due was set after the last purge: caps the pushback */
     uintptr_t key;                    /* reserved: heap key for the checking modes */
     struct hk_theap *next_heap, *prev_heap;
@@ -309,6 +311,7 @@ HK_INLINE bool hk__is_block(const hk_page_t *pg, const void *p)
 /* Slow paths. */
 void *hk__malloc_generic(hk_theap_t *heap, size_t size) HK_HIDDEN HK_NOINLINE;
 #define HK_TICK_MALLOCS 65536
+#define HK_KEPT_IDLE_SPANS 8      /* see retire_kept in page.c */
 /* Returns b, so that the fast path tail-calls it. */
 void *hk__heap_tick(hk_theap_t *heap, void *b) HK_HIDDEN HK_NOINLINE;
 void  hk__free_generic(void *p) HK_HIDDEN HK_NOINLINE;
