@@ -19,6 +19,7 @@
 #define HK_PAGE_SHIFT  16
 #define HK_PAGE_SIZE   ((size_t)1 << HK_PAGE_SHIFT)
 #define HK_SEG_PAGES   (HK_SEG_SIZE / HK_PAGE_SIZE)
+#define HK_TAIL_UNIT   4096                      /* a reused span's unused tail is purged in these */
 #define HK_NCLASS      65
 #define HK_SMALL_MAX   ((size_t)2 << 20)        /* largest size class: 2 MiB */
 #define HK_HUGE_OFF    64                        /* huge block offset in its mapping */
@@ -76,6 +77,9 @@ typedef struct hk_page {
     hk_block_t *free __attribute__((aligned(64)));   /* malloc pops, owner frees push */
     uint32_t used;             /* blocks out (remote frees count once collected) */
     uint16_t capacity;         /* blocks carved out so far */
+    uint8_t  clean;            /* free page, not purged: 4 KiB units at the end of this 64 KiB
+                                  * page that no block reached since it was last purged (0 when
+                                  * not known: a cached segment's cleared descriptor) */
     uint64_t free_time;        /* ms when the span was given back to the segment; in an
                                   * empty page its class keeps, the heap's spans_made (high
                                   * 32 bits) and purge_epoch (low) when it emptied */

@@ -348,6 +348,15 @@ static void page_init(hk_theap_t *heap, hk_page_t *pg, size_t cls)
 bool hk__page_retire(hk_theap_t *heap, hk_page_t *pg)
 {
     page_set_trimmed(pg, 0);   /* the segment's own purge accounting takes over */
+    /* How far the carved blocks reached into the span: the next class to
+     * take these pages purges what lies past its own blocks (see
+     * hk__segment_alloc_span). */
+    size_t reach = page_lead(pg) + (size_t)pg->capacity * pg->block_size;
+    for (unsigned j = 0; j < pg->span; j++) {
+        size_t in = reach > (size_t)j * HK_PAGE_SIZE ? reach - (size_t)j * HK_PAGE_SIZE : 0;
+        if (in > HK_PAGE_SIZE) in = HK_PAGE_SIZE;
+        pg[j].clean = (uint8_t)((HK_PAGE_SIZE - hk__align_up(in, HK_TAIL_UNIT)) / HK_TAIL_UNIT);
+    }
     hk__cap_give(heap, (size_t)pg->span * HK_PAGE_SIZE);
     HK_ATOMIC_SUB(&hk__gstats.pages, 1);
     HK_ATOMIC_SUB(&hk__gstats.page_bytes, (uint64_t)pg->span * HK_PAGE_SIZE);

@@ -310,6 +310,27 @@ static void take_pages(hk_segment_t *seg, uint64_t bits, unsigned n)
     seg->used_pages += n;
 }
 
+/* Resident pages taken for a class whose blocks end short of where the
+ * last class's carved blocks reached: the memory in between would stay
+ * resident and unused for as long as the span serves the new class (a
+ * 64 KiB page that held 16 KiB blocks, reused for one 40 KiB block, kept
+ * 24 KiB). It goes back now, in one call; where the new blocks reach as
+ * far (small classes fill their page to within a block) there is no call. */
+static void purge_tail(hk_segment_t *seg, unsigned i, unsigned n, size_t block)
+{
+    if (seg->thp) return;   /* a huge page would be split */
+    size_t lead = i == 0 ? HK_SEG_HDR : 0;
+    size_t need = hk__align_up(lead + ((size_t)n * HK_PAGE_SIZE - lead) / block * block, HK_TAIL_UNIT);
+    size_t reach = 0;
+    for (unsigned j = 0; j < n; j++)
+        if (!(seg->purged_mask & ((uint64_t)1 << (i + j))))
+            reach = (size_t)(j + 1) * HK_PAGE_SIZE - (size_t)seg->pages[i + j].clean * HK_TAIL_UNIT;
+    if (reach > need) {
+        char *base = (char *)seg + (size_t)i * HK_PAGE_SIZE;
+        hk__purge_range(base + need, reach - need);
+    }
+}
+
 hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block, bool resident_only)
 {
     uint64_t m = seg->free_mask;
@@ -325,6 +346,7 @@ hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block, b
     if (r & m) m &= r;
     else if (resident_only) return NULL;
     unsigned i = (unsigned)__builtin_ctzll(m);
+    purge_tail(seg, i, n, block);
     take_pages(seg, span_bits(i, n), n);
     hk_page_t *head = &seg->pages[i];
     head->span = (uint8_t)n;

@@ -4,6 +4,7 @@
 #include "test.h"
 #include "heapkit.h"
 #include <time.h>
+#include <sys/mman.h>
 
 static size_t rss_kb(void)
 {
@@ -328,6 +329,50 @@ static void test_active_kept_page_stays(void)
     hk_collect(1);
 }
 
+/* A resident free page taken by a class whose blocks end short of where
+ * the last ones reached gives the rest back: a page of four 16 KiB blocks,
+ * all written, then one 40 KiB block, whose last 24 KiB are not resident. */
+static void test_reused_page_tail_purged(void)
+{
+    enum { B = 16 * 1024, N = 10, PAGE = 64 * 1024, BIG = 40 * 1024 };
+    static void *v[N];
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 3600000) == 0);
+    hk_collect(1);
+    for (int i = 0; i < N; i++) { v[i] = hk_malloc(B); REQUIRE(v[i] != NULL); memset(v[i], 0x5a, B); }
+    /* A page whose four blocks are all here and start at its base (10
+     * blocks: another page of the class is in use but not full, so the
+     * page empties into the segment rather than being kept). */
+    uintptr_t page = 0;
+    for (int i = 0; i < N && !page; i++) {
+        uintptr_t x = (uintptr_t)v[i] & ~(uintptr_t)(PAGE - 1);
+        int in = 0;
+        for (int j = 0; j < N; j++) in += ((uintptr_t)v[j] & ~(uintptr_t)(PAGE - 1)) == x;
+        if (in == PAGE / B && x == (uintptr_t)v[i]) page = x;
+    }
+    REQUIRE(page != 0);
+    for (int i = 0; i < N; i++)
+        if (((uintptr_t)v[i] & ~(uintptr_t)(PAGE - 1)) == page) { hk_free(v[i]); v[i] = NULL; }
+    unsigned char vec[PAGE / 4096];
+    REQUIRE(mincore((void *)page, PAGE, vec) == 0);
+    int before = 0;
+    for (int k = 0; k < PAGE / 4096; k++) before += vec[k] & 1;
+    unsigned char *p = hk_malloc(BIG);
+    REQUIRE(p != NULL);
+    CHECK((uintptr_t)p == page);       /* the resident free page before fresh ones */
+    REQUIRE(mincore((void *)page, PAGE, vec) == 0);
+    int head = 0, tail = 0;
+    for (int k = 0; k < PAGE / 4096; k++) { if (k < BIG / 4096) head += vec[k] & 1; else tail += vec[k] & 1; }
+    fprintf(stderr, "  freed page: %d of 16 4-KiB pages resident; reused for 40 KiB: %d in the block, %d past it\n",
+            before, head, tail);
+    CHECK(before == PAGE / 4096);
+    CHECK(tail == 0);
+    memset(p, 1, BIG);
+    hk_free(p);
+    for (int i = 0; i < N; i++) hk_free(v[i]);
+    hk_option_set(HK_OPTION_PURGE_DELAY, 10);
+    hk_collect(1);
+}
+
 /* A class's only page (the one malloc takes its blocks from) is not
  * trimmed by purges under a delay: its free blocks are the next ones out,
  * and a trimmed page sends every free into it the slow way. A class kept to a few live
@@ -535,6 +580,7 @@ int main(void)
     RUN(test_active_page_not_trimmed);
     RUN(test_kept_pages_reused);
     RUN(test_active_kept_page_stays);
+    RUN(test_reused_page_tail_purged);
     RUN(test_unused_class_pages_go_back);
     RUN(test_purge_comes_due_under_churn);
     RUN(test_purge_comes_due_without_collect);
