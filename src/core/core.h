@@ -20,6 +20,7 @@
 #define HK_PAGE_SIZE   ((size_t)1 << HK_PAGE_SHIFT)
 #define HK_SEG_PAGES   (HK_SEG_SIZE / HK_PAGE_SIZE)
 #define HK_TAIL_UNIT   4096                      /* a reused span's unused tail is purged in these */
+#define HK_TAIL_LOOK   16                        /* resident runs compared for the least to purge */
 #define HK_NCLASS      65
 #define HK_SMALL_MAX   ((size_t)2 << 20)        /* largest size class: 2 MiB */
 #define HK_HUGE_OFF    64                        /* huge block offset in its mapping */

@@ -314,21 +314,18 @@ static void take_pages(hk_segment_t *seg, uint64_t bits, unsigned n)
  * last class's carved blocks reached: the memory in between would stay
  * resident and unused for as long as the span serves the new class (a
  * 64 KiB page that held 16 KiB blocks, reused for one 40 KiB block, kept
- * 24 KiB). It goes back now, in one call; where the new blocks reach as
- * far (small classes fill their page to within a block) there is no call. */
-static void purge_tail(hk_segment_t *seg, unsigned i, unsigned n, size_t block)
+ * 24 KiB). tail_excess says how much that is for a span of n pages at
+ * page i (0: none), and where the new blocks end (`need`, from the span's
+ * start, in whole purge units). */
+static size_t tail_excess(const hk_segment_t *seg, unsigned i, unsigned n, size_t block, size_t *need)
 {
-    if (seg->thp) return;   /* a huge page would be split */
     size_t lead = i == 0 ? HK_SEG_HDR : 0;
-    size_t need = hk__align_up(lead + ((size_t)n * HK_PAGE_SIZE - lead) / block * block, HK_TAIL_UNIT);
+    *need = hk__align_up(lead + ((size_t)n * HK_PAGE_SIZE - lead) / block * block, HK_TAIL_UNIT);
     size_t reach = 0;
     for (unsigned j = 0; j < n; j++)
         if (!(seg->purged_mask & ((uint64_t)1 << (i + j))))
             reach = (size_t)(j + 1) * HK_PAGE_SIZE - (size_t)seg->pages[i + j].clean * HK_TAIL_UNIT;
-    if (reach > need) {
-        char *base = (char *)seg + (size_t)i * HK_PAGE_SIZE;
-        hk__purge_range(base + need, reach - need);
-    }
+    return reach > *need ? reach - *need : 0;
 }
 
 hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block, bool resident_only)
@@ -343,10 +340,28 @@ hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block, b
      * set from creeping over the purged pages while freed ones wait. */
     uint64_t res = seg->free_mask & ~seg->purged_mask, r = res;
     for (unsigned k = 1; k < n && r; k++) r &= res >> k;
-    if (r & m) m &= r;
-    else if (resident_only) return NULL;
-    unsigned i = (unsigned)__builtin_ctzll(m);
-    purge_tail(seg, i, n, block);
+    unsigned i;
+    size_t need, excess;
+    if (r & m) {
+        /* Among the first few resident runs, the one whose old blocks
+         * reached least past the new ones: less to purge now and to fault
+         * back in if the block grows in place. */
+        m &= r;
+        i = (unsigned)__builtin_ctzll(m);
+        excess = tail_excess(seg, i, n, block, &need);
+        uint64_t c = m & (m - 1);
+        for (unsigned look = 1; c && excess && look < HK_TAIL_LOOK; look++, c &= c - 1) {
+            unsigned k = (unsigned)__builtin_ctzll(c);
+            size_t nk, ek = tail_excess(seg, k, n, block, &nk);
+            if (ek < excess) { i = k; excess = ek; need = nk; }
+        }
+    } else {
+        if (resident_only) return NULL;
+        i = (unsigned)__builtin_ctzll(m);
+        excess = tail_excess(seg, i, n, block, &need);
+    }
+    if (excess && !seg->thp)    /* (a huge page would be split) */
+        hk__purge_range((char *)seg + (size_t)i * HK_PAGE_SIZE + need, excess);
     take_pages(seg, span_bits(i, n), n);
     hk_page_t *head = &seg->pages[i];
     head->span = (uint8_t)n;
