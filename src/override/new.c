@@ -61,33 +61,36 @@ static inline void *new_nothrow(size_t n)
 #define HK_NEW(name, sym, params, body) \
     HK_EXPORT void *name params __asm__(sym); \
     void *name params { body }
-#define HK_DEL(name, sym, params) \
-    HK_EXPORT void name params __asm__(sym); \
-    void name params { hk__free(p); }
+#define HK_NEW_ARRAY(name, sym, params, target) \
+    HK_EXPORT void *name params __asm__(sym) __attribute__((alias(target)));
 
 /* operator new / new[]: (size_t), (size_t, nothrow_t const &), (size_t, align_val_t),
- * (size_t, align_val_t, nothrow_t const &) */
+ * (size_t, align_val_t, nothrow_t const &); new[] is an alias of new. */
 HK_NEW(hk_cxx_new,          "_Znwm",                            (size_t n), return new_plain(n);)
-HK_NEW(hk_cxx_new_a,        "_Znam",                            (size_t n), return new_plain(n);)
 HK_NEW(hk_cxx_new_nt,       "_ZnwmRKSt9nothrow_t",              (size_t n, const void *t), (void)t; return new_nothrow(n);)
-HK_NEW(hk_cxx_new_a_nt,     "_ZnamRKSt9nothrow_t",              (size_t n, const void *t), (void)t; return new_nothrow(n);)
 HK_NEW(hk_cxx_new_al,       "_ZnwmSt11align_val_t",             (size_t n, size_t al), return new_aligned(n, al, false);)
-HK_NEW(hk_cxx_new_a_al,     "_ZnamSt11align_val_t",             (size_t n, size_t al), return new_aligned(n, al, false);)
 HK_NEW(hk_cxx_new_al_nt,    "_ZnwmSt11align_val_tRKSt9nothrow_t", (size_t n, size_t al, const void *t), (void)t; return new_aligned(n, al, true);)
-HK_NEW(hk_cxx_new_a_al_nt,  "_ZnamSt11align_val_tRKSt9nothrow_t", (size_t n, size_t al, const void *t), (void)t; return new_aligned(n, al, true);)
+HK_NEW_ARRAY(hk_cxx_new_a,       "_Znam",                             (size_t n), "_Znwm")
+HK_NEW_ARRAY(hk_cxx_new_a_nt,    "_ZnamRKSt9nothrow_t",               (size_t n, const void *t), "_ZnwmRKSt9nothrow_t")
+HK_NEW_ARRAY(hk_cxx_new_a_al,    "_ZnamSt11align_val_t",              (size_t n, size_t al), "_ZnwmSt11align_val_t")
+HK_NEW_ARRAY(hk_cxx_new_a_al_nt, "_ZnamSt11align_val_tRKSt9nothrow_t", (size_t n, size_t al, const void *t), "_ZnwmSt11align_val_tRKSt9nothrow_t")
 
-#pragma GCC diagnostic ignored "-Wunused-parameter"   /* sized/aligned deletes ignore the extras */
-
-/* operator delete / delete[]: plain, sized, nothrow, aligned, sized+aligned, aligned+nothrow */
-HK_DEL(hk_cxx_del,          "_ZdlPv",                           (void *p))
-HK_DEL(hk_cxx_del_a,        "_ZdaPv",                           (void *p))
-HK_DEL(hk_cxx_del_s,        "_ZdlPvm",                          (void *p, size_t n))
-HK_DEL(hk_cxx_del_a_s,      "_ZdaPvm",                          (void *p, size_t n))
-HK_DEL(hk_cxx_del_nt,       "_ZdlPvRKSt9nothrow_t",             (void *p, const void *t))
-HK_DEL(hk_cxx_del_a_nt,     "_ZdaPvRKSt9nothrow_t",             (void *p, const void *t))
-HK_DEL(hk_cxx_del_al,       "_ZdlPvSt11align_val_t",            (void *p, size_t al))
-HK_DEL(hk_cxx_del_a_al,     "_ZdaPvSt11align_val_t",            (void *p, size_t al))
-HK_DEL(hk_cxx_del_s_al,     "_ZdlPvmSt11align_val_t",           (void *p, size_t n, size_t al))
-HK_DEL(hk_cxx_del_a_s_al,   "_ZdaPvmSt11align_val_t",           (void *p, size_t n, size_t al))
-HK_DEL(hk_cxx_del_al_nt,    "_ZdlPvSt11align_val_tRKSt9nothrow_t", (void *p, size_t al, const void *t))
-HK_DEL(hk_cxx_del_a_al_nt,  "_ZdaPvSt11align_val_tRKSt9nothrow_t", (void *p, size_t al, const void *t))
+/* operator delete / delete[] in all their forms: one body, the others
+ * aliases of it. The sized, aligned and nothrow forms pass arguments that
+ * free does not read, which the C calling conventions allow (the callee
+ * ignores the registers or stack slots it does not use). Twelve inlined
+ * copies of the free fast path were 4 KiB of the library's resident text. */
+HK_EXPORT void hk_cxx_del(void *p) __asm__("_ZdlPv");
+void hk_cxx_del(void *p) { hk__free(p); }
+#define HK_DEL(name, sym) HK_EXPORT void name(void *p) __asm__(sym) __attribute__((alias("_ZdlPv")));
+HK_DEL(hk_cxx_del_a,        "_ZdaPv")
+HK_DEL(hk_cxx_del_s,        "_ZdlPvm")
+HK_DEL(hk_cxx_del_a_s,      "_ZdaPvm")
+HK_DEL(hk_cxx_del_nt,       "_ZdlPvRKSt9nothrow_t")
+HK_DEL(hk_cxx_del_a_nt,     "_ZdaPvRKSt9nothrow_t")
+HK_DEL(hk_cxx_del_al,       "_ZdlPvSt11align_val_t")
+HK_DEL(hk_cxx_del_a_al,     "_ZdaPvSt11align_val_t")
+HK_DEL(hk_cxx_del_s_al,     "_ZdlPvmSt11align_val_t")
+HK_DEL(hk_cxx_del_a_s_al,   "_ZdaPvmSt11align_val_t")
+HK_DEL(hk_cxx_del_al_nt,    "_ZdlPvSt11align_val_tRKSt9nothrow_t")
+HK_DEL(hk_cxx_del_a_al_nt,  "_ZdaPvSt11align_val_tRKSt9nothrow_t")

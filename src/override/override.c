@@ -23,12 +23,11 @@ HK_EXPORT void *pvalloc(size_t size) { return hk_pvalloc(size); }
 HK_EXPORT size_t malloc_usable_size(void *p) { return hk__usable_size(p); }
 HK_EXPORT void malloc_stats(void) { hk_stats_print(); }
 
-/* C23 names; glibc 2.36 does not declare them yet. */
-HK_EXPORT void free_sized(void *p, size_t size);
-HK_EXPORT void free_aligned_sized(void *p, size_t align, size_t size);
-void free_sized(void *p, size_t size) { (void)size; hk__free(p); }
-void free_aligned_sized(void *p, size_t align, size_t size) { (void)align; (void)size; hk__free(p); }
-
-/* Old glibc names some programs still call. */
-HK_EXPORT void cfree(void *p);
-void cfree(void *p) { hk__free(p); }
+/* C23's free_sized and free_aligned_sized, and the old glibc name cfree
+ * some programs still call: aliases of free (one copy of its fast path;
+ * the size and alignment arguments are not read, which the calling
+ * convention allows). Declared under other C names so that a libc header
+ * that declares the C23 functions does not clash with free's type. */
+HK_EXPORT void hk_free_sized_alias(void *p) __asm__("free_sized") __attribute__((alias("free"), nothrow, leaf));
+HK_EXPORT void hk_free_aligned_sized_alias(void *p) __asm__("free_aligned_sized") __attribute__((alias("free"), nothrow, leaf));
+HK_EXPORT void hk_cfree_alias(void *p) __asm__("cfree") __attribute__((alias("free"), nothrow, leaf));
