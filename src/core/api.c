@@ -105,7 +105,7 @@ void *hk__malloc_aligned(size_t align, size_t size)
 
 void *hk_malloc(size_t size) { return hk__malloc(size); }
 void  hk_free(void *p) { hk__free(p); }
-void *hk_calloc(size_t n, size_t size) { return hk__calloc(n, size); }
+HK_API void *hk__calloc_alias(size_t n, size_t size) __asm__("hk_calloc") __attribute__((alias("hk__calloc")));   /* one copy */
 HK_API void *hk__realloc_alias(void *p, size_t size) __asm__("hk_realloc") __attribute__((alias("hk__realloc")));   /* one copy */
 
 void *hk_reallocarray(void *p, size_t n, size_t size)
