@@ -151,8 +151,8 @@ size_t hk_malloc_usable_size(const void *p) { return hk__usable_size(p); }
 /* Aliases of hk_free, under other C names: the size and alignment are
  * not read (the calling convention allows that), and one copy of the free
  * fast path serves all three. */
-HK_API void hk__free_sized_alias(void *p) __asm__("hk_free_sized") __attribute__((alias("hk_free")));
-HK_API void hk__free_aligned_sized_alias(void *p) __asm__("hk_free_aligned_sized") __attribute__((alias("hk_free")));
+HK_API void hk__free_sized_alias(void *p) __asm__("hk_free_sized") __attribute__((alias("hk_free"), weak));
+HK_API void hk__free_aligned_sized_alias(void *p) __asm__("hk_free_aligned_sized") __attribute__((alias("hk_free"), weak));
 
 void hk_collect(int force)
 {

@@ -62,7 +62,7 @@ static inline void *new_nothrow(size_t n)
     HK_EXPORT void *name params __asm__(sym); \
     void *name params { body }
 #define HK_NEW_ARRAY(name, sym, params, target) \
-    HK_EXPORT void *name params __asm__(sym) __attribute__((alias(target)));
+    HK_EXPORT void *name params __asm__(sym) __attribute__((alias(target), weak));
 
 /* operator new / new[]: (size_t), (size_t, nothrow_t const &), (size_t, align_val_t),
  * (size_t, align_val_t, nothrow_t const &); new[] is an alias of new. */
@@ -82,7 +82,7 @@ HK_NEW_ARRAY(hk_cxx_new_a_al_nt, "_ZnamSt11align_val_tRKSt9nothrow_t", (size_t n
  * copies of the free fast path were 4 KiB of the library's resident text. */
 HK_EXPORT void hk_cxx_del(void *p) __asm__("_ZdlPv");
 void hk_cxx_del(void *p) { hk__free(p); }
-#define HK_DEL(name, sym) HK_EXPORT void name(void *p) __asm__(sym) __attribute__((alias("_ZdlPv")));
+#define HK_DEL(name, sym) HK_EXPORT void name(void *p) __asm__(sym) __attribute__((alias("_ZdlPv"), weak));
 HK_DEL(hk_cxx_del_a,        "_ZdaPv")
 HK_DEL(hk_cxx_del_s,        "_ZdlPvm")
 HK_DEL(hk_cxx_del_a_s,      "_ZdaPvm")

@@ -27,7 +27,9 @@ HK_EXPORT void malloc_stats(void) { hk_stats_print(); }
  * some programs still call: aliases of free (one copy of its fast path;
  * the size and alignment arguments are not read, which the calling
  * convention allows). Declared under other C names so that a libc header
- * that declares the C23 functions does not clash with free's type. */
-HK_EXPORT void hk_free_sized_alias(void *p) __asm__("free_sized") __attribute__((alias("free"), nothrow, leaf));
-HK_EXPORT void hk_free_aligned_sized_alias(void *p) __asm__("free_aligned_sized") __attribute__((alias("free"), nothrow, leaf));
-HK_EXPORT void hk_cfree_alias(void *p) __asm__("cfree") __attribute__((alias("free"), nothrow, leaf));
+ * that declares the C23 functions does not clash with free's type; weak,
+ * so that profilers name the shared code `free` (perf picks the global
+ * symbol among aliases, else the longest name). */
+HK_EXPORT void hk_free_sized_alias(void *p) __asm__("free_sized") __attribute__((alias("free"), weak, nothrow, leaf));
+HK_EXPORT void hk_free_aligned_sized_alias(void *p) __asm__("free_aligned_sized") __attribute__((alias("free"), weak, nothrow, leaf));
+HK_EXPORT void hk_cfree_alias(void *p) __asm__("cfree") __attribute__((alias("free"), weak, nothrow, leaf));
