@@ -71,8 +71,9 @@ typedef struct hk_page {
     char *start;               /* first block */
     hk_block_t *thread_free;   /* atomic: other threads' frees */
     struct hk_theap *heap;      /* atomic: owner heap (NULL when abandoned) */
-    struct hk_page *next, *prev;
     uint64_t inv;              /* 2^44 / block_size + 1: block index of an offset without a division */
+    uint32_t dmagic;           /* block_size = d0 << dshift, d0 odd: the inverse of d0 mod 2^32 */
+    uint8_t  dshift;           /* (see hk__is_block) */
     /* Second line: the owner's hot fields, so that other threads reading
      * the first line never steal the line malloc and free write. */
     hk_block_t *free __attribute__((aligned(64)));   /* malloc pops, owner frees push */
@@ -86,6 +87,7 @@ typedef struct hk_page {
                                   * 32 bits) and purge_epoch (low) when it emptied */
     uint32_t sparse_since;     /* owner only: ms (low 32 bits, | 1) when a purge first found the
                                   * page sparse, 0 when the last look found it busy (trimming) */
+    struct hk_page *next, *prev;   /* owner only: the page's queue */
 } hk_page_t;
 _Static_assert(sizeof(hk_page_t) == 128, "a page is two cache lines");
 
@@ -302,16 +304,27 @@ HK_INLINE hk_page_t *hk__page_at(hk_segment_t *seg, const void *p)
     return &seg->pages[((uintptr_t)p & HK_SEG_MASK) >> HK_PAGE_SHIFT];
 }
 
-/* Is p the start of one of pg's blocks? The index comes from the page's
- * reciprocal; the bound matters too (the slack after the last block is a
- * multiple of the size as well). A pointer below `start` wraps to an
- * offset no index times the size can match. */
+/* Is p the start of one of pg's blocks? One multiply and a rotate answer
+ * "is the offset a multiple of the size, and is the quotient below
+ * `reserved`" at once (the divisibility test of Granlund and Montgomery):
+ * with the size d = d0 * 2^k (d0 odd) and x the offset mod 2^32,
+ * ror32(x * d0^-1, k) is x / d when d divides x, and otherwise at least
+ * 2^32 / d, which no span's block count reaches (a span is at most a 4 MiB
+ * segment). A pointer below `start` wraps to an x of 2^32 - 4 MiB or more,
+ * whose quotient, if d divides it, is as far out of range. A page not in
+ * use reads dmagic 0 (a cleared descriptor) or its last class's values;
+ * the flags send either to the slow path, as before. */
 HK_INLINE bool hk__is_block(const hk_page_t *pg, const void *p)
 {
-    uint64_t off = (uint64_t)((const char *)p - pg->start);
-    uint64_t idx = (off * pg->inv) >> 44;
-    return idx * pg->block_size == off && idx < pg->reserved;
+    uint32_t x = (uint32_t)((uintptr_t)p - (uintptr_t)pg->start) * pg->dmagic;
+    unsigned k = pg->dshift;
+    return ((x >> k) | (x << ((32 - k) & 31))) < pg->reserved;
 }
+
+/* The class a page serves: block size, class, and the constants of the
+ * index and hk__is_block (set when a page is initialised or its one block
+ * grows). */
+void hk__page_set_class(hk_page_t *pg, size_t cls) HK_HIDDEN;
 
 /* Slow paths. */
 void *hk__malloc_generic(hk_theap_t *heap, size_t size) HK_HIDDEN HK_NOINLINE;

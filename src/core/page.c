@@ -314,13 +314,16 @@ static void page_extend(hk_page_t *pg)
     pg->capacity = (uint16_t)(pg->capacity + n);
 }
 
-/* The class a page serves: its block size and the reciprocal that finds a
- * block's index (set when a page is initialised or its one block grows). */
-static void page_set_class(hk_page_t *pg, size_t cls)
+void hk__page_set_class(hk_page_t *pg, size_t cls)
 {
     pg->block_size = hk__class_size[cls];
     pg->cls = (uint8_t)cls;
     pg->inv = ((uint64_t)1 << 44) / pg->block_size + 1;
+    unsigned k = (unsigned)__builtin_ctz(pg->block_size);
+    uint32_t d0 = pg->block_size >> k, y = d0;     /* d0 * y == 1 mod 2^32 after the Newton steps */
+    for (int i = 0; i < 4; i++) y *= 2 - d0 * y;
+    pg->dmagic = y;
+    pg->dshift = (uint8_t)k;
 }
 
 static void page_init(hk_theap_t *heap, hk_page_t *pg, size_t cls)
@@ -333,7 +336,7 @@ static void page_init(hk_theap_t *heap, hk_page_t *pg, size_t cls)
     pg->free = NULL;
     pg->used = 0;
     pg->sparse_since = 0;
-    page_set_class(pg, cls);
+    hk__page_set_class(pg, cls);
     pg->capacity = 0;
     __atomic_store_n(&pg->trimmed, 0, __ATOMIC_RELAXED);
     pg->reserved = (uint16_t)(area / pg->block_size);
@@ -839,7 +842,7 @@ bool hk__page_grow_in_place(void *p, size_t size)
     hk_page_queue_t *q = (page_flags(pg) & HK_PF_FULL) ? &heap->full : &heap->queues[pg->cls];
     hk__queue_remove(q, pg);
     HK_STAT_ADD(&heap->st.malloc_bytes, bs - pg->block_size);
-    page_set_class(pg, cls);
+    hk__page_set_class(pg, cls);
     /* Still its one block, out: the page joins the full list of its new class. */
     hk__queue_push_back(&heap->full, pg);
     page_set_flags(pg, HK_PF_FULL | hk__page_mode(heap, (unsigned)cls));
