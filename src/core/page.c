@@ -432,26 +432,33 @@ static bool retire_kept(hk_theap_t *heap, size_t cls)
     return true;
 }
 
+/* A span of n pages for blocks of `block` bytes from the first of the
+ * heap's segments that has one (resident_only: all its pages resident). */
+static hk_page_t *span_from_segments(hk_theap_t *heap, unsigned n, size_t block, bool resident_only)
+{
+    hk_page_t *pg = NULL;
+    for (hk_segment_t *s = heap->segments; s && !pg; s = s->next)
+        if (s->free_mask & (resident_only ? ~s->purged_mask : ~(uint64_t)0))
+            pg = hk__segment_alloc_span(s, n, block, resident_only);
+    return pg;
+}
+
 /* A fresh span from the heap's own segments, or NULL. */
 static hk_page_t *page_new(hk_theap_t *heap, size_t cls)
 {
     unsigned n = class_span(cls);
-    hk_page_t *pg = NULL;
+    size_t block = hk__class_size[cls];
     /* Resident free pages in any segment before pages that would fault
      * in: the newest segment comes first in the list, and taking its
      * untouched pages while an older one's freed pages wait out the purge
      * delay adds both to the resident set. */
-    for (hk_segment_t *s = heap->segments; s && !pg; s = s->next)
-        if (s->free_mask & ~s->purged_mask) pg = hk__segment_alloc_span(s, n, hk__class_size[cls], true);
+    hk_page_t *pg = span_from_segments(heap, n, block, true);
     /* Then an empty page another class keeps (see hk__page_now_empty):
      * its memory is resident, and faulting in fresh pages while it waits
      * for a purge adds both to the resident set (a program that moves
      * from size to size kept one carved page for every size it used). */
-    if (!pg && retire_kept(heap, cls))
-        for (hk_segment_t *s = heap->segments; s && !pg; s = s->next)
-            if (s->free_mask & ~s->purged_mask) pg = hk__segment_alloc_span(s, n, hk__class_size[cls], true);
-    for (hk_segment_t *s = heap->segments; s && !pg; s = s->next)
-        if (s->free_mask) pg = hk__segment_alloc_span(s, n, hk__class_size[cls], false);
+    if (!pg && retire_kept(heap, cls)) pg = span_from_segments(heap, n, block, true);
+    if (!pg) pg = span_from_segments(heap, n, block, false);
     if (!pg) return NULL;
     page_init(heap, pg, cls);
     heap->spans_made++;
