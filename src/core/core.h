@@ -442,6 +442,18 @@ void  hk__free_outside(void *p) HK_HIDDEN HK_NOINLINE HK_COLD;
 void hk__options_init(void) HK_HIDDEN;
 void hk__invalid_free(const void *p, const char *why) HK_HIDDEN;
 
+/* The empty page class c keeps as its only page (see
+ * hk__page_now_empty: no block out, no remote free waiting), or NULL. Its
+ * free_time holds the heap's spans_made (high 32 bits) and purge_epoch
+ * (low) from when it emptied. */
+HK_INLINE hk_page_t *hk__kept_page(const hk_theap_t *heap, unsigned c)
+{
+    hk_page_t *pg = heap->queues[c].last;
+    if (!pg || pg != heap->queues[c].first || pg->used != 0 ||
+        __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED) != NULL) return NULL;
+    return pg;
+}
+
 /* The mode flag a page of class cls has in heap (HK_PF_MIXED or 0). */
 HK_INLINE uint32_t hk__page_mode(const hk_theap_t *heap, unsigned cls)
 {

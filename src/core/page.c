@@ -418,9 +418,8 @@ static bool retire_kept(hk_theap_t *heap, size_t cls)
     hk_page_t *best = NULL;
     uint32_t best_age = HK_KEPT_IDLE_SPANS - 1;
     for (unsigned c = 0; c < HK_NCLASS; c++) {
-        hk_page_t *pg = heap->queues[c].last;
-        if (c == cls || !pg || pg != heap->queues[c].first || pg->used != 0 ||
-            __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED) != NULL) continue;
+        hk_page_t *pg = hk__kept_page(heap, c);
+        if (c == cls || !pg) continue;
         uint32_t age = heap->spans_made - (uint32_t)(pg->free_time >> 32);
         if (age > best_age) { best = pg; best_age = age; }
     }

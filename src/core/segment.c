@@ -560,9 +560,8 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force, uint32_t trim_wa
      * carved memory resident for the life of the thread. */
     bool kept = false;
     for (unsigned c = 0; c < HK_NCLASS; c++) {
-        hk_page_t *pg = heap->queues[c].last;
-        if (pg && pg == heap->queues[c].first && pg->used == 0 &&
-            __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED) == NULL) {
+        hk_page_t *pg = hk__kept_page(heap, c);
+        if (pg) {
             if (c >= 41 || force || (uint32_t)pg->free_time != heap->purge_epoch) {
                 hk__queue_remove(&heap->queues[c], pg);
                 hk__page_retire(heap, pg);
