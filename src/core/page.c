@@ -101,20 +101,22 @@ static inline void page_flags_clear(hk_page_t *pg, uint32_t f) { __atomic_fetch_
 
 /* ------------------------------------------------------------ blocks */
 
-/* Move the (atomically taken) remote frees into `free`. */
+/* Move the (atomically taken) remote frees into `free`. The count comes
+ * with the list; only a page whose `free` is not empty (rare: callers
+ * collect when it ran dry) walks the list to link it in front. */
 void hk__page_collect(hk_page_t *pg)
 {
-    if (__atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED) != NULL) {
-        hk_block_t *list = __atomic_exchange_n(&pg->thread_free, NULL, __ATOMIC_ACQUIRE);
-        if (list) {
-            uint32_t n = 1;
-            hk_block_t *t = list;
-            while (t->next) { t = t->next; n++; }
-            t->next = pg->free;
-            pg->free = list;
-            pg->used -= n;
-        }
+    if (__atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED) == 0) return;
+    uintptr_t w = __atomic_exchange_n(&pg->thread_free, 0, __ATOMIC_ACQUIRE);
+    hk_block_t *list = hk__tf_list(w);
+    if (!list) return;
+    if (pg->free) {
+        hk_block_t *t = list;
+        while (t->next) t = t->next;
+        t->next = pg->free;
     }
+    pg->free = list;
+    pg->used -= hk__tf_count(w);
 }
 
 /* The index of the block that holds p (p is inside the page's block
@@ -340,7 +342,7 @@ static void page_init(hk_theap_t *heap, hk_page_t *pg, size_t cls)
     pg->capacity = 0;
     __atomic_store_n(&pg->trimmed, 0, __ATOMIC_RELAXED);
     pg->reserved = (uint16_t)(area / pg->block_size);
-    __atomic_store_n(&pg->thread_free, NULL, __ATOMIC_RELAXED);
+    __atomic_store_n(&pg->thread_free, 0, __ATOMIC_RELAXED);
     pg->start = start;
     __atomic_store_n(&pg->heap, heap, __ATOMIC_RELAXED);
     page_set_flags(pg, hk__page_mode(heap, (unsigned)cls));
@@ -376,7 +378,7 @@ static void page_to_full(hk_theap_t *heap, hk_page_t *pg)
     /* Pairs with the remote free's push-then-read-flags: either we see
      * its block here or it sees the flag and raises full_pending. */
     page_flags_or(pg, HK_PF_FULL);
-    if (__atomic_load_n(&pg->thread_free, __ATOMIC_SEQ_CST) != NULL)
+    if (__atomic_load_n(&pg->thread_free, __ATOMIC_SEQ_CST) != 0)
         __atomic_fetch_add(&heap->full_pending, 1, __ATOMIC_RELAXED);
 }
 
@@ -394,7 +396,7 @@ static void collect_full(hk_theap_t *heap)
     hk_page_t *next;
     for (hk_page_t *pg = heap->full.last ? heap->full.first : NULL; pg; pg = next) {
         next = pg->next;
-        if (__atomic_load_n(&pg->thread_free, __ATOMIC_SEQ_CST) == NULL) continue;
+        if (__atomic_load_n(&pg->thread_free, __ATOMIC_SEQ_CST) == 0) continue;
         hk__page_collect(pg);
         page_unfull(heap, pg);
         if (pg->used == 0) {
@@ -602,7 +604,7 @@ static void xcache_find(hk_theap_t *h, void *arg)
  * thread's included (parked heaps stay on the heap list too). */
 static bool block_listed(const hk_page_t *pg, const hk_block_t *b)
 {
-    const hk_block_t *lists[2] = { pg->free, __atomic_load_n(&pg->thread_free, __ATOMIC_ACQUIRE) };
+    const hk_block_t *lists[2] = { pg->free, hk__tf_list(__atomic_load_n(&pg->thread_free, __ATOMIC_ACQUIRE)) };
     for (unsigned k = 0; k < 2; k++) {
         unsigned n = 0;
         for (const hk_block_t *x = lists[k]; x && n <= pg->reserved; x = x->next, n++)
@@ -629,28 +631,42 @@ static bool block_freed(const hk_page_t *pg, uint32_t flags, const hk_block_t *b
     return hk_unlikely(b->tag == HK_FREE_TAG(pg)) && block_listed(pg, b);
 }
 
-/* Block `b` back to its page: onto `free` when the calling thread owns
- * the segment, else onto the page's atomic thread_free. */
-static void page_free_block(hk_segment_t *seg, hk_page_t *pg, hk_block_t *b, uint32_t flags)
+/* The chain first..last of k tagged blocks of pg onto the page's atomic
+ * thread_free, with one CAS (see HK_TF_SHIFT). */
+static void page_push_remote(hk_page_t *pg, hk_block_t *first, hk_block_t *last, uint32_t k)
 {
-    if (__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == hk__thread_id()) {
-        if (flags & HK_PF_FULL) page_unfull(seg->heap, pg);
-        hk__page_push_own(seg, pg, b);
-        return;
-    }
-    b->tag = HK_FREE_TAG(pg);
-    hk_block_t *head = __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED);
-    do { b->next = head; }
-    while (!__atomic_compare_exchange_n(&pg->thread_free, &head, b, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+    uintptr_t head = __atomic_load_n(&pg->thread_free, __ATOMIC_RELAXED), w;
+    do {
+        last->next = hk__tf_list(head);
+        w = (uintptr_t)first | ((uintptr_t)(hk__tf_count(head) + k) << HK_TF_SHIFT);
+    } while (!__atomic_compare_exchange_n(&pg->thread_free, &head, w, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
 #if HK_STATS_BLOCKS
     hk_theap_t *me = hk__tls_heap;
-    if (me != &hk__heap_empty) HK_STAT_ADD(&me->st.free_bytes, pg->block_size);
-    else HK_ATOMIC_ADD(&hk__gstats.dead_free_bytes, pg->block_size);
+    if (me != &hk__heap_empty) HK_STAT_ADD(&me->st.free_bytes, (uint64_t)k * pg->block_size);
+    else HK_ATOMIC_ADD(&hk__gstats.dead_free_bytes, (uint64_t)k * pg->block_size);
 #endif
     if (__atomic_load_n(&pg->flags, __ATOMIC_SEQ_CST) & HK_PF_FULL) {
         hk_theap_t *owner = __atomic_load_n(&pg->heap, __ATOMIC_RELAXED);
         if (owner) __atomic_fetch_add(&owner->full_pending, 1, __ATOMIC_RELAXED);
     }
+}
+
+static inline bool segment_mine(const hk_segment_t *seg)
+{
+    return __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == hk__thread_id();
+}
+
+/* Block `b` back to its page: onto `free` when the calling thread owns
+ * the segment, else onto the page's atomic thread_free. */
+static void page_free_block(hk_segment_t *seg, hk_page_t *pg, hk_block_t *b, uint32_t flags)
+{
+    if (segment_mine(seg)) {
+        if (flags & HK_PF_FULL) page_unfull(seg->heap, pg);
+        hk__page_push_own(seg, pg, b);
+        return;
+    }
+    b->tag = HK_FREE_TAG(pg);
+    page_push_remote(pg, b, b, 1);
 }
 
 /* The `n` oldest blocks of class c in the foreign-block cache back to their
@@ -662,12 +678,23 @@ static void xcache_flush_class(hk_theap_t *heap, unsigned c, unsigned n)
     unsigned have = heap->xc[c].n;
     if (n > have) n = have;
     heap->no_purge++;
+    /* Blocks of another thread's page go home a run at a time: a run of
+     * blocks of one page (a producer carves them in a row, so its consumer
+     * frees them in a row) is linked into one chain (the cache's blocks
+     * carry their tags already) and pushed with one CAS. */
+    hk_page_t *run = NULL;
+    hk_block_t *first = NULL, *last = NULL;
+    uint32_t k = 0;
     for (unsigned i = 0; i < n; i++) {
         hk_block_t *b = heap->xcache[c][i];
         hk_segment_t *seg = hk__segment_of(b);
         hk_page_t *pg = hk__page_of(seg, b);
-        page_free_block(seg, pg, b, __atomic_load_n(&pg->flags, __ATOMIC_RELAXED));
+        if (pg == run) { last->next = b; last = b; k++; continue; }
+        if (run) { page_push_remote(run, first, last, k); run = NULL; }
+        if (segment_mine(seg)) { page_free_block(seg, pg, b, __atomic_load_n(&pg->flags, __ATOMIC_RELAXED)); continue; }
+        run = pg; first = last = b; k = 1;
     }
+    if (run) page_push_remote(run, first, last, k);
     for (unsigned i = n; i < have; i++) heap->xcache[c][i - n] = heap->xcache[c][i];
     heap->xc[c].n = (uint16_t)(have - n);
     if (--heap->no_purge == 0 && heap->purge_due != 0) purge_if_due(heap);

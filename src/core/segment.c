@@ -95,6 +95,12 @@ void *hk__segment_map(bool *fresh, unsigned want_pages, bool huge_pages)
     hk__unlock(&g_cache_lock);
     void *p;
     if (hk_vm_alloc(HK_SEG_SIZE, HK_SEG_SIZE, &p) != 0) return NULL;
+    /* The segment map and the pages' thread_free words (HK_TF_SHIFT) cover
+     * addresses below 2^HK_ADDR_BITS; Linux maps above only when asked. */
+    if (hk_unlikely((uintptr_t)p >> HK_ADDR_BITS)) {
+        (void)hk_vm_release(p, HK_SEG_SIZE);
+        return NULL;
+    }
     /* Before the first write, or the header's fault maps small pages. */
     bool thp = huge_pages && hk_vm_advise_huge(p, HK_SEG_SIZE) == 0;
     hk_segment_t *seg = p;

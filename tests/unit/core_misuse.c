@@ -96,6 +96,32 @@ static void double_free_cached(void *arg)
     hk_free(keep);
 }
 
+/* First free by another thread among many blocks of the page, which go
+ * home in chains (its cache overflows, then it exits): the owner, which
+ * has not taken them in, frees one again. The check walks the page's
+ * counted remote list (hk__tf_list), here several blocks long. */
+enum { CHAIN_N = 200 };
+static void *free_many(void *arg)
+{
+    void **v = arg;
+    void *mine = hk_malloc(100);
+    for (int i = 0; i < CHAIN_N; i++) hk_free(v[i]);
+    hk_free(mine);
+    return NULL;
+}
+static void double_free_chained(void *arg)
+{
+    (void)arg;
+    static void *v[CHAIN_N];
+    void *keep = hk_malloc(128);
+    for (int i = 0; i < CHAIN_N; i++) v[i] = hk_malloc(128);
+    pthread_t th;
+    pthread_create(&th, NULL, free_many, v);
+    pthread_join(th, NULL);
+    hk_free(v[1]);
+    hk_free(keep);
+}
+
 /* A block whose memory went back to the OS with the rest of a sparse page
  * (hk__page_trim) has no tag left to show it is free: the page's trimmed
  * map catches the second free. Exits 3 if the block's memory was not
@@ -153,6 +179,7 @@ static void test_double_free(void)
     CHECK(t_expect_death(double_free_remote, (void *)(uintptr_t)32, SIGABRT, "double free"));
     CHECK(t_expect_death(double_free_remote, (void *)(uintptr_t)256, SIGABRT, "double free"));
     CHECK(t_expect_death(double_free_cached, NULL, SIGABRT, "double free"));
+    CHECK(t_expect_death(double_free_chained, NULL, SIGABRT, "double free"));
     CHECK(t_expect_death(double_free_in_other_cache, NULL, SIGABRT, "double free"));
     CHECK(t_expect_death(double_free_in_other_cache, (void *)1, SIGABRT, "double free"));
     CHECK(t_expect_death(double_free_trimmed, NULL, SIGABRT, "double free"));

@@ -81,6 +81,56 @@ static void test_flush_home(void)
     CHECK_EQ(after.pages, before.pages);
 }
 
+/* Blocks of two classes, freed by another thread in an order that mixes
+ * runs of one page with single blocks, go home in chains (one CAS and one
+ * count per run of a page). The owner, still alive, has freed a block of
+ * each page itself first, so it takes the remote lists into pages whose
+ * own list is not empty too. Every count must be right: the owner gets all
+ * blocks back (no new page for the same number of mallocs) and, once it
+ * frees them, every page (a page whose count went wrong never empties). */
+enum { CH_N = 2000 };
+static unsigned char *ch_v[CH_N];
+static size_t ch_size(int i) { return (i % 5 == 0) ? 96 : 160; }
+static void *chain_freer(void *arg)
+{
+    (void)arg;
+    void *mine = hk_malloc(4000);
+    for (int i = 0; i < CH_N; i += 2) hk_free(ch_v[i]);   /* even ones: runs with gaps */
+    for (int i = 1; i < CH_N; i += 4) hk_free(ch_v[i]);   /* a quarter more, elsewhere in the pages */
+    hk_free(mine);
+    return NULL;                       /* the exit flushes what is cached */
+}
+
+static void test_chains_home(void)
+{
+    hk_collect(1);
+    hk_stats_t before, full, again, after;
+    hk_stats_get(&before);
+    for (int i = 0; i < CH_N; i++) { ch_v[i] = hk_malloc(ch_size(i)); REQUIRE(ch_v[i]); memset(ch_v[i], 3, ch_size(i)); }
+    hk_stats_get(&full);
+    CHECK(full.pages > before.pages);
+    for (int i = 3; i < CH_N; i += 4) { hk_free(ch_v[i]); ch_v[i] = NULL; }   /* the owner's own frees first */
+    pthread_t th;
+    pthread_create(&th, NULL, chain_freer, NULL);
+    pthread_join(th, NULL);
+    /* Every freed block again, of its size; they fit in the pages there are. */
+    int bad_payload = 0;
+    for (int i = 0; i < CH_N; i++) {   /* all were freed: i % 4 == 3 by the owner, the rest by the freer */
+        ch_v[i] = hk_malloc(ch_size(i));
+        REQUIRE(ch_v[i]);
+        memset(ch_v[i], (unsigned char)i, ch_size(i));
+    }
+    hk_stats_get(&again);
+    CHECK_EQ(again.pages, full.pages);
+    for (int i = 0; i < CH_N; i++)
+        for (size_t k = 0; k < ch_size(i); k++) if (ch_v[i][k] != (unsigned char)i) { bad_payload++; break; }
+    CHECK_EQ(bad_payload, 0);
+    for (int i = 0; i < CH_N; i++) hk_free(ch_v[i]);
+    hk_collect(1);
+    hk_stats_get(&after);
+    CHECK_EQ(after.pages, before.pages);
+}
+
 /* The owner exits while another thread still caches its blocks: the
  * cached blocks stay valid, are handed out and freed again, and go to
  * the abandoned pages when the caching thread flushes. */
@@ -385,6 +435,7 @@ int main(void)
     RUN(test_reuse);
     RUN(test_full_page_circulates);
     RUN(test_flush_home);
+    RUN(test_chains_home);
     RUN(test_owner_exits);
     RUN(test_mixed_heap);
     return t_finish();
