@@ -42,7 +42,6 @@ _Static_assert(HK_ADDR_BITS <= HK_TF_SHIFT && sizeof(uintptr_t) == 8, "a block a
 HK_INLINE struct hk_block *hk__tf_list(uintptr_t w) { return (struct hk_block *)(w & (((uintptr_t)1 << HK_TF_SHIFT) - 1)); }
 HK_INLINE uint32_t hk__tf_count(uintptr_t w) { return (uint32_t)(w >> HK_TF_SHIFT); }
 
-
 /* A free block: the list link, and a tag that marks it free (every block
  * is at least 16 bytes). malloc clears the tag, free sets it; a free that
  * finds it set looks for the block in the lists before it goes on, so a

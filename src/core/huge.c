@@ -175,6 +175,12 @@ void *hk__huge_alloc_in(hk_theap_t *heap, size_t size, size_t align, bool *zeroe
                 return NULL;
             }
         }
+        if (hk_unlikely((uintptr_t)p >> HK_ADDR_BITS)) {   /* beyond the segment map (see hk__segment_map) */
+            (void)hk_vm_release(p, map);
+            if (heap) hk__cap_give(heap, charge);
+            errno = ENOMEM;
+            return NULL;
+        }
         seg = p;
         seg->cache_time = need;
         need = map;

@@ -96,7 +96,8 @@ void *hk__segment_map(bool *fresh, unsigned want_pages, bool huge_pages)
     void *p;
     if (hk_vm_alloc(HK_SEG_SIZE, HK_SEG_SIZE, &p) != 0) return NULL;
     /* The segment map and the pages' thread_free words (HK_TF_SHIFT) cover
-     * addresses below 2^HK_ADDR_BITS; Linux maps above only when asked. */
+     * addresses below 2^HK_ADDR_BITS; Linux maps above only when asked
+     * (huge blocks check the same in hk__huge_alloc_in). */
     if (hk_unlikely((uintptr_t)p >> HK_ADDR_BITS)) {
         (void)hk_vm_release(p, HK_SEG_SIZE);
         return NULL;

@@ -83,11 +83,12 @@ static void test_flush_home(void)
 
 /* Blocks of two classes, freed by another thread in an order that mixes
  * runs of one page with single blocks, go home in chains (one CAS and one
- * count per run of a page). The owner, still alive, has freed a block of
- * each page itself first, so it takes the remote lists into pages whose
- * own list is not empty too. Every count must be right: the owner gets all
- * blocks back (no new page for the same number of mallocs) and, once it
- * frees them, every page (a page whose count went wrong never empties). */
+ * count per run of a page). The owner, still alive, has freed a quarter
+ * of the blocks itself first, so it also takes remote lists into pages
+ * whose own list is not empty. Every count must be right: the owner gets
+ * all blocks back (no new page for the same number of mallocs) and, once
+ * it frees them, every page (a page whose count went wrong never
+ * empties). */
 enum { CH_N = 2000 };
 static unsigned char *ch_v[CH_N];
 static size_t ch_size(int i) { return (i % 5 == 0) ? 96 : 160; }
@@ -121,7 +122,7 @@ static void test_chains_home(void)
         memset(ch_v[i], (unsigned char)i, ch_size(i));
     }
     hk_stats_get(&again);
-    CHECK_EQ(again.pages, full.pages);
+    CHECK(again.pages <= full.pages);
     for (int i = 0; i < CH_N; i++)
         for (size_t k = 0; k < ch_size(i); k++) if (ch_v[i][k] != (unsigned char)i) { bad_payload++; break; }
     CHECK_EQ(bad_payload, 0);
