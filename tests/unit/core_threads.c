@@ -346,11 +346,15 @@ static void test_parked_heap_goes_to_next_thread(void)
     hk_option_set(HK_OPTION_PURGE_DELAY, 10);
 }
 
-/* With a 20 ms purge delay, a thread leaves row 1 behind and exits: its
- * heap is parked (stats before and after in *before, *parked). */
+/* With a purge delay of PARK_MS, a thread leaves row 1 behind and exits:
+ * its heap is parked (stats before and after in *before, *parked). The
+ * checks that it is still parked run within that delay: at 20 ms, 10,000
+ * frees under ThreadSanitizer on a busy 2-core machine outlasted it once
+ * (the heap expired during them and the test failed). */
+enum { PARK_MS = 300 };
 static void park_row1(hk_stats_t *before, hk_stats_t *parked)
 {
-    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 20) == 0);
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, PARK_MS) == 0);
     drain_abandoned(before);
     pthread_t th;
     pthread_create(&th, NULL, leaver, (void *)(uintptr_t)1);
@@ -380,7 +384,7 @@ static void test_parked_heap_expires(void)
     hk_stats_get(&after);
     CHECK_EQ(after.segments_abandoned, before.segments_abandoned);
     CHECK_EQ(after.heaps_parked, 1);
-    sleep_ms(40);
+    sleep_ms(2 * PARK_MS);
     hk_collect(0);                      /* a purge of this heap: the parked one is due */
     hk_stats_get(&after);
     CHECK_EQ(after.heaps_parked, 0);    /* abandoned (and maybe adopted at once by that purge) */
@@ -404,7 +408,7 @@ static void test_free_into_parked_heap(void)
     CHECK_EQ(after.segments_abandoned, before.segments_abandoned);   /* still parked: nothing adopted */
     CHECK_EQ(after.segments, parked.segments);
     CHECK_EQ(after.heaps_parked, 1);
-    sleep_ms(40);
+    sleep_ms(2 * PARK_MS);
     free_row1(PER / 2, PER);
     hk_stats_get(&after);
     CHECK_EQ(after.heaps_parked, 0);
