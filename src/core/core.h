@@ -507,11 +507,11 @@ HK_INLINE void hk__xcache_push(hk_theap_t *me, const hk_page_t *pg, unsigned c, 
  * way a free-list pop does. */
 HK_INLINE void *hk__theap_malloc(hk_theap_t *heap, size_t size)
 {
-    /* Sizes up to 4 KiB (most) take the table after one compare. */
-    size_t c;
-    if (hk_likely(size <= HK_CLASS_TABLE_MAX)) c = hk__class_small[(size + 15) >> 4];
-    else if (size <= HK_SMALL_MAX) c = hk__size_class_calc(size);
-    else return hk__malloc_generic(heap, size);
+    /* Sizes up to 4 KiB (most) take the class table after one compare:
+     * the bound on small sizes is tested only above the table's range (and
+     * GCC folds hk__size_class's own test of that range into this one). */
+    if (hk_unlikely(size > HK_CLASS_TABLE_MAX) && size > HK_SMALL_MAX) return hk__malloc_generic(heap, size);
+    size_t c = hk__size_class(size);
     unsigned n = heap->xc[c].n;   /* 0 beyond HK_XCLASSES */
     if (n != 0) {
         hk_block_t *x = heap->xcache[c][n - 1];

@@ -656,13 +656,19 @@ static inline bool segment_mine(const hk_segment_t *seg)
     return __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) == hk__thread_id();
 }
 
+/* Block `b` back to its page of a segment the calling thread owns. */
+static void page_free_own(hk_segment_t *seg, hk_page_t *pg, hk_block_t *b, uint32_t flags)
+{
+    if (flags & HK_PF_FULL) page_unfull(seg->heap, pg);
+    hk__page_push_own(seg, pg, b);
+}
+
 /* Block `b` back to its page: onto `free` when the calling thread owns
  * the segment, else onto the page's atomic thread_free. */
 static void page_free_block(hk_segment_t *seg, hk_page_t *pg, hk_block_t *b, uint32_t flags)
 {
     if (segment_mine(seg)) {
-        if (flags & HK_PF_FULL) page_unfull(seg->heap, pg);
-        hk__page_push_own(seg, pg, b);
+        page_free_own(seg, pg, b, flags);
         return;
     }
     b->tag = HK_FREE_TAG(pg);
@@ -691,7 +697,7 @@ static void xcache_flush_class(hk_theap_t *heap, unsigned c, unsigned n)
         hk_page_t *pg = hk__page_of(seg, b);
         if (pg == run) { last->next = b; last = b; k++; continue; }
         if (run) { page_push_remote(run, first, last, k); run = NULL; }
-        if (segment_mine(seg)) { page_free_block(seg, pg, b, __atomic_load_n(&pg->flags, __ATOMIC_RELAXED)); continue; }
+        if (segment_mine(seg)) { page_free_own(seg, pg, b, page_flags(pg)); continue; }
         run = pg; first = last = b; k = 1;
     }
     if (run) page_push_remote(run, first, last, k);
