@@ -14,8 +14,9 @@
 
 typedef struct { uintptr_t start, end; } range_t;
 
-/* The executable mappings of libheapkit.so, in address order. */
-static int exec_mappings(range_t *out, int cap)
+/* The mappings of libheapkit.so, in address order: the executable ones
+ * (exec), or else the read-only ones. */
+static int lib_mappings(bool exec, range_t *out, int cap)
 {
     FILE *f = fopen("/proc/self/maps", "r");
     if (!f) return -1;
@@ -25,7 +26,8 @@ static int exec_mappings(range_t *out, int cap)
         unsigned long a, b;
         char perm[8];
         if (sscanf(line, "%lx-%lx %7s", &a, &b, perm) != 3) continue;
-        if (perm[2] != 'x' || !strstr(line, "/libheapkit.so")) continue;
+        bool want = exec ? perm[2] == 'x' : (perm[0] == 'r' && perm[1] == '-' && perm[2] == '-');
+        if (!want || !strstr(line, "/libheapkit.so")) continue;
         if (n < cap) out[n] = (range_t){ a, b };
         n++;
     }
@@ -33,22 +35,17 @@ static int exec_mappings(range_t *out, int cap)
     return n;
 }
 
+static int exec_mappings(range_t *out, int cap) { return lib_mappings(true, out, cap); }
+
 /* The read-only mapping of libheapkit.so that starts at `at` (the rare
  * code's read-only data, after its code), or an empty range. */
 static range_t ro_mapping_at(uintptr_t at)
 {
-    range_t r = { 0, 0 };
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (!f) return r;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        unsigned long a, b;
-        char perm[8];
-        if (sscanf(line, "%lx-%lx %7s", &a, &b, perm) != 3) continue;
-        if (a == at && perm[0] == 'r' && perm[1] == '-' && perm[2] == '-' && strstr(line, "/libheapkit.so")) r = (range_t){ a, b };
-    }
-    fclose(f);
-    return r;
+    range_t ro[16];
+    int n = lib_mappings(false, ro, 16);
+    for (int i = 0; i < n && i < 16; i++)
+        if (ro[i].start == at) return ro[i];
+    return (range_t){ 0, 0 };
 }
 
 /* Pages of [r.start, r.end) mapped in this process (pagemap's present bit). */
