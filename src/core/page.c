@@ -591,8 +591,8 @@ struct xfind { const hk_block_t *b; unsigned c; bool found; };
 static void xcache_find(hk_theap_t *h, void *arg)
 {
     struct xfind *f = arg;
-    if (f->found || h->xc[f->c].n == 0) return;
-    unsigned n = __atomic_load_n(&h->xc[f->c].n, __ATOMIC_RELAXED);
+    if (f->found) return;
+    unsigned n = __atomic_load_n(&h->xc[f->c].n, __ATOMIC_RELAXED);   /* another thread's count: read once */
     if (n > HK_XCACHE_MAX) n = HK_XCACHE_MAX;
     for (unsigned i = 0; i < n; i++)
         if (__atomic_load_n(&h->xcache[f->c][i], __ATOMIC_RELAXED) == f->b) { f->found = true; return; }
