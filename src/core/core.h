@@ -99,6 +99,10 @@ typedef struct hk_page {
                                   * 32 bits) and purge_epoch (low) when it emptied */
     uint32_t sparse_since;     /* owner only: ms (low 32 bits, | 1) when a purge first found the
                                   * page sparse, 0 when the last look found it busy (trimming) */
+    uint16_t dirty_end;        /* owner only, span head in use: where the memory an earlier class
+                                  * left resident ends, in 4 KiB units from the span's base, when
+                                  * that is past this class's blocks (0: none); the next purge gives
+                                  * the excess back (see hk__segment_alloc_span) */
     struct hk_page *next, *prev;   /* owner only: the page's queue */
 } hk_page_t;
 _Static_assert(sizeof(hk_page_t) == 128, "a page is two cache lines");
@@ -394,6 +398,9 @@ void hk__purge_range(void *start, size_t bytes) HK_HIDDEN;
  * share; hk_collect(1) passes UINT32_MAX). */
 #define HK_TRIM_WALK 16384
 void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force, uint32_t trim_walk) HK_HIDDEN;
+/* A purge one delay from now unless one is due already (a span of `heap`
+ * has a dirty tail: see hk_page_t.dirty_end). */
+void hk__heap_purge_later(hk_theap_t *heap) HK_HIDDEN;
 /* Trim the sparse pages of a thread heap that have been sparse for min_age
  * ms, looking at up to `walk` blocks. Returns HK_TRIM_YOUNG if it saw
  * sparse pages too young to trim yet, HK_TRIM_MORE if it stopped on the

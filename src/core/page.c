@@ -354,9 +354,12 @@ bool hk__page_retire(hk_theap_t *heap, hk_page_t *pg)
 {
     page_set_trimmed(pg, 0);   /* the segment's own purge accounting takes over */
     /* How far the carved blocks reached into the span: the next class to
-     * take these pages purges what lies past its own blocks (see
-     * hk__segment_alloc_span). */
+     * take these pages purges what lies past its own blocks, at once or at
+     * the next purge (see hk__segment_alloc_span). */
     size_t reach = page_lead(pg) + (size_t)pg->capacity * pg->block_size;
+    size_t dirty = (size_t)pg->dirty_end * HK_TAIL_UNIT;   /* an earlier class's, not purged yet */
+    if (dirty > reach) reach = dirty;
+    pg->dirty_end = 0;
     for (unsigned j = 0; j < pg->span; j++) {
         size_t in = reach > (size_t)j * HK_PAGE_SIZE ? reach - (size_t)j * HK_PAGE_SIZE : 0;
         if (in > HK_PAGE_SIZE) in = HK_PAGE_SIZE;
@@ -461,6 +464,7 @@ static hk_page_t *page_new(hk_theap_t *heap, size_t cls)
     if (!pg && retire_kept(heap, cls)) pg = span_from_segments(heap, n, block, true);
     if (!pg) pg = span_from_segments(heap, n, block, false);
     if (!pg) return NULL;
+    if (pg->dirty_end) hk__heap_purge_later(heap);
     page_init(heap, pg, cls);
     heap->spans_made++;
     HK_ATOMIC_ADD(&hk__gstats.page_bytes, (uint64_t)n * HK_PAGE_SIZE);

@@ -4,6 +4,7 @@
 #include "test.h"
 #include "heapkit.h"
 #include <time.h>
+#include <pthread.h>
 #include <sys/mman.h>
 
 static size_t rss_kb(void)
@@ -374,6 +375,90 @@ static void test_reused_page_tail_purged(void)
     hk_collect(1);
 }
 
+/* The same with a second thread heap live: the tail waits for the next
+ * purge (one madvise a span taken, in a threaded program, stopped every
+ * core for a TLB shootdown). The purge then gives back only what lies past
+ * the block, also after the block grew in place into the tail. */
+static pthread_mutex_t idle_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t idle_cond = PTHREAD_COND_INITIALIZER;
+static int idle_state;        /* 1: the thread has its heap, 2: it may exit */
+static void *idle_thread(void *arg)
+{
+    (void)arg;
+    void *q = hk_malloc(32);  /* its own heap: two thread heaps live */
+    pthread_mutex_lock(&idle_lock);
+    idle_state = 1;
+    pthread_cond_broadcast(&idle_cond);
+    while (idle_state != 2) pthread_cond_wait(&idle_cond, &idle_lock);
+    pthread_mutex_unlock(&idle_lock);
+    hk_free(q);
+    return NULL;
+}
+
+static int resident_between(uintptr_t page, size_t from, size_t to)
+{
+    unsigned char vec[16];
+    if (mincore((void *)page, 64 * 1024, vec) != 0) return -1;
+    int n = 0;
+    for (size_t k = from / 4096; k < to / 4096; k++) n += vec[k] & 1;
+    return n;
+}
+
+static void test_reused_page_tail_deferred(void)
+{
+    enum { B = 16 * 1024, N = 10, PAGE = 64 * 1024, BIG = 40 * 1024, GROWN = 56 * 1024 };
+    static void *v[N];
+    pthread_t t;
+    idle_state = 0;
+    REQUIRE(pthread_create(&t, NULL, idle_thread, NULL) == 0);
+    pthread_mutex_lock(&idle_lock);
+    while (idle_state != 1) pthread_cond_wait(&idle_cond, &idle_lock);
+    pthread_mutex_unlock(&idle_lock);
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 3600000) == 0);
+    hk_collect(1);
+    for (int i = 0; i < N; i++) { v[i] = hk_malloc(B); REQUIRE(v[i] != NULL); memset(v[i], 0x5a, B); }
+    uintptr_t page = 0;
+    for (int i = 0; i < N && !page; i++) {
+        uintptr_t x = (uintptr_t)v[i] & ~(uintptr_t)(PAGE - 1);
+        int in = 0;
+        for (int j = 0; j < N; j++) in += ((uintptr_t)v[j] & ~(uintptr_t)(PAGE - 1)) == x;
+        if (in == PAGE / B && x == (uintptr_t)v[i]) page = x;
+    }
+    REQUIRE(page != 0);
+    for (int i = 0; i < N; i++)
+        if (((uintptr_t)v[i] & ~(uintptr_t)(PAGE - 1)) == page) { hk_free(v[i]); v[i] = NULL; }
+    unsigned char *p = hk_malloc(BIG);
+    REQUIRE(p != NULL);
+    CHECK((uintptr_t)p == page);
+    memset(p, 0x33, BIG);
+    int tail_now = resident_between(page, BIG, PAGE);
+    /* The block grows in place into the tail (a block alone in its page
+     * takes the bigger class where it is). */
+    unsigned char *g = hk_realloc(p, GROWN);
+    REQUIRE(g != NULL);
+    CHECK(g == p);
+    memset(g + BIG, 0x44, GROWN - BIG);
+    hk_collect(1);     /* a forced purge */
+    int tail_after = resident_between(page, GROWN, PAGE), block_after = resident_between(page, 0, GROWN);
+    fprintf(stderr, "  reused for 40 KiB with two heaps live: %d of 6 4-KiB pages past it resident; "
+            "grown to 56 KiB, after a purge: %d of 14 in the block, %d of 2 past it\n", tail_now, block_after, tail_after);
+    CHECK(tail_now == (PAGE - BIG) / 4096);
+    CHECK(tail_after == 0);
+    CHECK(block_after == GROWN / 4096);
+    int bad = 0;
+    for (size_t i = 0; i < GROWN; i++) bad += g[i] != (i < BIG ? 0x33 : 0x44);
+    CHECK(bad == 0);
+    hk_free(g);
+    for (int i = 0; i < N; i++) hk_free(v[i]);
+    pthread_mutex_lock(&idle_lock);
+    idle_state = 2;
+    pthread_cond_broadcast(&idle_cond);
+    pthread_mutex_unlock(&idle_lock);
+    pthread_join(t, NULL);
+    hk_option_set(HK_OPTION_PURGE_DELAY, 10);
+    hk_collect(1);
+}
+
 /* A class's only page (the one malloc takes its blocks from) is not
  * trimmed by purges under a delay: its free blocks are the next ones out,
  * and a trimmed page sends every free into it the slow way. A class kept to a few live
@@ -582,6 +667,7 @@ int main(void)
     RUN(test_kept_pages_reused);
     RUN(test_active_kept_page_stays);
     RUN(test_reused_page_tail_purged);
+    RUN(test_reused_page_tail_deferred);
     RUN(test_unused_class_pages_go_back);
     RUN(test_purge_comes_due_under_churn);
     RUN(test_purge_comes_due_without_collect);
