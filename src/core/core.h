@@ -125,6 +125,8 @@ typedef struct hk_segment {
     uint32_t used_pages;
     uint32_t thp;              /* small segments of a heap with HK_HEAP_HUGE_PAGES: never cached, released whole */
     uint32_t abandoned;        /* on the abandoned list (read and written under its lock) */
+    uint64_t full_remote;      /* atomic: bit i, page i is full and a remote free reached it since
+                                * its owner last looked (see collect_full in page.c) */
     hk_page_t pages[HK_SEG_PAGES];
 } hk_segment_t;
 
@@ -191,7 +193,8 @@ typedef struct hk_theap {
      * classes up to 1 KiB HK_PF_MIXED. Once mixed, always (also parked). */
     uint8_t mixed;
     uintptr_t thread_id;
-    size_t full_pending;              /* atomic: remote frees hit full pages */
+    size_t full_pending;              /* atomic: remote frees hit full pages (which: the
+                                       * segments' full_remote) */
     hk_segment_t *segments;           /* owned small segments */
     uint64_t purge_due;               /* ms; 0: nothing waits to be purged */
     uint32_t no_purge;                /* >0 while a page walk is running: no purge from retires */

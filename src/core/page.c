@@ -373,6 +373,16 @@ bool hk__page_retire(hk_theap_t *heap, hk_page_t *pg)
 
 /* ------------------------------------------------------------ full pages */
 
+/* A remote free reached full page pg: its bit in the segment's
+ * full_remote, then the owner's count (release: an owner that sees the
+ * count sees the bit). */
+static void page_full_notify(hk_theap_t *owner, hk_page_t *pg)
+{
+    hk_segment_t *seg = hk__segment_of(pg);
+    __atomic_fetch_or(&seg->full_remote, (uint64_t)1 << (pg - seg->pages), __ATOMIC_RELAXED);
+    __atomic_fetch_add(&owner->full_pending, 1, __ATOMIC_RELEASE);
+}
+
 static void page_to_full(hk_theap_t *heap, hk_page_t *pg)
 {
     pg->sparse_since = 0;      /* as busy as it gets (trimming's clock) */
@@ -381,8 +391,7 @@ static void page_to_full(hk_theap_t *heap, hk_page_t *pg)
     /* Pairs with the remote free's push-then-read-flags: either we see
      * its block here or it sees the flag and raises full_pending. */
     page_flags_or(pg, HK_PF_FULL);
-    if (__atomic_load_n(&pg->thread_free, __ATOMIC_SEQ_CST) != 0)
-        __atomic_fetch_add(&heap->full_pending, 1, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&pg->thread_free, __ATOMIC_SEQ_CST) != 0) page_full_notify(heap, pg);
 }
 
 static void page_unfull(hk_theap_t *heap, hk_page_t *pg)
@@ -392,19 +401,31 @@ static void page_unfull(hk_theap_t *heap, hk_page_t *pg)
     hk__queue_push_back(&heap->queues[pg->cls], pg);
 }
 
+/* Full pages that remote frees reached go back to their class's queue
+ * (or, empty, to the segment). Only the pages whose bit a remote free set
+ * are looked at: walking the whole full list on every slow path after a
+ * remote free was a quarter of a two-thread churn of 16 B-64 KiB blocks,
+ * where most pages hold a few blocks and hundreds sit full. A bit may be
+ * stale (the page emptied, moved on, or went with an abandoned segment):
+ * a page counts only while it is still full with remote frees waiting. */
 static void collect_full(hk_theap_t *heap)
 {
     __atomic_store_n(&heap->full_pending, 0, __ATOMIC_SEQ_CST);
     heap->no_purge++;
-    hk_page_t *next;
-    for (hk_page_t *pg = heap->full.last ? heap->full.first : NULL; pg; pg = next) {
-        next = pg->next;
-        if (__atomic_load_n(&pg->thread_free, __ATOMIC_SEQ_CST) == 0) continue;
-        hk__page_collect(pg);
-        page_unfull(heap, pg);
-        if (pg->used == 0) {
-            hk__queue_remove(&heap->queues[pg->cls], pg);
-            hk__page_retire(heap, pg);
+    hk_segment_t *next;
+    for (hk_segment_t *seg = heap->segments; seg; seg = next) {
+        next = seg->next;
+        if (__atomic_load_n(&seg->full_remote, __ATOMIC_RELAXED) == 0) continue;
+        uint64_t m = __atomic_exchange_n(&seg->full_remote, 0, __ATOMIC_ACQUIRE);
+        for (; m; m &= m - 1) {
+            hk_page_t *pg = &seg->pages[__builtin_ctzll(m)];
+            if (!(page_flags(pg) & HK_PF_FULL) || __atomic_load_n(&pg->thread_free, __ATOMIC_SEQ_CST) == 0) continue;
+            hk__page_collect(pg);
+            page_unfull(heap, pg);
+            if (pg->used == 0) {
+                hk__queue_remove(&heap->queues[pg->cls], pg);
+                if (hk__page_retire(heap, pg)) break;   /* the segment itself went back */
+            }
         }
     }
     heap->no_purge--;
@@ -651,7 +672,7 @@ static void page_push_remote(hk_page_t *pg, hk_block_t *first, hk_block_t *last,
 #endif
     if (__atomic_load_n(&pg->flags, __ATOMIC_SEQ_CST) & HK_PF_FULL) {
         hk_theap_t *owner = __atomic_load_n(&pg->heap, __ATOMIC_RELAXED);
-        if (owner) __atomic_fetch_add(&owner->full_pending, 1, __ATOMIC_RELAXED);
+        if (owner) page_full_notify(owner, pg);
     }
 }
 

@@ -245,6 +245,62 @@ static void test_full_page_circulates(void)
     CHECK_EQ(after.pages, before.pages);
 }
 
+/* Remote frees into full pages: 2 KiB blocks (past the cache's classes, so
+ * every free by another thread goes to the page's atomic list) fill a
+ * dozen pages, which go to the owner's full list; another thread frees one
+ * block of each of four full pages, and the owner's next four mallocs of
+ * the class are exactly those blocks (the pages left the full list; no
+ * fresh memory was carved). Twenty rounds, pages picked afresh. */
+enum { FULL_BS = 2048, FULL_N = 400, FULL_PAGE = 65536 };
+static void *full_blocks[FULL_N];
+static void *full_victims[4];
+
+static void *full_freer(void *arg)
+{
+    (void)arg;
+    void *mine = hk_malloc(16);            /* a heap of its own: these frees are remote */
+    for (int k = 0; k < 4; k++) hk_free(full_victims[k]);
+    hk_free(mine);
+    return NULL;
+}
+
+static void test_full_pages_take_remote_frees(void)
+{
+    bad = 0;
+    for (int i = 0; i < FULL_N; i++) { full_blocks[i] = hk_malloc(FULL_BS); REQUIRE(full_blocks[i]); memset(full_blocks[i], 7, FULL_BS); }
+    uintptr_t last = (uintptr_t)full_blocks[FULL_N - 1] & ~(uintptr_t)(FULL_PAGE - 1);
+    int misses = 0;
+    for (int round = 0; round < 20; round++) {
+        /* one block each of four full pages (not the page being carved) */
+        int got = 0;
+        for (int i = (round * 37) % FULL_N, n = 0; got < 4 && n < FULL_N; i = (i + 61) % FULL_N, n++) {
+            uintptr_t pg = (uintptr_t)full_blocks[i] & ~(uintptr_t)(FULL_PAGE - 1);
+            int dup = pg == last;
+            for (int k = 0; k < got; k++) dup |= ((uintptr_t)full_victims[k] & ~(uintptr_t)(FULL_PAGE - 1)) == pg;
+            if (!dup) { full_victims[got++] = full_blocks[i]; full_blocks[i] = NULL; }
+        }
+        REQUIRE(got == 4);
+        pthread_t th;
+        pthread_create(&th, NULL, full_freer, NULL);
+        pthread_join(th, NULL);
+        for (int k = 0; k < 4; k++) {
+            void *q = hk_malloc(FULL_BS);
+            REQUIRE(q != NULL);
+            int hit = 0;
+            for (int j = 0; j < 4; j++) hit |= q == full_victims[j];
+            misses += !hit;
+            memset(q, 7, FULL_BS);
+            for (int i = 0; i < FULL_N; i++) if (!full_blocks[i]) { full_blocks[i] = q; break; }
+        }
+    }
+    CHECK_EQ(misses, 0);
+    for (int i = 0; i < FULL_N; i++) {
+        for (int k = 0; k < FULL_BS; k++) if (((unsigned char *)full_blocks[i])[k] != 7) { bad++; break; }
+        hk_free(full_blocks[i]);
+    }
+    CHECK_EQ(bad, 0);
+}
+
 /* Another thread's block under 64 bytes goes home while the freeing thread
  * frees such blocks only now and then (it would share a cache line with
  * its owner's live blocks); from the 64th of the class on it is kept. */
@@ -435,6 +491,7 @@ int main(void)
     RUN(test_ring);
     RUN(test_reuse);
     RUN(test_full_page_circulates);
+    RUN(test_full_pages_take_remote_frees);
     RUN(test_flush_home);
     RUN(test_chains_home);
     RUN(test_owner_exits);
