@@ -18,7 +18,7 @@ APT = "apt-get install libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4"
 def workloads(ncores):
     rows = [("small", "small", [1]), ("realloc", "realloc", [1]),
             ("large", "large", [1]), ("shrink", "shrink", [1])]
-    for prog in ("prodcons", "server", "falseshare", "churn"):
+    for prog in ("prodcons", "server", "falseshare", "churn", "midsize"):
         for t in sorted({ncores, 2 * ncores}):
             rows.append((f"{prog}-t{t}", prog, [t]))
     return rows
