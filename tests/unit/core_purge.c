@@ -331,29 +331,38 @@ static void test_active_kept_page_stays(void)
     hk_collect(1);
 }
 
+/* Fills v with n written 16 KiB blocks, then frees the four of a 64 KiB
+ * page whose blocks are all among them and start at its base (with 10
+ * blocks another page of the class is in use but not full, so the page
+ * empties into the segment rather than being kept); returns the page, or
+ * 0 if none was found. */
+static uintptr_t free_one_page(void **v, int n)
+{
+    enum { B = 16 * 1024, PAGE = 64 * 1024 };
+    for (int i = 0; i < n; i++) { v[i] = hk_malloc(B); if (!v[i]) return 0; memset(v[i], 0x5a, B); }
+    uintptr_t page = 0;
+    for (int i = 0; i < n && !page; i++) {
+        uintptr_t x = (uintptr_t)v[i] & ~(uintptr_t)(PAGE - 1);
+        int in = 0;
+        for (int j = 0; j < n; j++) in += ((uintptr_t)v[j] & ~(uintptr_t)(PAGE - 1)) == x;
+        if (in == PAGE / B && x == (uintptr_t)v[i]) page = x;
+    }
+    for (int i = 0; i < n && page; i++)
+        if (((uintptr_t)v[i] & ~(uintptr_t)(PAGE - 1)) == page) { hk_free(v[i]); v[i] = NULL; }
+    return page;
+}
+
 /* A resident free page taken by a class whose blocks end short of where
  * the last ones reached gives the rest back: a page of four 16 KiB blocks,
  * all written, then one 40 KiB block, whose last 24 KiB are not resident. */
 static void test_reused_page_tail_purged(void)
 {
-    enum { B = 16 * 1024, N = 10, PAGE = 64 * 1024, BIG = 40 * 1024 };
+    enum { N = 10, PAGE = 64 * 1024, BIG = 40 * 1024 };
     static void *v[N];
     REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 3600000) == 0);
     hk_collect(1);
-    for (int i = 0; i < N; i++) { v[i] = hk_malloc(B); REQUIRE(v[i] != NULL); memset(v[i], 0x5a, B); }
-    /* A page whose four blocks are all here and start at its base (10
-     * blocks: another page of the class is in use but not full, so the
-     * page empties into the segment rather than being kept). */
-    uintptr_t page = 0;
-    for (int i = 0; i < N && !page; i++) {
-        uintptr_t x = (uintptr_t)v[i] & ~(uintptr_t)(PAGE - 1);
-        int in = 0;
-        for (int j = 0; j < N; j++) in += ((uintptr_t)v[j] & ~(uintptr_t)(PAGE - 1)) == x;
-        if (in == PAGE / B && x == (uintptr_t)v[i]) page = x;
-    }
+    uintptr_t page = free_one_page(v, N);
     REQUIRE(page != 0);
-    for (int i = 0; i < N; i++)
-        if (((uintptr_t)v[i] & ~(uintptr_t)(PAGE - 1)) == page) { hk_free(v[i]); v[i] = NULL; }
     unsigned char vec[PAGE / 4096];
     REQUIRE(mincore((void *)page, PAGE, vec) == 0);
     int before = 0;
@@ -406,7 +415,7 @@ static int resident_between(uintptr_t page, size_t from, size_t to)
 
 static void test_reused_page_tail_deferred(void)
 {
-    enum { B = 16 * 1024, N = 10, PAGE = 64 * 1024, BIG = 40 * 1024, GROWN = 56 * 1024 };
+    enum { N = 10, PAGE = 64 * 1024, BIG = 40 * 1024, GROWN = 56 * 1024 };
     static void *v[N];
     pthread_t t;
     idle_state = 0;
@@ -416,17 +425,8 @@ static void test_reused_page_tail_deferred(void)
     pthread_mutex_unlock(&idle_lock);
     REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 3600000) == 0);
     hk_collect(1);
-    for (int i = 0; i < N; i++) { v[i] = hk_malloc(B); REQUIRE(v[i] != NULL); memset(v[i], 0x5a, B); }
-    uintptr_t page = 0;
-    for (int i = 0; i < N && !page; i++) {
-        uintptr_t x = (uintptr_t)v[i] & ~(uintptr_t)(PAGE - 1);
-        int in = 0;
-        for (int j = 0; j < N; j++) in += ((uintptr_t)v[j] & ~(uintptr_t)(PAGE - 1)) == x;
-        if (in == PAGE / B && x == (uintptr_t)v[i]) page = x;
-    }
+    uintptr_t page = free_one_page(v, N);
     REQUIRE(page != 0);
-    for (int i = 0; i < N; i++)
-        if (((uintptr_t)v[i] & ~(uintptr_t)(PAGE - 1)) == page) { hk_free(v[i]); v[i] = NULL; }
     unsigned char *p = hk_malloc(BIG);
     REQUIRE(p != NULL);
     CHECK((uintptr_t)p == page);
