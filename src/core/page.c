@@ -404,8 +404,9 @@ static void page_unfull(hk_theap_t *heap, hk_page_t *pg)
 /* Full pages that remote frees reached go back to their class's queue
  * (or, empty, to the segment). Only the pages whose bit a remote free set
  * are looked at: walking the whole full list on every slow path after a
- * remote free was a quarter of a two-thread churn of 16 B-64 KiB blocks,
- * where most pages hold a few blocks and hundreds sit full. A bit may be
+ * remote free was 30% of the slow path's samples in a two-thread churn of
+ * 16 B-64 KiB blocks, where most pages hold a few blocks and hundreds sit
+ * full. A bit may be
  * stale (the page emptied, moved on, or went with an abandoned segment):
  * a page counts only while it is still full with remote frees waiting. */
 static void collect_full(hk_theap_t *heap)
