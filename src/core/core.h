@@ -211,6 +211,13 @@ typedef struct hk_theap {
     uint64_t parked_at;               /* atomic: ms | 1 while parked, else 0 */
     uint32_t parked_frees;            /* frees into parked heaps' segments (a clock look every 64th) */
     hk_theap_stats_t st;
+    /* Pages (spans) this thread heap took (+) and gave back (-), and their
+     * bytes, not yet added to hk__gstats.pages / page_bytes: added 16
+     * pages at a time (hk__page_stats_flush), so the counters that every
+     * thread shares are not written on every span taken and given back.
+     * Written by the owner, read by hk_stats_get (atomics, relaxed).
+     * Private heaps add theirs at once. */
+    int64_t pages_delta, page_bytes_delta;
     /* private heaps only (zero in thread heaps) */
     void *owner;                      /* the hk_heap_t handle */
     size_t max_size;                  /* 0: no cap on `reserved` */
@@ -427,6 +434,9 @@ void hk__page_collect(hk_page_t *pg) HK_HIDDEN;
  * is sparse but not yet for long enough. */
 uint32_t hk__page_trim(hk_page_t *pg, uint64_t now, uint32_t min_age, bool *young) HK_HIDDEN;
 void hk__purged_add(int64_t bytes) HK_HIDDEN;
+/* The heap's pages_delta and page_bytes_delta into hk__gstats (and its
+ * pages_peak). */
+void hk__page_stats_flush(hk_theap_t *heap) HK_HIDDEN;
 void hk__xcache_flush(hk_theap_t *heap) HK_HIDDEN;
 /* The cache's bound for class c (< HK_XCLASSES). */
 uint16_t hk__xcache_cap(unsigned c) HK_HIDDEN;

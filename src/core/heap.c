@@ -309,6 +309,7 @@ void hk__heap_abandon(hk_theap_t *heap)
     HK_ATOMIC_ADD(&hk__gstats.dead_free_bytes, __atomic_load_n(&heap->st.free_bytes, __ATOMIC_RELAXED));
     hk__unlock(&g_heaps_lock);
     HK_ATOMIC_SUB(&hk__gstats.heaps, 1);
+    hk__page_stats_flush(heap);
     heap_clear_queues(heap);
     heap->thread_id = 0;
     heap_pool_free(heap);
@@ -361,6 +362,7 @@ bool hk__heap_park(hk_theap_t *heap)
     }
     heap->thread_id = 0;
     heap->no_purge--;
+    hk__page_stats_flush(heap);
     HK_ATOMIC_SUB(&hk__gstats.heaps, 1);
     hk__lock(&g_parked_lock);
     heap->parked_next = g_parked;

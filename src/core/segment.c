@@ -595,6 +595,7 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force, uint32_t trim_wa
 {
     long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
     uint64_t next_due = 0;
+    hk__page_stats_flush(heap);
     heap->no_purge++;         /* the retires below must not re-enter */
     /* The foreign-block cache goes home first: the blocks it holds keep
      * their pages (other threads') in use, and would otherwise stay as

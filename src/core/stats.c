@@ -96,13 +96,16 @@ HK_RARE_CODE static void add_heap(hk_theap_t *h, void *arg)
     uint64_t *sum = arg;
     sum[0] += __atomic_load_n(&h->st.malloc_bytes, __ATOMIC_RELAXED);
     sum[1] += __atomic_load_n(&h->st.free_bytes, __ATOMIC_RELAXED);
+    /* page counts not yet added to the totals (hk__page_stats_flush) */
+    sum[2] += (uint64_t)__atomic_load_n(&h->pages_delta, __ATOMIC_RELAXED);
+    sum[3] += (uint64_t)__atomic_load_n(&h->page_bytes_delta, __ATOMIC_RELAXED);
 }
 
 #define LD(f) __atomic_load_n(&hk__gstats.f, __ATOMIC_RELAXED)
 
 HK_RARE_CODE void hk_stats_get(hk_stats_t *out)
 {
-    uint64_t sum[2] = { 0, 0 };
+    uint64_t sum[4] = { 0, 0, 0, 0 };
     hk__heaps_foreach(add_heap, sum);
     sum[0] += LD(dead_malloc_bytes);
     sum[1] += LD(dead_free_bytes);
@@ -116,7 +119,7 @@ HK_RARE_CODE void hk_stats_get(hk_stats_t *out)
 #if HK_STATS_BLOCKS
     s.allocated = (sum[0] > sum[1] ? sum[0] - sum[1] : 0) + s.huge_bytes;
 #else
-    s.allocated = LD(page_bytes) + s.huge_bytes;   /* pages in use: an upper bound */
+    s.allocated = LD(page_bytes) + sum[3] + s.huge_bytes;   /* pages in use: an upper bound */
 #endif
     s.reserved = LD(reserved);
     uint64_t purged = hk__purged_now();
@@ -127,8 +130,9 @@ HK_RARE_CODE void hk_stats_get(hk_stats_t *out)
     s.segments_peak = LD(segments_peak);
     s.segments_cached = LD(segments_cached);
     s.segments_abandoned = LD(segments_abandoned);
-    s.pages = LD(pages);
-    s.pages_peak = LD(pages_peak);
+    s.pages = LD(pages) + sum[2];
+    s.pages_peak = LD(pages_peak);     /* as of the heaps' last flush: up to 15 pages a heap short */
+    if (s.pages_peak < s.pages) s.pages_peak = s.pages;
     s.purges = LD(purges);
     s.purged_bytes = LD(purged_bytes);
     s.heaps = LD(heaps);

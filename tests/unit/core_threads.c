@@ -418,6 +418,56 @@ static void test_free_into_parked_heap(void)
     hk_option_set(HK_OPTION_PURGE_DELAY, 10);
 }
 
+/* A thread heap adds the pages it takes to the process's counters 16 at
+ * a time; statistics read in between count the ones it has not added yet.
+ * A thread takes pages of six classes (one block each, 8-48 KiB: one page
+ * apiece) and waits; the main thread's hk_stats_get sees six pages more
+ * (and as many page bytes), and after the thread frees them and exits,
+ * as many fewer. */
+static pthread_mutex_t st_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t st_cond = PTHREAD_COND_INITIALIZER;
+static int st_phase;
+static void *six_pages(void *arg)
+{
+    (void)arg;
+    void *p[6];
+    for (int i = 0; i < 6; i++) p[i] = hk_malloc((size_t)(8 + 8 * i) << 10);
+    pthread_mutex_lock(&st_lock);
+    st_phase = 1;
+    pthread_cond_broadcast(&st_cond);
+    while (st_phase != 2) pthread_cond_wait(&st_cond, &st_lock);
+    pthread_mutex_unlock(&st_lock);
+    for (int i = 0; i < 6; i++) hk_free(p[i]);
+    return NULL;
+}
+
+static void test_page_counts_between_flushes(void)
+{
+    hk_collect(1);
+    hk_stats_t before, during, after;
+    hk_stats_get(&before);
+    pthread_t t;
+    st_phase = 0;
+    REQUIRE(pthread_create(&t, NULL, six_pages, NULL) == 0);
+    pthread_mutex_lock(&st_lock);
+    while (st_phase != 1) pthread_cond_wait(&st_cond, &st_lock);
+    pthread_mutex_unlock(&st_lock);
+    hk_stats_get(&during);
+    pthread_mutex_lock(&st_lock);
+    st_phase = 2;
+    pthread_cond_broadcast(&st_cond);
+    pthread_mutex_unlock(&st_lock);
+    pthread_join(t, NULL);
+    hk_collect(1);
+    hk_stats_get(&after);
+    fprintf(stderr, "  pages %llu before, %llu with the thread's six, %llu after it exited\n",
+            (unsigned long long)before.pages, (unsigned long long)during.pages, (unsigned long long)after.pages);
+    CHECK(during.pages >= before.pages + 6);
+    CHECK(during.allocated >= before.allocated + 6 * 65536);
+    CHECK(during.pages_peak >= during.pages);
+    CHECK(after.pages <= before.pages);
+}
+
 int main(void)
 {
     RUN(test_cross_thread_free);
@@ -432,5 +482,6 @@ int main(void)
     RUN(test_parked_heap_goes_to_next_thread);
     RUN(test_parked_heap_expires);
     RUN(test_free_into_parked_heap);
+    RUN(test_page_counts_between_flushes);
     return t_finish();
 }
