@@ -301,6 +301,7 @@ void hk__heap_abandon(hk_theap_t *heap)
         hk__segment_abandon(heap, seg);
         abandoned_push(seg);
     }
+    hk__page_stats_flush(heap);   /* while still on the live list, which hk_stats_get adds up */
     hk__lock(&g_heaps_lock);
     if (heap->prev_heap) heap->prev_heap->next_heap = heap->next_heap;
     else g_heaps = heap->next_heap;
@@ -309,7 +310,6 @@ void hk__heap_abandon(hk_theap_t *heap)
     HK_ATOMIC_ADD(&hk__gstats.dead_free_bytes, __atomic_load_n(&heap->st.free_bytes, __ATOMIC_RELAXED));
     hk__unlock(&g_heaps_lock);
     HK_ATOMIC_SUB(&hk__gstats.heaps, 1);
-    hk__page_stats_flush(heap);
     heap_clear_queues(heap);
     heap->thread_id = 0;
     heap_pool_free(heap);
