@@ -329,6 +329,13 @@ HK_INLINE hk_page_t *hk__page_at(hk_segment_t *seg, const void *p)
     return (hk_page_t *)((char *)seg->pages + off);
 }
 
+/* Bytes from a span's base to its first block (the segment header, in
+ * page 0). */
+HK_INLINE size_t hk__page_lead(const hk_page_t *pg)
+{
+    return (size_t)((uintptr_t)pg->start & (HK_PAGE_SIZE - 1));
+}
+
 HK_INLINE hk_page_t *hk__page_of(hk_segment_t *seg, const void *p)
 {
     hk_page_t *pg = hk__page_at(seg, p);

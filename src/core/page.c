@@ -152,11 +152,6 @@ static inline uint32_t block_os_bits(const hk_page_t *pg, size_t lead, uint32_t 
     return (uint32_t)((((uint64_t)2 << k1) - 1) & ~(((uint64_t)1 << k0) - 1));
 }
 
-/* Bytes from the span's base to its first block. */
-static inline size_t page_lead(const hk_page_t *pg)
-{
-    return (size_t)((uintptr_t)pg->start & (HK_PAGE_SIZE - 1));
-}
 
 /* The page's trimmed map becomes t; the memory purged by trimming moves
  * with it in the purge accounting (`committed` counts it as purged). */
@@ -170,7 +165,7 @@ static void page_set_trimmed(hk_page_t *pg, uint32_t t)
 /* Is block b (of a trimmed page) one of the blocks off the lists? */
 static bool block_trimmed(const hk_page_t *pg, const hk_block_t *b)
 {
-    return (block_os_bits(pg, page_lead(pg), block_index(pg, b)) & __atomic_load_n(&pg->trimmed, __ATOMIC_RELAXED)) != 0;
+    return (block_os_bits(pg, hk__page_lead(pg), block_index(pg, b)) & __atomic_load_n(&pg->trimmed, __ATOMIC_RELAXED)) != 0;
 }
 
 /* Mark the blocks of pg tagged free; stops past cap - used of them. Reads
@@ -215,7 +210,7 @@ uint32_t hk__page_trim(hk_page_t *pg, uint64_t now, uint32_t min_age, bool *youn
         if (t - pg->sparse_since < min_age) { *young = true; return 1; }
     }
     pg->sparse_since = 0;
-    size_t lead = page_lead(pg);
+    size_t lead = hk__page_lead(pg);
     uint64_t listed[HK_PAGE_SIZE / 16 / 64] = { 0 };
     /* The listed blocks are the cap - used free ones. A pass over the page
      * in address order finds the blocks tagged free, at memory speed; when
@@ -270,7 +265,7 @@ static void page_untrim(hk_page_t *pg)
 {
     uint32_t t = pg->trimmed;
     if (!t) return;
-    size_t lead = page_lead(pg);
+    size_t lead = hk__page_lead(pg);
     uint32_t take = t & (0u - t);
     for (;;) {   /* close over blocks that straddle two trimmed pages */
         uint32_t more = take;
@@ -386,7 +381,7 @@ bool hk__page_retire(hk_theap_t *heap, hk_page_t *pg)
     /* How far the carved blocks reached into the span: the next class to
      * take these pages purges what lies past its own blocks, at once or at
      * the next purge (see hk__segment_alloc_span). */
-    size_t reach = page_lead(pg) + (size_t)pg->capacity * pg->block_size;
+    size_t reach = hk__page_lead(pg) + (size_t)pg->capacity * pg->block_size;
     size_t dirty = (size_t)pg->dirty_end * HK_TAIL_UNIT;   /* an earlier class's, not purged yet */
     if (dirty > reach) reach = dirty;
     pg->dirty_end = 0;
@@ -435,9 +430,9 @@ static void page_unfull(hk_theap_t *heap, hk_page_t *pg)
  * are looked at: walking the whole full list on every slow path after a
  * remote free was 30% of the slow path's samples in a two-thread churn of
  * 16 B-64 KiB blocks, where most pages hold a few blocks and hundreds sit
- * full. A bit may be
- * stale (the page emptied, moved on, or went with an abandoned segment):
- * a page counts only while it is still full with remote frees waiting. */
+ * full. A bit may be stale (the page emptied, moved on, or went with an
+ * abandoned segment): a page counts only while it is still full with
+ * remote frees waiting. */
 static void collect_full(hk_theap_t *heap)
 {
     __atomic_store_n(&heap->full_pending, 0, __ATOMIC_SEQ_CST);
@@ -923,7 +918,7 @@ bool hk__page_grow_in_place(void *p, size_t size)
     uint32_t bs = hk__class_size[cls];
     if (bs <= pg->block_size) return false;
     unsigned n = class_span(cls);
-    size_t hdr = (size_t)(pg->start - ((char *)seg + (size_t)(pg - seg->pages) * HK_PAGE_SIZE));
+    size_t hdr = hk__page_lead(pg);
     if ((size_t)n * HK_PAGE_SIZE - hdr < bs) return false;
     hk_theap_t *heap = seg->heap;
     if (n > pg->span) {

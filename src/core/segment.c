@@ -585,7 +585,7 @@ static void purge_tails(hk_segment_t *seg)
         char *base = (char *)seg + (size_t)i * HK_PAGE_SIZE;
         size_t end = (size_t)pg->dirty_end * HK_TAIL_UNIT;
         /* Where the blocks end now (a block that grew in place reaches further). */
-        size_t need = hk__align_up((size_t)(pg->start - base) + (size_t)pg->reserved * pg->block_size, HK_TAIL_UNIT);
+        size_t need = hk__align_up(hk__page_lead(pg) + (size_t)pg->reserved * pg->block_size, HK_TAIL_UNIT);
         if (end > need) hk__purge_range(base + need, end - need);
         pg->dirty_end = 0;
     }
