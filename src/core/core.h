@@ -162,6 +162,26 @@ typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
 #define HK_XCACHE_BYTES 4096      /* per class, in block bytes */
 #define HK_XCACHE_MAX   32        /* per class, in blocks */
 
+/* The big-block cache: classes over 8 KiB up to 64 KiB, whose 64 KiB
+ * pages hold one to six blocks, so that nearly every free of such a block
+ * would empty or unfull its page and nearly every malloc take a new span
+ * (`midsize`: a slow path for most of its mallocs and frees, and the page
+ * faults of memory given back and touched again). A thread heap's frees
+ * of these classes (its own blocks and other live threads') go on a stack
+ * per class; its mallocs pop from it when the class's first page has no
+ * free block. Only slow paths touch it (its pages carry HK_PF_MIXED, which
+ * sends their frees out of line). A class's bound starts at one block and
+ * grows by one with each malloc that finds the class empty, up to
+ * HK_XBIG_MAX; frees that find it full bring it down (see xbig_push); all
+ * classes together hold at most HK_XBIG_BYTES, and a purge empties it
+ * once no malloc took a block from it since the purge before. */
+#define HK_XBIG_FIRST  30          /* 10 KiB */
+#define HK_XBIG_LAST   44          /* 64 KiB */
+#define HK_XBIG_N      (HK_XBIG_LAST - HK_XBIG_FIRST + 1)
+#define HK_XBIG_MAX    HK_XCACHE_MAX
+#define HK_XBIG_BYTES  ((size_t)8 << 20)
+#define HK_XBIG_SHRINK 4
+
 typedef struct hk_theap_stats {
     uint64_t malloc_bytes, free_bytes;
 } hk_theap_stats_t;
@@ -210,6 +230,12 @@ typedef struct hk_theap {
     struct hk_theap *parked_next;     /* on the parked list (see hk__heap_park) */
     uint64_t parked_at;               /* atomic: ms | 1 while parked, else 0 */
     uint32_t parked_frees;            /* frees into parked heaps' segments (a clock look every 64th) */
+    /* The big-block cache (see HK_XBIG_FIRST): per class the blocks held,
+     * the bound (0 until the class first misses) and frees over it since
+     * it last came down; the bytes held in all. */
+    struct hk_xbclass { uint16_t n; uint8_t lim, over; } xb[HK_XBIG_N];
+    uint32_t xb_pops;                 /* blocks taken from it since the last purge */
+    size_t xb_bytes;
     hk_theap_stats_t st;
     /* Pages (spans) this thread heap took (+) and gave back (-), and their
      * bytes, not yet added to hk__gstats.pages / page_bytes: added 16
@@ -225,13 +251,15 @@ typedef struct hk_theap {
     hk_segment_t *huge;               /* its huge blocks, linked through their headers */
     hk_lock_t huge_lock;              /* guards `huge`: a huge block is freed by any thread */
     bool huge_pages;                  /* HK_HEAP_HUGE_PAGES: fresh segments on transparent huge pages */
-    /* The foreign-block cache's stacks (5 KiB), a flexible array: heaps
-     * from the pool have room for them (HK_THEAP_BYTES), the static empty
-     * heap does not (it never caches), and neither it in .data nor a
-     * cleared new heap touches pages for them. */
+    /* The foreign-block cache's stacks (5 KiB), then the big-block
+     * cache's (HK_XBIG_ROW, 4 KiB), a flexible array: heaps from the pool
+     * have room for them (HK_THEAP_BYTES), the static empty heap does not
+     * (it never caches), and neither it in .data nor a cleared new heap
+     * touches pages for them. */
     hk_block_t *xcache[][HK_XCACHE_MAX];
 } __attribute__((aligned(64))) hk_theap_t;
-#define HK_THEAP_BYTES ((sizeof(hk_theap_t) + HK_XCLASSES * sizeof(hk_block_t *[HK_XCACHE_MAX]) + 63) & ~(size_t)63)
+#define HK_XBIG_ROW(heap, k) ((heap)->xcache[HK_XCLASSES + (k)])
+#define HK_THEAP_BYTES ((sizeof(hk_theap_t) + (HK_XCLASSES + HK_XBIG_N) * sizeof(hk_block_t *[HK_XCACHE_MAX]) + 63) & ~(size_t)63)
 
 /* Globals (hidden). */
 extern __thread hk_theap_t *hk__tls_heap HK_HIDDEN;
@@ -445,6 +473,7 @@ void hk__purged_add(int64_t bytes) HK_HIDDEN;
  * pages_peak). */
 void hk__page_stats_flush(hk_theap_t *heap) HK_HIDDEN;
 void hk__xcache_flush(hk_theap_t *heap) HK_HIDDEN;
+void hk__xcache_purge(hk_theap_t *heap, bool force) HK_HIDDEN;
 /* The cache's bound for class c (< HK_XCLASSES). */
 uint16_t hk__xcache_cap(unsigned c) HK_HIDDEN;
 bool hk__page_retire(hk_theap_t *heap, hk_page_t *pg) HK_HIDDEN;
@@ -501,7 +530,8 @@ HK_INLINE hk_page_t *hk__kept_page(const hk_theap_t *heap, unsigned c)
 /* The mode flag a page of class cls has in heap (HK_PF_MIXED or 0). */
 HK_INLINE uint32_t hk__page_mode(const hk_theap_t *heap, unsigned cls)
 {
-    return heap->mixed && cls < HK_XCLASSES ? HK_PF_MIXED : 0;
+    bool cached = cls < HK_XCLASSES ? heap->mixed : cls >= HK_XBIG_FIRST && cls <= HK_XBIG_LAST && !heap->owner;
+    return cached ? HK_PF_MIXED : 0;
 }
 
 /* ---------------------------------------------------------------- fast paths */

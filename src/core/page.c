@@ -576,6 +576,8 @@ void *hk__heap_tick(hk_theap_t *heap, void *b)
     return b;
 }
 
+static inline hk_block_t *xbig_pop(hk_theap_t *heap, size_t cls);
+
 void *hk__malloc_generic(hk_theap_t *heap, size_t size)
 {
     if (hk_unlikely(heap == &hk__heap_empty)) {
@@ -586,6 +588,10 @@ void *hk__malloc_generic(hk_theap_t *heap, size_t size)
     if (hk_unlikely(heap->purge_due != 0) && (++heap->purge_tick & 63) == 0) purge_if_due(heap);
     if (size > HK_SMALL_MAX) return hk__huge_alloc_in(heap->owner ? heap : NULL, size, 0, NULL);
     size_t cls = hk__size_class(size);
+    if (cls >= HK_XBIG_FIRST && cls <= HK_XBIG_LAST) {
+        hk_block_t *x = xbig_pop(heap, cls);
+        if (x) return x;
+    }
     hk_page_t *pg = find_page(heap, cls);
     if (!pg) { errno = ENOMEM; return NULL; }
     hk_block_t *b = pg->free;
@@ -640,10 +646,18 @@ static void xcache_find(hk_theap_t *h, void *arg)
 {
     struct xfind *f = arg;
     if (f->found) return;
-    unsigned n = __atomic_load_n(&h->xc[f->c].n, __ATOMIC_RELAXED);   /* another thread's count: read once */
-    if (n > HK_XCACHE_MAX) n = HK_XCACHE_MAX;
-    for (unsigned i = 0; i < n; i++)
-        if (__atomic_load_n(&h->xcache[f->c][i], __ATOMIC_RELAXED) == f->b) { f->found = true; return; }
+    if (f->c < HK_XCLASSES) {
+        unsigned n = __atomic_load_n(&h->xc[f->c].n, __ATOMIC_RELAXED);   /* another thread's count: read once */
+        if (n > HK_XCACHE_MAX) n = HK_XCACHE_MAX;
+        for (unsigned i = 0; i < n; i++)
+            if (__atomic_load_n(&h->xcache[f->c][i], __ATOMIC_RELAXED) == f->b) { f->found = true; return; }
+    } else {
+        unsigned k = f->c - HK_XBIG_FIRST;
+        unsigned n = __atomic_load_n(&h->xb[k].n, __ATOMIC_RELAXED);
+        if (n > HK_XBIG_MAX) n = HK_XBIG_MAX;
+        for (unsigned i = 0; i < n; i++)
+            if (__atomic_load_n(&HK_XBIG_ROW(h, k)[i], __ATOMIC_RELAXED) == f->b) { f->found = true; return; }
+    }
 }
 
 /* Is b (tagged free) on one of the lists a free can reach from here? The
@@ -662,7 +676,7 @@ static bool block_listed(const hk_page_t *pg, const hk_block_t *b)
      * racy, but a block seen in a cache below its count was freed: a
      * correct program cannot be freeing it (it could only have it back
      * from that cache's own malloc, which clears the tag first). */
-    if (pg->cls < HK_XCLASSES) {
+    if (pg->cls < HK_XCLASSES || (pg->cls >= HK_XBIG_FIRST && pg->cls <= HK_XBIG_LAST)) {
         struct xfind f = { b, pg->cls, false };
         hk__heaps_foreach(xcache_find, &f);
         if (f.found) return true;
@@ -727,11 +741,8 @@ static void page_free_block(hk_segment_t *seg, hk_page_t *pg, hk_block_t *b, uin
  * pages. No purge runs inside the loop (a block of a segment this thread
  * has since adopted goes on a local list, its page may empty and retire,
  * and a purge flushes the cache); one that came due runs after it. */
-static void xcache_flush_class(hk_theap_t *heap, unsigned c, unsigned n)
+static void blocks_home(hk_block_t *const *v, unsigned n)
 {
-    unsigned have = heap->xc[c].n;
-    if (n > have) n = have;
-    heap->no_purge++;
     /* Blocks of another thread's page go home a run at a time: a run of
      * blocks of one page (a producer carves them in a row, so its consumer
      * frees them in a row) is linked into one chain (the cache's blocks
@@ -740,7 +751,7 @@ static void xcache_flush_class(hk_theap_t *heap, unsigned c, unsigned n)
     hk_block_t *first = NULL, *last = NULL;
     uint32_t k = 0;
     for (unsigned i = 0; i < n; i++) {
-        hk_block_t *b = heap->xcache[c][i];
+        hk_block_t *b = v[i];
         hk_segment_t *seg = hk__segment_of(b);
         hk_page_t *pg = hk__page_of(seg, b);
         if (pg == run) { last->next = b; last = b; k++; continue; }
@@ -749,9 +760,77 @@ static void xcache_flush_class(hk_theap_t *heap, unsigned c, unsigned n)
         run = pg; first = last = b; k = 1;
     }
     if (run) page_push_remote(run, first, last, k);
-    for (unsigned i = n; i < have; i++) heap->xcache[c][i - n] = heap->xcache[c][i];
-    heap->xc[c].n = (uint16_t)(have - n);
+}
+
+/* The n oldest of the `*have` blocks of stack v back to their pages. */
+static void stack_flush(hk_theap_t *heap, hk_block_t **v, uint16_t *have, unsigned n)
+{
+    if (n > *have) n = *have;
+    heap->no_purge++;
+    blocks_home(v, n);
+    for (unsigned i = n; i < *have; i++) v[i - n] = v[i];
+    *have = (uint16_t)(*have - n);
     if (--heap->no_purge == 0 && heap->purge_due != 0) purge_if_due(heap);
+}
+
+static void xcache_flush_class(hk_theap_t *heap, unsigned c, unsigned n)
+{
+    stack_flush(heap, heap->xcache[c], &heap->xc[c].n, n);
+}
+
+/* ------------------------------------------------------------ big-block cache */
+
+/* The n oldest blocks of big class slot k back to their pages. */
+static void xbig_flush(hk_theap_t *heap, unsigned k, unsigned n)
+{
+    uint16_t before = heap->xb[k].n;
+    stack_flush(heap, HK_XBIG_ROW(heap, k), &heap->xb[k].n, n);
+    heap->xb_bytes -= (size_t)(before - heap->xb[k].n) * hk__class_size[HK_XBIG_FIRST + k];
+}
+
+/* A block of big class cls from the cache, or NULL. A miss (a malloc that
+ * a cached block would have served) lets the class keep one more. */
+static inline hk_block_t *xbig_pop(hk_theap_t *heap, size_t cls)
+{
+    struct hk_xbclass *x = &heap->xb[cls - HK_XBIG_FIRST];
+    if (x->n == 0) {
+        if (x->lim < HK_XBIG_MAX) x->lim++;
+        return NULL;
+    }
+    hk_block_t *b = HK_XBIG_ROW(heap, cls - HK_XBIG_FIRST)[--x->n];
+    heap->xb_bytes -= hk__class_size[cls];
+    heap->xb_pops++;
+    b->tag = 0;
+    return b;
+}
+
+/* b (of page pg, big class c, a live block: the free fast path checked)
+ * into the calling thread's cache; false when it takes the page's way.
+ * A free that finds the class at its bound (frees outrun the mallocs that
+ * reach the cache) takes the page's way, and every HK_XBIG_SHRINK such
+ * frees the bound comes down by one: a class whose blocks nobody asks for
+ * again keeps none for long. */
+static bool xbig_push(hk_theap_t *me, hk_page_t *pg, unsigned c, hk_block_t *b)
+{
+    unsigned k = c - HK_XBIG_FIRST;
+    struct hk_xbclass *x = &me->xb[k];
+    size_t size = hk__class_size[c];
+    if (HK_OPT(HK_OPTION_PURGE_DELAY) == 0) return false;   /* memory back at once: nothing kept */
+    if (x->n >= x->lim || me->xb_bytes + size > HK_XBIG_BYTES) {
+        if (++x->over >= HK_XBIG_SHRINK) {
+            x->over = 0;
+            if (x->lim > 1) x->lim--;
+            if (x->n > x->lim) xbig_flush(me, k, x->n - x->lim);
+        }
+        return false;
+    }
+    /* Nothing else may come due while the program only caches and pops:
+     * a purge gives the cache back. */
+    if (me->xb_bytes == 0) hk__heap_purge_later(me);
+    b->tag = HK_FREE_TAG(pg);
+    HK_XBIG_ROW(me, k)[x->n++] = b;
+    me->xb_bytes += size;
+    return true;
 }
 
 /* The heap's thread frees other threads' blocks, enough of them to fill a
@@ -783,12 +862,23 @@ void hk__heap_turn_mixed(hk_theap_t *heap)
         }
 }
 
-/* Every cached block back to its page (purge, hk_collect, thread exit). */
-void hk__xcache_flush(hk_theap_t *heap)
+/* A purge's look at the caches: the foreign-block cache goes home; the
+ * big-block cache too when no malloc took a block from it since the last
+ * purge (or when forced). Emptying it at every purge made `midsize 1` take
+ * 1.4x the time at times, its peak 23 or 34 MiB by how the purges fell. */
+void hk__xcache_purge(hk_theap_t *heap, bool force)
 {
     for (unsigned c = 0; c < HK_XCLASSES; c++)
         if (heap->xc[c].n) xcache_flush_class(heap, c, heap->xc[c].n);
+    if (heap->xb_pops == 0 || force) {
+        for (unsigned k = 0; k < HK_XBIG_N; k++)
+            if (heap->xb[k].n) xbig_flush(heap, k, heap->xb[k].n);
+    }
+    heap->xb_pops = 0;
 }
+
+/* Every cached block back to its page (hk_collect, thread exit). */
+void hk__xcache_flush(hk_theap_t *heap) { hk__xcache_purge(heap, true); }
 
 uint16_t hk__xcache_cap(unsigned c)
 {
@@ -822,6 +912,11 @@ void hk__free_cached(void *p)
     hk_block_t *b = p;
     uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
     uintptr_t other = __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) ^ hk__thread_id();
+    unsigned c = pg->cls;
+    if (c >= HK_XBIG_FIRST && c <= HK_XBIG_LAST) {
+        hk_theap_t *me = hk__tls_heap;
+        if (me != &hk__heap_empty && xbig_push(me, pg, c, b)) return;
+    }
     if ((flags | other) == HK_PF_MIXED) {
         hk__page_push_own(seg, pg, b);
         return;

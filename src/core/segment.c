@@ -600,7 +600,7 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force, uint32_t trim_wa
     /* The foreign-block cache goes home first: the blocks it holds keep
      * their pages (other threads') in use, and would otherwise stay as
      * long as this thread does not fill the class. */
-    if (heap == hk__tls_heap) hk__xcache_flush(heap);
+    if (heap == hk__tls_heap) hk__xcache_purge(heap, force);
     /* Empty pages kept as their class's only page go back to the segment:
      * big spans (blocks > 32 KiB) at once, others when they stayed empty
      * since the last purge. Without this a class used once would keep its
@@ -661,6 +661,8 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force, uint32_t trim_wa
         hk_segment_t *a = hk__abandoned_pop();
         if (a) (void)hk__segment_adopt(heap, a);
     }
+    /* A big-block cache in use waits for the next purge. */
+    if (heap->xb_bytes && delay > 0 && !next_due) next_due = now + (uint64_t)delay;
     /* The caches are shared: what waits there comes due on this heap too. */
     uint64_t cache_due = hk__cache_purge(now, force);
     if (cache_due && (!next_due || cache_due < next_due)) next_due = cache_due;

@@ -485,8 +485,76 @@ static void test_mixed_heap(void)
     CHECK(mix_st[2].committed + (size_t)MIX_OWN * 256 * 3 / 4 <= mix_st[1].committed);
 }
 
+/* The big-block cache (blocks over 8 KiB up to 64 KiB). A thread frees
+ * BIG_N blocks of 20 KiB, its own and as many of another thread's, and
+ * mallocs as many again: every one is a block it just freed (the class's
+ * bound grew with its 2 * BIG_N earlier mallocs, which found it empty),
+ * payloads intact. A
+ * second free of a cached block is caught. Then frees that nobody mallocs
+ * again: the bound comes down and the blocks go to their pages. */
+enum { BIG_N = 8, BIG = 20 * 1024, BIG_MANY = 200, BIG_LONE = 48 * 1024 };
+static unsigned char *big_theirs[BIG_N];
+static int big_reused, big_bad;
+static hk_stats_t big_st[3];
+
+static void *big_worker(void *arg)
+{
+    (void)arg;
+    unsigned char *mine[2 * BIG_N], *got[2 * BIG_N];
+    for (int i = 0; i < 2 * BIG_N; i++) { mine[i] = hk_malloc(BIG); if (!mine[i]) { big_bad++; return NULL; } memset(mine[i], 1, BIG); }
+    for (int i = 0; i < BIG_N; i++) { hk_free(mine[i]); hk_free(big_theirs[i]); }
+    for (int i = 0; i < 2 * BIG_N; i++) {
+        got[i] = hk_malloc(BIG);
+        if (!got[i]) { big_bad++; continue; }
+        for (int k = 0; k < BIG_N; k++) big_reused += got[i] == mine[k] || got[i] == big_theirs[k];
+        memset(got[i], 0x6b, BIG);
+    }
+    for (int i = 0; i < 2 * BIG_N; i++) {
+        for (size_t k = 0; k < BIG; k += 512) if (got[i] && got[i][k] != 0x6b) { big_bad++; break; }
+        hk_free(got[i]);
+    }
+    for (int i = BIG_N; i < 2 * BIG_N; i++) hk_free(mine[i]);
+    /* Many blocks of one class freed, none asked for again. */
+    static unsigned char *many[BIG_MANY];
+    hk_collect(1);
+    hk_stats_get(&big_st[0]);
+    for (int i = 0; i < BIG_MANY; i++) { many[i] = hk_malloc(BIG_LONE); if (!many[i]) { big_bad++; return NULL; } many[i][0] = 1; }
+    hk_stats_get(&big_st[1]);
+    for (int i = 0; i < BIG_MANY; i++) hk_free(many[i]);
+    hk_stats_get(&big_st[2]);
+    return NULL;
+}
+
+static void big_double_free(void *arg)
+{
+    (void)arg;
+    void *keep[4], *x;
+    for (int i = 0; i < 4; i++) keep[i] = hk_malloc(BIG);   /* misses: the class keeps blocks */
+    for (int i = 0; i < 4; i++) hk_free(keep[i]);
+    x = hk_malloc(BIG);
+    hk_free(x);                                            /* into the cache */
+    hk_free(x);
+}
+
+static void test_big_cache(void)
+{
+    for (int i = 0; i < BIG_N; i++) { big_theirs[i] = hk_malloc(BIG); REQUIRE(big_theirs[i]); memset(big_theirs[i], 2, BIG); }
+    pthread_t th;
+    pthread_create(&th, NULL, big_worker, NULL);
+    pthread_join(th, NULL);
+    fprintf(stderr, "  big-block cache: %d of %d mallocs reused a freed block; pages %llu before, %llu with %d blocks "
+            "of 48 KiB, %llu after they were freed\n", big_reused, 2 * BIG_N, (unsigned long long)big_st[0].pages,
+            (unsigned long long)big_st[1].pages, BIG_MANY, (unsigned long long)big_st[2].pages);
+    CHECK_EQ(big_bad, 0);
+    CHECK_EQ(big_reused, 2 * BIG_N);
+    CHECK(big_st[1].pages >= big_st[0].pages + BIG_MANY);
+    CHECK(big_st[2].pages <= big_st[0].pages + 2);          /* at most one block left cached */
+    CHECK(t_expect_death(big_double_free, NULL, SIGABRT, "double free"));
+}
+
 int main(void)
 {
+    RUN(test_big_cache);
     RUN(test_small_foreign_blocks);
     RUN(test_ring);
     RUN(test_reuse);
