@@ -324,10 +324,16 @@ static void take_pages(hk_segment_t *seg, uint64_t bits, unsigned n)
  * 24 KiB). tail_excess says how much that is for a span of n pages at
  * page i (0: none), and where the new blocks end (`need`, from the span's
  * start, in whole purge units). */
+/* Where `count` blocks of `block` bytes after `lead` end, in whole purge units. */
+static inline size_t blocks_end(size_t lead, size_t count, size_t block)
+{
+    return hk__align_up(lead + count * block, HK_TAIL_UNIT);
+}
+
 static size_t tail_excess(const hk_segment_t *seg, unsigned i, unsigned n, size_t block, size_t *need)
 {
     size_t lead = i == 0 ? HK_SEG_HDR : 0;
-    *need = hk__align_up(lead + ((size_t)n * HK_PAGE_SIZE - lead) / block * block, HK_TAIL_UNIT);
+    *need = blocks_end(lead, ((size_t)n * HK_PAGE_SIZE - lead) / block, block);
     size_t reach = 0;
     for (unsigned j = 0; j < n; j++)
         if (!(seg->purged_mask & ((uint64_t)1 << (i + j))))
@@ -488,6 +494,13 @@ static void purge_over_budget(hk_theap_t *heap)
     }
 }
 
+/* The heap's next purge at `due` (none was due), a round that began `now`. */
+static inline void purge_schedule(hk_theap_t *heap, uint64_t now, uint64_t due)
+{
+    heap->purge_due = due;
+    heap->purge_since = now;
+}
+
 bool hk__segment_free_span(hk_theap_t *heap, hk_page_t *pg)
 {
     hk_segment_t *seg = hk__segment_of(pg);
@@ -528,7 +541,7 @@ bool hk__segment_free_span(hk_theap_t *heap, hk_page_t *pg)
                 if (ext > cap) ext = cap > heap->purge_due ? cap : heap->purge_due;
                 heap->purge_due = ext < due ? ext : due;
             }
-            if (!heap->purge_due) { heap->purge_due = due; heap->purge_since = now; }
+            if (!heap->purge_due) purge_schedule(heap, now, due);
             if (n == 1 && ++heap->freed_pages >= HK_RESFREE_CHECK) { heap->freed_pages = 0; purge_over_budget(heap); }
         }
     }
@@ -571,8 +584,7 @@ void hk__heap_purge_later(hk_theap_t *heap)
     long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
     if (delay <= 0 || heap->purge_due) return;
     uint64_t now = hk__now_ms();
-    heap->purge_due = now + (uint64_t)delay;
-    heap->purge_since = now;
+    purge_schedule(heap, now, now + (uint64_t)delay);
 }
 
 /* The dirty tails of seg's spans in use (hk_page_t.dirty_end) back to the OS. */
@@ -585,7 +597,7 @@ static void purge_tails(hk_segment_t *seg)
         char *base = (char *)seg + (size_t)i * HK_PAGE_SIZE;
         size_t end = (size_t)pg->dirty_end * HK_TAIL_UNIT;
         /* Where the blocks end now (a block that grew in place reaches further). */
-        size_t need = hk__align_up(hk__page_lead(pg) + (size_t)pg->reserved * pg->block_size, HK_TAIL_UNIT);
+        size_t need = blocks_end(hk__page_lead(pg), pg->reserved, pg->block_size);
         if (end > need) hk__purge_range(base + need, end - need);
         pg->dirty_end = 0;
     }

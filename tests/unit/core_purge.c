@@ -2,6 +2,7 @@
  * freeing them, with the purge delay at 0, the resident size must shrink;
  * with a delay, hk_collect / later slow paths purge once it has passed. */
 #include "test.h"
+#include "gate.h"
 #include "heapkit.h"
 #include <time.h>
 #include <pthread.h>
@@ -391,18 +392,13 @@ static void test_reused_page_tail_purged(void)
  * purge (one madvise a span taken, in a threaded program, stopped every
  * core for a TLB shootdown). The purge then gives back only what lies past
  * the block, also after the block grew in place into the tail. */
-static pthread_mutex_t idle_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t idle_cond = PTHREAD_COND_INITIALIZER;
-static int idle_state;        /* 1: the thread has its heap, 2: it may exit */
+static t_gate_t idle_gate = T_GATE_INIT;   /* 1: the thread has its heap, 2: it may exit */
 static void *idle_thread(void *arg)
 {
     (void)arg;
     void *q = hk_malloc(32);  /* its own heap: two thread heaps live */
-    pthread_mutex_lock(&idle_lock);
-    idle_state = 1;
-    pthread_cond_broadcast(&idle_cond);
-    while (idle_state != 2) pthread_cond_wait(&idle_cond, &idle_lock);
-    pthread_mutex_unlock(&idle_lock);
+    t_gate_set(&idle_gate, 1);
+    t_gate_wait(&idle_gate, 2);
     hk_free(q);
     return NULL;
 }
@@ -421,11 +417,9 @@ static void test_reused_page_tail_deferred(void)
     enum { N = 10, PAGE = 64 * 1024, BIG = 40 * 1024, GROWN = 56 * 1024 };
     static void *v[N];
     pthread_t t;
-    idle_state = 0;
+    idle_gate.phase = 0;
     REQUIRE(pthread_create(&t, NULL, idle_thread, NULL) == 0);
-    pthread_mutex_lock(&idle_lock);
-    while (idle_state != 1) pthread_cond_wait(&idle_cond, &idle_lock);
-    pthread_mutex_unlock(&idle_lock);
+    t_gate_wait(&idle_gate, 1);
     REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 3600000) == 0);
     hk_collect(1);
     uintptr_t page = free_one_page(v, N);
@@ -453,10 +447,7 @@ static void test_reused_page_tail_deferred(void)
     CHECK(bad == 0);
     hk_free(g);
     for (int i = 0; i < N; i++) hk_free(v[i]);
-    pthread_mutex_lock(&idle_lock);
-    idle_state = 2;
-    pthread_cond_broadcast(&idle_cond);
-    pthread_mutex_unlock(&idle_lock);
+    t_gate_set(&idle_gate, 2);
     pthread_join(t, NULL);
     hk_option_set(HK_OPTION_PURGE_DELAY, 10);
     hk_collect(1);

@@ -4,6 +4,7 @@
  * a free into them; or their heap waits parked for the next thread).
  * Fixed seeds. */
 #include "test.h"
+#include "gate.h"
 #include "heapkit.h"
 #include <pthread.h>
 #include <time.h>
@@ -424,19 +425,14 @@ static void test_free_into_parked_heap(void)
  * apiece) and waits; the main thread's hk_stats_get sees six pages more
  * (and as many page bytes), and after the thread frees them and exits,
  * as many fewer. */
-static pthread_mutex_t st_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t st_cond = PTHREAD_COND_INITIALIZER;
-static int st_phase;
+static t_gate_t st_gate = T_GATE_INIT;   /* 1: the thread has its pages, 2: it may free them */
 static void *six_pages(void *arg)
 {
     (void)arg;
     void *p[6];
     for (int i = 0; i < 6; i++) p[i] = hk_malloc((size_t)(8 + 8 * i) << 10);
-    pthread_mutex_lock(&st_lock);
-    st_phase = 1;
-    pthread_cond_broadcast(&st_cond);
-    while (st_phase != 2) pthread_cond_wait(&st_cond, &st_lock);
-    pthread_mutex_unlock(&st_lock);
+    t_gate_set(&st_gate, 1);
+    t_gate_wait(&st_gate, 2);
     for (int i = 0; i < 6; i++) hk_free(p[i]);
     return NULL;
 }
@@ -447,16 +443,11 @@ static void test_page_counts_between_flushes(void)
     hk_stats_t before, during, after;
     hk_stats_get(&before);
     pthread_t t;
-    st_phase = 0;
+    st_gate.phase = 0;
     REQUIRE(pthread_create(&t, NULL, six_pages, NULL) == 0);
-    pthread_mutex_lock(&st_lock);
-    while (st_phase != 1) pthread_cond_wait(&st_cond, &st_lock);
-    pthread_mutex_unlock(&st_lock);
+    t_gate_wait(&st_gate, 1);
     hk_stats_get(&during);
-    pthread_mutex_lock(&st_lock);
-    st_phase = 2;
-    pthread_cond_broadcast(&st_cond);
-    pthread_mutex_unlock(&st_lock);
+    t_gate_set(&st_gate, 2);
     pthread_join(t, NULL);
     hk_collect(1);
     hk_stats_get(&after);
