@@ -56,8 +56,9 @@ struct hk_theap;
  * FULL and MIXED are the lowest bits: one compare tests "nothing else"). */
 enum {
     HK_PF_FULL    = 1,   /* page sits in the heap's full list */
-    HK_PF_MIXED   = 2,   /* the owner heap is mixed (see hk_theap_t.mixed): its own frees
-                          * go to its block cache */
+    HK_PF_MIXED   = 2,   /* frees go to a block cache: the owner heap is mixed (classes up
+                          * to 1 KiB, see hk_theap_t.mixed), or a big class of a thread
+                          * heap (see HK_XBIG_FIRST) */
     HK_PF_ALIGNED = 4,   /* some pointers handed out are inside blocks (memalign) */
     HK_PF_FREE    = 8,   /* page not in use: a free into it is misuse */
     /* room for the checking modes: canaries, quarantine, encoded lists */

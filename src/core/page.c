@@ -902,9 +902,10 @@ static inline void xcache_count_foreign(hk_theap_t *me, unsigned c)
 
 /* A free that passed the fast path's checks (a live block's start, flags
  * at most FULL and MIXED) and found its class of the block cache full (or
- * closed): an own block of a mixed heap's page goes on the page's list;
+ * closed): a block of a big class goes to the big-block cache if it has
+ * room; an own block of a mixed heap's page goes on the page's list;
  * anything else takes the slow way, which sends the class's older half
- * home first. */
+ * home first (classes up to 1 KiB). */
 void hk__free_cached(void *p)
 {
     hk_segment_t *seg = hk__segment_of(p);

@@ -317,6 +317,12 @@ static void take_pages(hk_segment_t *seg, uint64_t bits, unsigned n)
     seg->used_pages += n;
 }
 
+/* Where `count` blocks of `block` bytes after `lead` end, in whole purge units. */
+static inline size_t blocks_end(size_t lead, size_t count, size_t block)
+{
+    return hk__align_up(lead + count * block, HK_TAIL_UNIT);
+}
+
 /* Resident pages taken for a class whose blocks end short of where the
  * last class's carved blocks reached: the memory in between would stay
  * resident and unused for as long as the span serves the new class (a
@@ -324,11 +330,6 @@ static void take_pages(hk_segment_t *seg, uint64_t bits, unsigned n)
  * 24 KiB). tail_excess says how much that is for a span of n pages at
  * page i (0: none), and where the new blocks end (`need`, from the span's
  * start, in whole purge units). */
-/* Where `count` blocks of `block` bytes after `lead` end, in whole purge units. */
-static inline size_t blocks_end(size_t lead, size_t count, size_t block)
-{
-    return hk__align_up(lead + count * block, HK_TAIL_UNIT);
-}
 
 static size_t tail_excess(const hk_segment_t *seg, unsigned i, unsigned n, size_t block, size_t *need)
 {
