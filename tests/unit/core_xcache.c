@@ -8,6 +8,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <stdatomic.h>
+#include <time.h>
 
 enum { N = 24, MANY = 3000 };   /* N blocks of 64 or 96 bytes fit in one class of the cache */
 
@@ -552,9 +554,74 @@ static void test_big_cache(void)
     CHECK(t_expect_death(big_double_free, NULL, SIGABRT, "double free"));
 }
 
+/* Threads in generations swap blocks of 10-64 KiB through a shared table
+ * (each block carries its size and a pattern, checked before it is freed),
+ * so the big-block caches hold other threads' blocks, also of threads that
+ * have exited (their heaps parked or abandoned). Fixed seeds. Afterwards
+ * every block is back: the pages in use return to what they were. */
+enum { CHURN_SLOTS = 256, CHURN_GENS = 4, CHURN_THREADS = 3, CHURN_OPS = 4000 };
+static unsigned char *_Atomic churn_slot[CHURN_SLOTS];
+static int _Atomic churn_bad;
+
+static size_t churn_size(uint64_t *s)
+{
+    *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17;
+    return 10 * 1024 + 16 + (size_t)(*s % (54 * 1024 - 16));   /* 10 KiB + 16 .. 64 KiB */
+}
+
+static void churn_check_free(unsigned char *p)
+{
+    if (!p) return;
+    size_t n;
+    memcpy(&n, p, sizeof n);
+    if (n < 10 * 1024 || n > 64 * 1024 || p[n - 1] != (unsigned char)n || p[sizeof n] != (unsigned char)(n >> 8))
+        atomic_fetch_add(&churn_bad, 1);
+    hk_free(p);
+}
+
+static void *churn_worker(void *arg)
+{
+    uint64_t s = 0x9e3779b97f4a7c15ull * (uint64_t)(uintptr_t)arg + 1;
+    for (int i = 0; i < CHURN_OPS; i++) {
+        size_t n = churn_size(&s);
+        unsigned char *p = hk_malloc(n);
+        if (!p) { atomic_fetch_add(&churn_bad, 1); continue; }
+        memcpy(p, &n, sizeof n);
+        p[sizeof n] = (unsigned char)(n >> 8);
+        p[n - 1] = (unsigned char)n;
+        churn_check_free(atomic_exchange(&churn_slot[s % CHURN_SLOTS], p));
+    }
+    return NULL;
+}
+
+static void test_big_cache_churn(void)
+{
+    hk_collect(1);
+    hk_stats_t before, after;
+    hk_stats_get(&before);
+    for (int g = 0; g < CHURN_GENS; g++) {
+        pthread_t t[CHURN_THREADS];
+        for (int i = 0; i < CHURN_THREADS; i++)
+            REQUIRE(pthread_create(&t[i], NULL, churn_worker, (void *)(uintptr_t)(g * CHURN_THREADS + i + 1)) == 0);
+        for (int i = 0; i < CHURN_THREADS; i++) pthread_join(t[i], NULL);
+    }
+    for (int k = 0; k < CHURN_SLOTS; k++) churn_check_free(atomic_exchange(&churn_slot[k], NULL));
+    /* Heaps of exited threads wait parked for at most the purge delay. */
+    struct timespec ts = { 0, 50 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+    hk_collect(1);
+    hk_stats_get(&after);
+    fprintf(stderr, "  %d generations of %d threads, %d swaps each: %d bad blocks; pages %llu before, %llu after\n",
+            CHURN_GENS, CHURN_THREADS, CHURN_OPS, atomic_load(&churn_bad), (unsigned long long)before.pages,
+            (unsigned long long)after.pages);
+    CHECK_EQ(atomic_load(&churn_bad), 0);
+    CHECK(after.pages <= before.pages + 1);
+}
+
 int main(void)
 {
     RUN(test_big_cache);
+    RUN(test_big_cache_churn);
     RUN(test_small_foreign_blocks);
     RUN(test_ring);
     RUN(test_reuse);
