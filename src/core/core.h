@@ -174,13 +174,13 @@ typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
  * sends their frees out of line). A class's bound starts at one block and
  * grows by one with each malloc that finds the class empty, up to
  * HK_XBIG_MAX; frees that find it full bring it down (see xbig_push); all
- * classes together hold at most HK_XBIG_BYTES, and a purge empties it
+ * classes together hold at most HEAPKIT_BIG_CACHE MiB (HK_OPTION_BIG_CACHE,
+ * 8 by default; 0 turns the cache off), and a purge empties it
  * once no malloc took a block from it since the purge before. */
 #define HK_XBIG_FIRST  30          /* 10 KiB */
 #define HK_XBIG_LAST   44          /* 64 KiB */
 #define HK_XBIG_N      (HK_XBIG_LAST - HK_XBIG_FIRST + 1)
 #define HK_XBIG_MAX    HK_XCACHE_MAX
-#define HK_XBIG_BYTES  ((size_t)8 << 20)
 #define HK_XBIG_SHRINK 4
 
 typedef struct hk_theap_stats {

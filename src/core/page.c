@@ -816,7 +816,7 @@ static bool xbig_push(hk_theap_t *me, hk_page_t *pg, unsigned c, hk_block_t *b)
     struct hk_xbclass *x = &me->xb[k];
     size_t size = hk__class_size[c];
     if (HK_OPT(HK_OPTION_PURGE_DELAY) == 0) return false;   /* memory back at once: nothing kept */
-    if (x->n >= x->lim || me->xb_bytes + size > HK_XBIG_BYTES) {
+    if (x->n >= x->lim || me->xb_bytes + size > (size_t)HK_OPT(HK_OPTION_BIG_CACHE) << 20) {
         if (++x->over >= HK_XBIG_SHRINK) {
             x->over = 0;
             if (x->lim > 1) x->lim--;

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <errno.h>
 #include <stdatomic.h>
 #include <time.h>
 
@@ -497,7 +498,7 @@ static void test_mixed_heap(void)
 enum { BIG_N = 8, BIG = 20 * 1024, BIG_MANY = 200, BIG_LONE = 48 * 1024 };
 static unsigned char *big_theirs[BIG_N];
 static int big_reused, big_bad;
-static hk_stats_t big_st[3];
+static hk_stats_t big_st[4];
 
 static void *big_worker(void *arg)
 {
@@ -524,6 +525,14 @@ static void *big_worker(void *arg)
     hk_stats_get(&big_st[1]);
     for (int i = 0; i < BIG_MANY; i++) hk_free(many[i]);
     hk_stats_get(&big_st[2]);
+    /* With HEAPKIT_BIG_CACHE at 0 nothing is kept: every freed block's
+     * page goes back at once, however many mallocs found the class empty. */
+    if (hk_option_set(HK_OPTION_BIG_CACHE, 0) != 0) big_bad++;
+    for (int i = 0; i < BIG_N; i++) { mine[i] = hk_malloc(BIG_LONE); if (!mine[i]) big_bad++; }
+    for (int i = 0; i < BIG_N; i++) hk_free(mine[i]);
+    hk_stats_get(&big_st[3]);
+    if (hk_option_set(HK_OPTION_BIG_CACHE, 8) != 0) big_bad++;
+    if (hk_option_set(HK_OPTION_BIG_CACHE, 65) != EINVAL) big_bad++;
     return NULL;
 }
 
@@ -545,12 +554,14 @@ static void test_big_cache(void)
     pthread_create(&th, NULL, big_worker, NULL);
     pthread_join(th, NULL);
     fprintf(stderr, "  big-block cache: %d of %d mallocs reused a freed block; pages %llu before, %llu with %d blocks "
-            "of 48 KiB, %llu after they were freed\n", big_reused, 2 * BIG_N, (unsigned long long)big_st[0].pages,
-            (unsigned long long)big_st[1].pages, BIG_MANY, (unsigned long long)big_st[2].pages);
+            "of 48 KiB, %llu after they were freed, %llu after %d more with the cache off\n", big_reused, 2 * BIG_N,
+            (unsigned long long)big_st[0].pages, (unsigned long long)big_st[1].pages, BIG_MANY,
+            (unsigned long long)big_st[2].pages, (unsigned long long)big_st[3].pages, BIG_N);
     CHECK_EQ(big_bad, 0);
     CHECK_EQ(big_reused, 2 * BIG_N);
     CHECK(big_st[1].pages >= big_st[0].pages + BIG_MANY);
     CHECK(big_st[2].pages <= big_st[0].pages + 2);          /* at most one block left cached */
+    CHECK(big_st[3].pages <= big_st[2].pages + 1);          /* cache off: the pages went back */
     CHECK(t_expect_death(big_double_free, NULL, SIGABRT, "double free"));
 }
 
