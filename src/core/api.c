@@ -63,7 +63,7 @@ void *hk__realloc_in(hk_theap_t *heap, void *p, size_t size)
     /* The block a buffer grew out of goes to its page, not to the
      * big-block cache (hk__free_generic does not cache them): the next
      * malloc of its class is no likelier than of any other. */
-    if (usable > hk__class_size[HK_XBIG_FIRST - 1] && usable <= hk__class_size[HK_XBIG_LAST]) hk__free_generic(p);
+    if (hk__class_big(hk__size_class(usable))) hk__free_generic(p);
     else hk__free(p);
     return q;
 }

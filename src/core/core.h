@@ -182,6 +182,7 @@ typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
 #define HK_XBIG_N      (HK_XBIG_LAST - HK_XBIG_FIRST + 1)
 #define HK_XBIG_MAX    HK_XCACHE_MAX
 #define HK_XBIG_SHRINK 4
+HK_INLINE bool hk__class_big(size_t c) { return c >= HK_XBIG_FIRST && c <= HK_XBIG_LAST; }
 
 typedef struct hk_theap_stats {
     uint64_t malloc_bytes, free_bytes;
@@ -531,7 +532,7 @@ HK_INLINE hk_page_t *hk__kept_page(const hk_theap_t *heap, unsigned c)
 /* The mode flag a page of class cls has in heap (HK_PF_MIXED or 0). */
 HK_INLINE uint32_t hk__page_mode(const hk_theap_t *heap, unsigned cls)
 {
-    bool cached = cls < HK_XCLASSES ? heap->mixed : cls >= HK_XBIG_FIRST && cls <= HK_XBIG_LAST && !heap->owner;
+    bool cached = cls < HK_XCLASSES ? heap->mixed : hk__class_big(cls) && !heap->owner;
     return cached ? HK_PF_MIXED : 0;
 }
 

@@ -588,7 +588,7 @@ void *hk__malloc_generic(hk_theap_t *heap, size_t size)
     if (hk_unlikely(heap->purge_due != 0) && (++heap->purge_tick & 63) == 0) purge_if_due(heap);
     if (size > HK_SMALL_MAX) return hk__huge_alloc_in(heap->owner ? heap : NULL, size, 0, NULL);
     size_t cls = hk__size_class(size);
-    if (cls >= HK_XBIG_FIRST && cls <= HK_XBIG_LAST) {
+    if (hk__class_big(cls)) {
         hk_block_t *x = xbig_pop(heap, cls);
         if (x) return x;
     }
@@ -641,23 +641,29 @@ static inline hk_block_t *block_start(const hk_page_t *pg, void *p)
     return (hk_block_t *)(pg->start + (size_t)block_index(pg, p) * pg->block_size);
 }
 
+/* The stack that caches blocks of class c in heap h, and its count: the
+ * big-block cache's for big classes, else the foreign-block cache's. */
+static inline hk_block_t **cache_stack(hk_theap_t *h, unsigned c, uint16_t **n)
+{
+    if (hk__class_big(c)) {
+        *n = &h->xb[c - HK_XBIG_FIRST].n;
+        return HK_XBIG_ROW(h, c - HK_XBIG_FIRST);
+    }
+    *n = &h->xc[c].n;
+    return h->xcache[c];
+}
+
 struct xfind { const hk_block_t *b; unsigned c; bool found; };
 static void xcache_find(hk_theap_t *h, void *arg)
 {
     struct xfind *f = arg;
     if (f->found) return;
-    if (f->c < HK_XCLASSES) {
-        unsigned n = __atomic_load_n(&h->xc[f->c].n, __ATOMIC_RELAXED);   /* another thread's count: read once */
-        if (n > HK_XCACHE_MAX) n = HK_XCACHE_MAX;
-        for (unsigned i = 0; i < n; i++)
-            if (__atomic_load_n(&h->xcache[f->c][i], __ATOMIC_RELAXED) == f->b) { f->found = true; return; }
-    } else {
-        unsigned k = f->c - HK_XBIG_FIRST;
-        unsigned n = __atomic_load_n(&h->xb[k].n, __ATOMIC_RELAXED);
-        if (n > HK_XBIG_MAX) n = HK_XBIG_MAX;
-        for (unsigned i = 0; i < n; i++)
-            if (__atomic_load_n(&HK_XBIG_ROW(h, k)[i], __ATOMIC_RELAXED) == f->b) { f->found = true; return; }
-    }
+    uint16_t *np;
+    hk_block_t **v = cache_stack(h, f->c, &np);
+    unsigned n = __atomic_load_n(np, __ATOMIC_RELAXED);   /* another thread's count: read once */
+    if (n > HK_XCACHE_MAX) n = HK_XCACHE_MAX;             /* (HK_XBIG_MAX too) */
+    for (unsigned i = 0; i < n; i++)
+        if (__atomic_load_n(&v[i], __ATOMIC_RELAXED) == f->b) { f->found = true; return; }
 }
 
 /* Is b (tagged free) on one of the lists a free can reach from here? The
@@ -676,7 +682,7 @@ static bool block_listed(const hk_page_t *pg, const hk_block_t *b)
      * racy, but a block seen in a cache below its count was freed: a
      * correct program cannot be freeing it (it could only have it back
      * from that cache's own malloc, which clears the tag first). */
-    if (pg->cls < HK_XCLASSES || (pg->cls >= HK_XBIG_FIRST && pg->cls <= HK_XBIG_LAST)) {
+    if (pg->cls < HK_XCLASSES || hk__class_big(pg->cls)) {
         struct xfind f = { b, pg->cls, false };
         hk__heaps_foreach(xcache_find, &f);
         if (f.found) return true;
@@ -737,10 +743,7 @@ static void page_free_block(hk_segment_t *seg, hk_page_t *pg, hk_block_t *b, uin
     page_push_remote(pg, b, b, 1);
 }
 
-/* The `n` oldest blocks of class c in the foreign-block cache back to their
- * pages. No purge runs inside the loop (a block of a segment this thread
- * has since adopted goes on a local list, its page may empty and retire,
- * and a purge flushes the cache); one that came due runs after it. */
+/* The n cached blocks v[0..n) back to their pages. */
 static void blocks_home(hk_block_t *const *v, unsigned n)
 {
     /* Blocks of another thread's page go home a run at a time: a run of
@@ -762,7 +765,10 @@ static void blocks_home(hk_block_t *const *v, unsigned n)
     if (run) page_push_remote(run, first, last, k);
 }
 
-/* The n oldest of the `*have` blocks of stack v back to their pages. */
+/* The n oldest of the `*have` blocks of stack v back to their pages. No
+ * purge runs inside the loop (a block of a segment this thread has since
+ * adopted goes on a local list, its page may empty and retire, and a purge
+ * flushes the caches); one that came due runs after it. */
 static void stack_flush(hk_theap_t *heap, hk_block_t **v, uint16_t *have, unsigned n)
 {
     if (n > *have) n = *have;
@@ -914,7 +920,7 @@ void hk__free_cached(void *p)
     uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
     uintptr_t other = __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) ^ hk__thread_id();
     unsigned c = pg->cls;
-    if (c >= HK_XBIG_FIRST && c <= HK_XBIG_LAST) {
+    if (hk__class_big(c)) {
         hk_theap_t *me = hk__tls_heap;
         if (me != &hk__heap_empty && xbig_push(me, pg, c, b)) return;
     }

@@ -330,7 +330,6 @@ static inline size_t blocks_end(size_t lead, size_t count, size_t block)
  * 24 KiB). tail_excess says how much that is for a span of n pages at
  * page i (0: none), and where the new blocks end (`need`, from the span's
  * start, in whole purge units). */
-
 static size_t tail_excess(const hk_segment_t *seg, unsigned i, unsigned n, size_t block, size_t *need)
 {
     size_t lead = i == 0 ? HK_SEG_HDR : 0;
