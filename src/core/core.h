@@ -87,6 +87,10 @@ typedef struct hk_page {
     uint64_t inv;              /* 2^44 / block_size + 1: block index of an offset without a division */
     uint32_t dmagic;           /* block_size = d0 << dshift, d0 odd: the inverse of d0 mod 2^32 */
     uint8_t  dshift;           /* (see hk__is_block) */
+    uintptr_t owner;           /* atomic: a page in use, its heap's owner thread (the segment's
+                                * thread_id, copied here so that the free fast path reads this
+                                * line and not the segment's first, which shares its cache set
+                                * with every page's first block); 0 if none */
     /* Second line: the owner's hot fields, so that other threads reading
      * the first line never steal the line malloc and free write. */
     hk_block_t *free __attribute__((aligned(64)));   /* malloc pops, owner frees push */
@@ -268,6 +272,7 @@ extern __thread hk_theap_t *hk__tls_heap HK_HIDDEN;
 extern hk_theap_t hk__heap_empty HK_HIDDEN;
 extern hk_page_t hk__page_empty HK_HIDDEN;
 extern uint64_t hk__segmap[((size_t)1 << (HK_ADDR_BITS - HK_SEG_SHIFT)) / 64] HK_HIDDEN;
+extern uint64_t hk__smallmap[((size_t)1 << (HK_ADDR_BITS - HK_SEG_SHIFT)) / 64] HK_HIDDEN;
 extern long hk__opt[HK_OPTION_COUNT] HK_HIDDEN;
 extern uint32_t hk__class_size[HK_NCLASS] HK_HIDDEN;
 #define HK_OPT(o) __atomic_load_n(&hk__opt[o], __ATOMIC_RELAXED)
@@ -346,6 +351,16 @@ HK_INLINE bool hk__segmap_has(const void *seg)
     return (__atomic_load_n(&hk__segmap[i >> 6], __ATOMIC_RELAXED) >> (i & 63)) & 1;
 }
 
+/* Is `seg` a small segment (kind HK_SEG_SMALL)? Then its header holds page
+ * descriptors, and the free fast path may read them; a huge block's
+ * mapping holds the program's data there. */
+HK_INLINE bool hk__smallmap_has(const void *seg)
+{
+    uintptr_t i = (uintptr_t)seg >> HK_SEG_SHIFT;
+    if (hk_unlikely(i >> (HK_ADDR_BITS - HK_SEG_SHIFT))) return false;
+    return (__atomic_load_n(&hk__smallmap[i >> 6], __ATOMIC_RELAXED) >> (i & 63)) & 1;
+}
+
 /* The descriptor of the 64 KiB page that holds p, without following a
  * span to its head: for the free fast path, where a page inside a span of
  * several (blocks over 64 KiB) carries HK_PF_SPAN_TAIL and goes the slow
@@ -401,7 +416,8 @@ void *hk__malloc_generic(hk_theap_t *heap, size_t size) HK_HIDDEN HK_NOINLINE;
 /* Returns b, so that the fast path tail-calls it. */
 void *hk__heap_tick(hk_theap_t *heap, void *b) HK_HIDDEN HK_NOINLINE;
 void  hk__free_generic(void *p) HK_HIDDEN HK_NOINLINE;
-void  hk__free_cached(void *p) HK_HIDDEN HK_NOINLINE;
+void  hk__free_cached(void *p, hk_page_t *pg, uintptr_t other) HK_HIDDEN HK_NOINLINE;
+void  hk__free_nonsmall(void *p) HK_HIDDEN HK_NOINLINE;
 void  hk__page_now_empty(hk_page_t *pg) HK_HIDDEN HK_NOINLINE;
 void *hk__malloc_aligned(size_t align, size_t size) HK_HIDDEN;
 void *hk__page_mark_aligned(void *block, void *p) HK_HIDDEN;
@@ -422,6 +438,7 @@ bool hk__heap_park(hk_theap_t *heap) HK_HIDDEN;
 void hk__parked_expire(uint64_t now, bool force) HK_HIDDEN;
 bool hk__parked_expire_heap(hk_theap_t *heap, uint64_t now) HK_HIDDEN;
 void hk__segment_park(hk_segment_t *seg) HK_HIDDEN;
+void hk__segment_set_thread(hk_segment_t *seg, uintptr_t tid) HK_HIDDEN;
 hk_segment_t *hk__abandoned_pop(void) HK_HIDDEN;
 /* Take seg off the abandoned list; false if it is not on it (any more). */
 bool hk__abandoned_take(hk_segment_t *seg) HK_HIDDEN;
@@ -596,14 +613,15 @@ HK_INLINE void *hk__malloc(size_t size) { return hk__theap_malloc(hk__tls_heap, 
 HK_INLINE void hk__free(void *p)
 {
     hk_segment_t *seg = hk__segment_of(p);
-    if (hk_unlikely(!hk__segmap_has(seg))) {
-        if (p) hk__free_outside(p);
+    if (hk_unlikely(!hk__smallmap_has(seg))) {
+        if (p) hk__free_nonsmall(p);   /* a huge block, or not heapkit's */
         return;
     }
-    /* Only small segments of live thread heaps have an owner thread. */
-    uintptr_t tid = __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED);
+    /* Only pages in use in small segments of live thread heaps have an
+     * owner thread. */
+    hk_page_t *pg = hk__page_at(seg, p);
+    uintptr_t tid = __atomic_load_n(&pg->owner, __ATOMIC_RELAXED);
     if (hk_likely(tid != 0)) {
-        hk_page_t *pg = hk__page_at(seg, p);
         hk_block_t *b = (hk_block_t *)p;
         /* Flags (aligned, full or free page), a pointer that is not the
          * start of a block, or a block tagged free: the slow path sorts
@@ -631,7 +649,7 @@ HK_INLINE void hk__free(void *p)
                     hk__xcache_push(me, pg, c, b);
                     return;
                 }
-                hk__free_cached(p);
+                hk__free_cached(p, pg, other);
                 return;
             }
         }

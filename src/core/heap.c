@@ -158,7 +158,7 @@ hk_theap_t *hk__heap_init_thread(void)
         uintptr_t tid = hk__thread_id();
         h->thread_id = tid;
         for (hk_segment_t *seg = h->segments; seg; seg = seg->next)
-            __atomic_store_n(&seg->thread_id, tid, __ATOMIC_SEQ_CST);
+            hk__segment_set_thread(seg, tid);
         HK_ATOMIC_ADD(&hk__gstats.heaps, 1);
         hk__tls_heap = h;
         if (g_key_ok) pthread_setspecific(g_key, h);

@@ -340,6 +340,7 @@ static void page_init(hk_theap_t *heap, hk_page_t *pg, size_t cls)
     __atomic_store_n(&pg->thread_free, 0, __ATOMIC_RELAXED);
     pg->start = start;
     __atomic_store_n(&pg->heap, heap, __ATOMIC_RELAXED);
+    __atomic_store_n(&pg->owner, heap->thread_id, __ATOMIC_RELAXED);
     page_set_flags(pg, hk__page_mode(heap, (unsigned)cls));
 }
 
@@ -576,9 +577,9 @@ void *hk__heap_tick(hk_theap_t *heap, void *b)
     return b;
 }
 
-static inline hk_block_t *xbig_pop(hk_theap_t *heap, size_t cls);
+static inline hk_block_t *xbig_take(hk_theap_t *heap, size_t cls);
 
-void *hk__malloc_generic(hk_theap_t *heap, size_t size)
+static HK_NOINLINE void *malloc_slow(hk_theap_t *heap, size_t size)
 {
     if (hk_unlikely(heap == &hk__heap_empty)) {
         heap = hk__heap_init_thread();
@@ -589,8 +590,11 @@ void *hk__malloc_generic(hk_theap_t *heap, size_t size)
     if (size > HK_SMALL_MAX) return hk__huge_alloc_in(heap->owner ? heap : NULL, size, 0, NULL);
     size_t cls = hk__size_class(size);
     if (hk__class_big(cls)) {
-        hk_block_t *x = xbig_pop(heap, cls);
-        if (x) return x;
+        /* A miss (a malloc that a cached block would have served) lets
+         * the class keep one more. */
+        struct hk_xbclass *x = &heap->xb[cls - HK_XBIG_FIRST];
+        if (x->n != 0) return xbig_take(heap, cls);   /* hk__malloc_generic looked: only if a purge came between */
+        if (x->lim < HK_XBIG_MAX) x->lim++;
     }
     hk_page_t *pg = find_page(heap, cls);
     if (!pg) { errno = ENOMEM; return NULL; }
@@ -600,6 +604,24 @@ void *hk__malloc_generic(hk_theap_t *heap, size_t size)
     pg->used++;
     HK_STAT_ADD(&heap->st.malloc_bytes, pg->block_size);
     return b;
+}
+
+/* Past the fast path. A big class's block from the cache first, in a
+ * function that saves no registers (the slow path is a tail call): the
+ * pop is the common case of the big classes. The pop counts as a fast
+ * malloc for the purge tick. */
+void *hk__malloc_generic(hk_theap_t *heap, size_t size)
+{
+    size_t cls;
+    if (hk_likely(size <= HK_SMALL_MAX) && hk__class_big(cls = hk__size_class(size))) {
+        struct hk_xbclass *x = &heap->xb[cls - HK_XBIG_FIRST];   /* all 0 in the empty heap */
+        if (x->n != 0) {
+            hk_block_t *b = xbig_take(heap, cls);
+            if (hk_unlikely(--heap->tick == 0)) return hk__heap_tick(heap, b);
+            return b;
+        }
+    }
+    return malloc_slow(heap, size);
 }
 
 /* ------------------------------------------------------------ free */
@@ -794,15 +816,10 @@ static void xbig_flush(hk_theap_t *heap, unsigned k, unsigned n)
     heap->xb_bytes -= (size_t)(before - heap->xb[k].n) * hk__class_size[HK_XBIG_FIRST + k];
 }
 
-/* A block of big class cls from the cache, or NULL. A miss (a malloc that
- * a cached block would have served) lets the class keep one more. */
-static inline hk_block_t *xbig_pop(hk_theap_t *heap, size_t cls)
+/* A block of big class cls from the cache, which holds one. */
+static inline hk_block_t *xbig_take(hk_theap_t *heap, size_t cls)
 {
     struct hk_xbclass *x = &heap->xb[cls - HK_XBIG_FIRST];
-    if (x->n == 0) {
-        if (x->lim < HK_XBIG_MAX) x->lim++;
-        return NULL;
-    }
     hk_block_t *b = HK_XBIG_ROW(heap, cls - HK_XBIG_FIRST)[--x->n];
     heap->xb_bytes -= hk__class_size[cls];
     heap->xb_pops++;
@@ -912,23 +929,49 @@ static inline void xcache_count_foreign(hk_theap_t *me, unsigned c)
  * room; an own block of a mixed heap's page goes on the page's list;
  * anything else takes the slow way, which sends the class's older half
  * home first (classes up to 1 KiB). */
-void hk__free_cached(void *p)
+static HK_NOINLINE void free_cached_slow(hk_block_t *b, hk_page_t *pg, uintptr_t other)
 {
-    hk_segment_t *seg = hk__segment_of(p);
-    hk_page_t *pg = hk__page_at(seg, p);
-    hk_block_t *b = p;
-    uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
-    uintptr_t other = __atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) ^ hk__thread_id();
     unsigned c = pg->cls;
     if (hk__class_big(c)) {
         hk_theap_t *me = hk__tls_heap;
         if (me != &hk__heap_empty && xbig_push(me, pg, c, b)) return;
     }
-    if ((flags | other) == HK_PF_MIXED) {
-        hk__page_push_own(seg, pg, b);
+    if ((__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) | other) == HK_PF_MIXED) {
+        hk__page_push_own(hk__segment_of(b), pg, b);
         return;
     }
     hk__free_generic(b);
+}
+
+/* pg: p's page; other: its owner thread xor this one. The common case of
+ * the big classes first (room in the class and in the budget, and the
+ * cache not empty, so no purge to schedule), in a function that saves no
+ * registers; the rest in free_cached_slow. */
+void hk__free_cached(void *p, hk_page_t *pg, uintptr_t other)
+{
+    hk_block_t *b = p;
+    unsigned c = pg->cls;
+    if (hk__class_big(c)) {
+        hk_theap_t *me = hk__tls_heap;   /* the empty heap's bounds are 0 */
+        unsigned k = c - HK_XBIG_FIRST;
+        struct hk_xbclass *x = &me->xb[k];
+        size_t size = hk__class_size[c];
+        if (x->n < x->lim && me->xb_bytes != 0 &&
+            me->xb_bytes + size <= (size_t)HK_OPT(HK_OPTION_BIG_CACHE) << 20 && HK_OPT(HK_OPTION_PURGE_DELAY) != 0) {
+            b->tag = HK_FREE_TAG(pg);
+            HK_XBIG_ROW(me, k)[x->n++] = b;
+            me->xb_bytes += size;
+            return;
+        }
+    }
+    free_cached_slow(b, pg, other);
+}
+
+/* The free fast path's way out for a pointer outside the small segments. */
+void hk__free_nonsmall(void *p)
+{
+    if (hk__segmap_has(hk__segment_of(p))) hk__free_generic(p);
+    else hk__free_outside(p);
 }
 
 void hk__free_generic(void *p)

@@ -8,6 +8,7 @@
 #include <time.h>
 
 uint64_t hk__segmap[((size_t)1 << (HK_ADDR_BITS - HK_SEG_SHIFT)) / 64];
+uint64_t hk__smallmap[((size_t)1 << (HK_ADDR_BITS - HK_SEG_SHIFT)) / 64];   /* kind HK_SEG_SMALL */
 
 static hk_lock_t g_cache_lock;
 static hk_segment_t *g_cache[64];
@@ -19,14 +20,16 @@ uint64_t hk__now_ms(void)
     return hk__os_now_ms();      /* CLOCK_MONOTONIC_COARSE: a few ms of resolution is plenty, and it is cheap */
 }
 
-void hk__segmap_set(void *seg, bool on) HK_HIDDEN;
-void hk__segmap_set(void *seg, bool on)
+static void map_set(uint64_t *map, const void *seg, bool on)
 {
     uintptr_t i = (uintptr_t)seg >> HK_SEG_SHIFT;
     uint64_t bit = (uint64_t)1 << (i & 63);
-    if (on) __atomic_fetch_or(&hk__segmap[i >> 6], bit, __ATOMIC_RELEASE);
-    else __atomic_fetch_and(&hk__segmap[i >> 6], ~bit, __ATOMIC_RELEASE);
+    if (on) __atomic_fetch_or(&map[i >> 6], bit, __ATOMIC_RELEASE);
+    else __atomic_fetch_and(&map[i >> 6], ~bit, __ATOMIC_RELEASE);
 }
+
+void hk__segmap_set(void *seg, bool on) HK_HIDDEN;
+void hk__segmap_set(void *seg, bool on) { map_set(hk__segmap, seg, on); }
 
 static void update_committed_peak(void)
 {
@@ -138,6 +141,7 @@ static void segment_unaccount(hk_segment_t *seg, size_t sz)
         HK_ATOMIC_SUB(&g_purged_now, (uint64_t)hk__popcount64(seg->purged_mask) * HK_PAGE_SIZE);
         HK_ATOMIC_SUB(&hk__gstats.segments, 1);
     }
+    map_set(hk__smallmap, seg, false);
     hk__segmap_set(seg, false);
     HK_ATOMIC_SUB(&hk__gstats.reserved, sz);
 }
@@ -157,6 +161,7 @@ void hk__segment_unmap_or_cache(hk_segment_t *seg)
         segment_release(seg);
         return;
     }
+    map_set(hk__smallmap, seg, false);
     __atomic_store_n(&seg->thread_id, 0, __ATOMIC_RELAXED);
     seg->kind = HK_SEG_CACHED;
     seg->heap = NULL;
@@ -295,6 +300,7 @@ hk_segment_t *hk__segment_new(hk_theap_t *heap)
     seg->free_mask = ~(uint64_t)0;
     seg->purged_mask = purged;
     __atomic_store_n(&seg->thread_id, heap->thread_id, __ATOMIC_RELEASE);
+    map_set(hk__smallmap, seg, true);   /* after the descriptors were cleared */
     segment_link(heap, seg);
     return seg;
 }
@@ -683,13 +689,25 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force, uint32_t trim_wa
     heap->purge_since = now;
 }
 
+/* The segment's owner thread, and its copy in each page in use (pages that
+ * are not take theirs when they come into use: page_init). */
+void hk__segment_set_thread(hk_segment_t *seg, uintptr_t tid)
+{
+    for (unsigned i = 0; i < HK_SEG_PAGES; i++) {
+        hk_page_t *pg = &seg->pages[i];
+        if ((seg->free_mask >> i) & 1 || pg->back) continue;
+        __atomic_store_n(&pg->owner, tid, __ATOMIC_SEQ_CST);
+    }
+    __atomic_store_n(&seg->thread_id, tid, __ATOMIC_SEQ_CST);
+}
+
 /* Take over an abandoned segment: its pages join this heap's queues, frees
  * that other threads made meanwhile are collected, empty pages go back. */
 bool hk__segment_adopt(hk_theap_t *heap, hk_segment_t *seg)
 {
     HK_ATOMIC_SUB(&hk__gstats.segments_abandoned, 1);
     __atomic_store_n(&seg->heap, heap, __ATOMIC_RELAXED);   /* read by frees that look for abandoned segments */
-    __atomic_store_n(&seg->thread_id, heap->thread_id, __ATOMIC_SEQ_CST);
+    hk__segment_set_thread(seg, heap->thread_id);
     segment_link(heap, seg);
     heap->no_purge++;
     for (unsigned i = 0; i < HK_SEG_PAGES; i++) {
@@ -716,7 +734,7 @@ bool hk__segment_adopt(hk_theap_t *heap, hk_segment_t *seg)
 void hk__segment_park(hk_segment_t *seg)
 {
     if (HK_OPT(HK_OPTION_PURGE_DELAY) >= 0) purge_mask(seg, seg->free_mask);
-    __atomic_store_n(&seg->thread_id, 0, __ATOMIC_SEQ_CST);
+    hk__segment_set_thread(seg, 0);
 }
 
 /* Thread exit: every page is collected; empty ones go back; segments with
@@ -734,6 +752,6 @@ void hk__segment_abandon(hk_theap_t *heap, hk_segment_t *seg)
         __atomic_store_n(&pg->heap, NULL, __ATOMIC_RELAXED);
     }
     __atomic_store_n(&seg->heap, NULL, __ATOMIC_RELAXED);
-    __atomic_store_n(&seg->thread_id, 0, __ATOMIC_SEQ_CST);
+    hk__segment_set_thread(seg, 0);
     HK_ATOMIC_ADD(&hk__gstats.segments_abandoned, 1);
 }

@@ -5,6 +5,7 @@
  * (ignored, with a warning under HK_OPTION_VERBOSE) and corrupts nothing. */
 #include "test.h"
 #include "heapkit.h"
+#include "core/core.h"
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -388,6 +389,53 @@ static void test_huge_interior(void)
     }
 }
 
+/* A huge block's data lies where a small segment keeps its page
+ * descriptors. One forged there (owned by this thread, flags clear, the
+ * pointer the start of one of its blocks: what the free fast path takes in
+ * a small segment) must not make a free, realloc or usable_size of a
+ * pointer inside the huge block take it: the fast path reads descriptors
+ * only in segments on the small-segment map. */
+static void test_huge_forged_page(void)
+{
+    enum { SZ = 3 << 20 };
+    char buf[512];
+    unsigned char *h = hk_malloc(SZ);
+    REQUIRE(h);
+    hk_segment_t *seg = hk__segment_of(h);
+    unsigned char *q = h + 2 * HK_PAGE_SIZE + 256;
+    hk_page_t *pg = hk__page_at(seg, q);
+    REQUIRE((unsigned char *)pg >= h && (unsigned char *)(pg + 1) <= h + SZ);
+    memset(h, 0x6b, SZ);
+    hk_page_t fake;
+    memset(&fake, 0, sizeof fake);
+    fake.block_size = 256;
+    fake.cls = (uint8_t)hk__size_class(256);
+    fake.reserved = 4;
+    fake.start = (char *)q;
+    fake.dmagic = 1;             /* 256 = 1 << 8: the odd part's inverse is 1 */
+    fake.dshift = 8;
+    fake.owner = hk__thread_id();
+    fake.used = 4;
+    fake.capacity = 4;
+    memcpy(pg, &fake, sizeof fake);
+    CHECK(hk__is_block(pg, q));  /* the forgery is one the fast path would take */
+    unsigned char *copy = malloc(SZ);
+    REQUIRE(copy);
+    memcpy(copy, h, SZ);
+    g_huge = h;
+    g_huge_off = (size_t)(q - h);
+    REQUIRE(hk_option_set(HK_OPTION_VERBOSE, 1) == 0);
+    buf[0] = 0;
+    CHECK(t_capture_stderr(free_huge_inside, buf, sizeof buf) && strstr(buf, "not the start of a huge block"));
+    hk_option_set(HK_OPTION_VERBOSE, 0);
+    CHECK_EQ(hk_malloc_usable_size(q), 0);
+    errno = 0;
+    CHECK(hk_realloc(q, 100) == NULL);
+    CHECK(memcmp(copy, h, SZ) == 0);
+    free(copy);
+    hk_free(h);
+}
+
 /* Frees, usable_size and realloc of pointers inside live blocks of every
  * kind (small, multi-page, huge), mixed into a random malloc/free load with
  * a fixed seed: no live block's data changes and no block is handed out
@@ -572,6 +620,7 @@ int main(void)
     RUN(test_interior_pointers);
     RUN(test_page_tail);
     RUN(test_huge_interior);
+    RUN(test_huge_forged_page);
     RUN(test_aligned_interior);
     RUN(test_interior_pointer_load);
     RUN(test_interior_pointers_threads);
