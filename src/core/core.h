@@ -416,7 +416,7 @@ void *hk__malloc_generic(hk_theap_t *heap, size_t size) HK_HIDDEN HK_NOINLINE;
 /* Returns b, so that the fast path tail-calls it. */
 void *hk__heap_tick(hk_theap_t *heap, void *b) HK_HIDDEN HK_NOINLINE;
 void  hk__free_generic(void *p) HK_HIDDEN HK_NOINLINE;
-void  hk__free_cached(void *p, hk_page_t *pg, uintptr_t other) HK_HIDDEN HK_NOINLINE;
+void  hk__free_cached(void *p, hk_page_t *pg) HK_HIDDEN HK_NOINLINE;
 void  hk__free_nonsmall(void *p) HK_HIDDEN HK_NOINLINE;
 void  hk__page_now_empty(hk_page_t *pg) HK_HIDDEN HK_NOINLINE;
 void *hk__malloc_aligned(size_t align, size_t size) HK_HIDDEN;
@@ -649,7 +649,7 @@ HK_INLINE void hk__free(void *p)
                     hk__xcache_push(me, pg, c, b);
                     return;
                 }
-                hk__free_cached(p, pg, other);
+                hk__free_cached(p, pg);
                 return;
             }
         }

@@ -929,13 +929,14 @@ static inline void xcache_count_foreign(hk_theap_t *me, unsigned c)
  * room; an own block of a mixed heap's page goes on the page's list;
  * anything else takes the slow way, which sends the class's older half
  * home first (classes up to 1 KiB). */
-static HK_NOINLINE void free_cached_slow(hk_block_t *b, hk_page_t *pg, uintptr_t other)
+static HK_NOINLINE void free_cached_slow(hk_block_t *b, hk_page_t *pg)
 {
     unsigned c = pg->cls;
     if (hk__class_big(c)) {
         hk_theap_t *me = hk__tls_heap;
         if (me != &hk__heap_empty && xbig_push(me, pg, c, b)) return;
     }
+    uintptr_t other = __atomic_load_n(&pg->owner, __ATOMIC_RELAXED) ^ hk__thread_id();
     if ((__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) | other) == HK_PF_MIXED) {
         hk__page_push_own(hk__segment_of(b), pg, b);
         return;
@@ -943,11 +944,12 @@ static HK_NOINLINE void free_cached_slow(hk_block_t *b, hk_page_t *pg, uintptr_t
     hk__free_generic(b);
 }
 
-/* pg: p's page; other: its owner thread xor this one. The common case of
+/* pg: p's page (the fast path has it; passing the owner test's result too
+ * made the fast path save a register). The common case of
  * the big classes first (room in the class and in the budget, and the
  * cache not empty, so no purge to schedule), in a function that saves no
  * registers; the rest in free_cached_slow. */
-void hk__free_cached(void *p, hk_page_t *pg, uintptr_t other)
+void hk__free_cached(void *p, hk_page_t *pg)
 {
     hk_block_t *b = p;
     unsigned c = pg->cls;
@@ -964,7 +966,7 @@ void hk__free_cached(void *p, hk_page_t *pg, uintptr_t other)
             return;
         }
     }
-    free_cached_slow(b, pg, other);
+    free_cached_slow(b, pg);
 }
 
 /* The free fast path's way out for a pointer outside the small segments. */
