@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <unistd.h>
 #include <sys/wait.h>
+#include <time.h>
 
 static int t_case_failures;
 static int t_passed, t_failed;
@@ -54,6 +55,12 @@ static inline size_t t_inside(size_t usable, uint64_t *s)
     size_t off = 1 + t_rand(s) % (usable - 1);
     if (t_rand(s) % 2) off &= ~(size_t)15;
     return off ? off : 1;
+}
+
+static inline void t_sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
 }
 
 static inline int t_finish(void)

@@ -430,6 +430,13 @@ size_t hk__usable_size(const void *p) HK_HIDDEN;
 /* The same; *freed tells a block already freed from a pointer that never was one. */
 size_t hk__usable_size_ex(const void *p, bool *freed) HK_HIDDEN;
 
+/* check.c and page.c: hk_check's parts. hk__check_bad counts a broken
+ * invariant and reports the first few on stderr. */
+typedef struct hk_checker { size_t bad; } hk_checker_t;
+void hk__check_bad(hk_checker_t *ck, const char *what, const void *where) HK_HIDDEN;
+void hk__page_check(hk_checker_t *ck, const hk_theap_t *heap, hk_page_t *pg) HK_HIDDEN;
+void hk__cached_check(hk_checker_t *ck, const hk_block_t *b, unsigned c) HK_HIDDEN;
+
 /* heap.c */
 hk_theap_t *hk__heap_init_thread(void) HK_HIDDEN;
 void hk__process_init(void) HK_HIDDEN;

@@ -1133,3 +1133,62 @@ size_t hk__usable_size(const void *p)
     bool freed;
     return hk__usable_size_ex(p, &freed);
 }
+
+/* ------------------------------------------------------------ checking */
+
+/* hk_check's look at one page in use of `heap` (a span head): its fields
+ * against its class and span, and its free list against its counts: every
+ * block carved so far is listed, out (used: cached blocks and remote frees
+ * count as out), or off the lists because trimming gave its memory back.
+ * A listed block is checked to be one of the page's carved blocks before
+ * its link is followed, so a wild link is reported, not followed. */
+void hk__page_check(hk_checker_t *ck, const hk_theap_t *heap, hk_page_t *pg)
+{
+    hk_segment_t *seg = hk__segment_of(pg);
+    size_t idx = (size_t)(pg - seg->pages);
+    uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
+    if (flags & (HK_PF_FREE | HK_PF_SPAN_TAIL)) { hk__check_bad(ck, "page in a queue is free or a span tail", pg); return; }
+    if (pg->cls >= HK_NCLASS || pg->block_size != hk__class_size[pg->cls]) { hk__check_bad(ck, "page's block size is not its class's", pg); return; }
+    if (pg->span == 0 || idx + pg->span > HK_SEG_PAGES) { hk__check_bad(ck, "page's span leaves its segment", pg); return; }
+    if (__atomic_load_n(&pg->heap, __ATOMIC_RELAXED) != heap) hk__check_bad(ck, "page's heap is not its owner's", pg);
+    if (__atomic_load_n(&pg->owner, __ATOMIC_RELAXED) != heap->thread_id) hk__check_bad(ck, "page's owner thread is not its heap's", pg);
+    char *base = (char *)seg + idx * HK_PAGE_SIZE;
+    if (pg->start < base + (idx == 0 ? HK_SEG_HDR : 0) ||
+        (size_t)(pg->start - base) + (size_t)pg->reserved * pg->block_size > (size_t)pg->span * HK_PAGE_SIZE) {
+        hk__check_bad(ck, "page's blocks do not fit its span", pg);
+        return;
+    }
+    if (pg->used > pg->capacity || pg->capacity > pg->reserved) { hk__check_bad(ck, "page's counts out of order (used <= capacity <= reserved)", pg); return; }
+    uint32_t listed = 0;
+    uintptr_t tag = HK_FREE_TAG(pg);
+    for (hk_block_t *b = pg->free; b; b = b->next) {
+        if ((char *)b < pg->start || !hk__is_block(pg, b) || block_index(pg, b) >= pg->capacity) {
+            hk__check_bad(ck, "free list links to a block the page has not carved", b);
+            return;
+        }
+        if (b->tag != tag) hk__check_bad(ck, "free block lost its tag (written after free?)", b);
+        if (++listed > pg->capacity) { hk__check_bad(ck, "free list longer than the page's blocks (a cycle?)", pg); return; }
+    }
+    uint32_t off = 0, trimmed = __atomic_load_n(&pg->trimmed, __ATOMIC_RELAXED);
+    if (trimmed) {
+        if (!(flags & HK_PF_TRIMMED)) hk__check_bad(ck, "page has trimmed memory and no TRIMMED flag", pg);
+        for (uint32_t i = 0; i < pg->capacity; i++)
+            off += (block_os_bits(pg, hk__page_lead(pg), i) & trimmed) != 0;
+    }
+    if (listed + pg->used + off != pg->capacity)
+        hk__check_bad(ck, "listed, out and trimmed blocks do not add up to the blocks carved", pg);
+}
+
+/* hk_check's look at a block in a cache of class c: the start of a block
+ * of a page in use of that class, tagged free. */
+void hk__cached_check(hk_checker_t *ck, const hk_block_t *b, unsigned c)
+{
+    hk_segment_t *seg = hk__segment_of(b);
+    if (!hk__smallmap_has(seg)) { hk__check_bad(ck, "cached block outside the small segments", b); return; }
+    hk_page_t *pg = hk__page_of(seg, b);
+    uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
+    if ((flags & HK_PF_FREE) || pg->block_size == 0 || (const char *)b < pg->start || !hk__is_block(pg, b))
+        hk__check_bad(ck, "cached block is not a block of a page in use", b);
+    else if (pg->cls != c) hk__check_bad(ck, "cached block is in another class's cache", b);
+    else if (b->tag != HK_FREE_TAG(pg)) hk__check_bad(ck, "cached block lost its tag (written after free?)", b);
+}

@@ -266,12 +266,6 @@ static void test_adopt_on_purge(void)
 
 /* ------------------------------------------------------------ parked heaps */
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
 /* Allocates row 3 (small blocks), frees every other one, exits. */
 static void *park_leaver(void *arg)
 {
@@ -385,7 +379,7 @@ static void test_parked_heap_expires(void)
     hk_stats_get(&after);
     CHECK_EQ(after.segments_abandoned, before.segments_abandoned);
     CHECK_EQ(after.heaps_parked, 1);
-    sleep_ms(2 * PARK_MS);
+    t_sleep_ms(2 * PARK_MS);
     hk_collect(0);                      /* a purge of this heap: the parked one is due */
     hk_stats_get(&after);
     CHECK_EQ(after.heaps_parked, 0);    /* abandoned (and maybe adopted at once by that purge) */
@@ -409,7 +403,7 @@ static void test_free_into_parked_heap(void)
     CHECK_EQ(after.segments_abandoned, before.segments_abandoned);   /* still parked: nothing adopted */
     CHECK_EQ(after.segments, parked.segments);
     CHECK_EQ(after.heaps_parked, 1);
-    sleep_ms(2 * PARK_MS);
+    t_sleep_ms(2 * PARK_MS);
     free_row1(PER / 2, PER);
     hk_stats_get(&after);
     CHECK_EQ(after.heaps_parked, 0);

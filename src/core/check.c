@@ -1,0 +1,99 @@
+/* hk_check: the calling thread's heap against the allocator's invariants.
+ * It walks what only the owner writes (its segments, page queues, free
+ * lists and block caches), so it takes no lock; other threads may go on
+ * freeing into its pages meanwhile (such frees touch only the atomic
+ * thread_free lists, which it does not walk). For tests and debugging:
+ * O(pages + listed blocks). */
+#include "core.h"
+
+#define HK_CHECK_REPORTS 16
+
+void hk__check_bad(hk_checker_t *ck, const char *what, const void *where)
+{
+    if (ck->bad++ < HK_CHECK_REPORTS) hk__report("heapkit: check: %s (at %p)\n", what, where);
+}
+
+/* The pages of one queue (c: its class, HK_NCLASS for the full list):
+ * linked both ways, each a page in use of this heap, of class c (in the
+ * full list: FULL), and each page's own check; *pages counts them. */
+static void check_queue(hk_checker_t *ck, const hk_theap_t *heap, const hk_page_queue_t *q, size_t c, size_t limit, size_t *pages)
+{
+    if ((q->last == NULL) != (q->first == NULL || q->first == &hk__page_empty)) {
+        hk__check_bad(ck, "queue's first and last disagree", q);
+        return;
+    }
+    hk_page_t *prev = NULL;
+    for (hk_page_t *pg = q->last ? q->first : NULL; pg; prev = pg, pg = pg->next) {
+        if (++*pages > limit) { hk__check_bad(ck, "queue longer than the heap's pages (a cycle?)", q); return; }
+        hk_segment_t *seg = hk__segment_of(pg);
+        if (!hk__smallmap_has(seg) || seg->heap != heap) { hk__check_bad(ck, "queue holds a page of another heap's segment", pg); return; }
+        if (pg->prev != prev) hk__check_bad(ck, "page's prev link is not the page before it", pg);
+        bool full = (__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) & HK_PF_FULL) != 0;
+        if (c == HK_NCLASS && !full) hk__check_bad(ck, "page in the full list without FULL", pg);
+        if (c != HK_NCLASS && full) hk__check_bad(ck, "FULL page in a class queue", pg);
+        if (c != HK_NCLASS && pg->cls != c) hk__check_bad(ck, "page in another class's queue", pg);
+        hk__page_check(ck, heap, pg);
+    }
+    if (prev != q->last) hk__check_bad(ck, "queue's last is not its last page", q);
+}
+
+/* A segment of the heap: a small segment owned by it and its thread, on
+ * both segment maps, its page count agreeing with its free map, free pages
+ * marked free, every span in use headed by a page with tail pages that
+ * point back to it. *heads counts the spans in use. */
+static void check_segment(hk_checker_t *ck, const hk_theap_t *heap, hk_segment_t *seg, size_t *heads)
+{
+    if (seg->magic != HK_SEG_MAGIC || seg->kind != HK_SEG_SMALL) { hk__check_bad(ck, "heap's segment is not a small segment", seg); return; }
+    if (!hk__smallmap_has(seg) || !hk__segmap_has(seg)) hk__check_bad(ck, "heap's segment missing from the segment maps", seg);
+    if (seg->heap != heap) hk__check_bad(ck, "segment on the heap's list names another heap", seg);
+    if (__atomic_load_n(&seg->thread_id, __ATOMIC_RELAXED) != heap->thread_id) hk__check_bad(ck, "segment's thread is not its heap's", seg);
+    if (seg->used_pages != HK_SEG_PAGES - hk__popcount64(seg->free_mask)) hk__check_bad(ck, "segment's page count disagrees with its free map", seg);
+    for (unsigned i = 0; i < HK_SEG_PAGES; ) {
+        hk_page_t *pg = &seg->pages[i];
+        uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
+        if ((seg->free_mask >> i) & 1) {
+            /* (a fresh segment's descriptors stay zero until first used) */
+            if (flags != HK_PF_FREE && !(flags == 0 && pg->block_size == 0)) hk__check_bad(ck, "free page not marked free", pg);
+            i++;
+            continue;
+        }
+        if (pg->back != 0 || pg->span == 0 || i + pg->span > HK_SEG_PAGES) { hk__check_bad(ck, "page in use is no span's head", pg); return; }
+        for (unsigned j = 1; j < pg->span; j++) {
+            hk_page_t *t = &seg->pages[i + j];
+            if (((seg->free_mask >> (i + j)) & 1) || t->back != j || __atomic_load_n(&t->flags, __ATOMIC_RELAXED) != HK_PF_SPAN_TAIL)
+                hk__check_bad(ck, "span's tail page does not point back to its head", t);
+        }
+        ++*heads;
+        i += pg->span;
+    }
+}
+
+size_t hk_check(void)
+{
+    hk_theap_t *heap = hk__tls_heap;
+    if (heap == &hk__heap_empty) return 0;      /* this thread never allocated */
+    hk_checker_t ck = { 0 };
+    size_t heads = 0, pages = 0, nseg = 0;
+    for (hk_segment_t *seg = heap->segments; seg; seg = seg->next) {
+        if (++nseg > ((size_t)1 << (HK_ADDR_BITS - HK_SEG_SHIFT))) { hk__check_bad(&ck, "segment list does not end", heap); return ck.bad; }
+        check_segment(&ck, heap, seg, &heads);
+    }
+    size_t limit = nseg * HK_SEG_PAGES;
+    for (size_t c = 0; c < HK_NCLASS; c++) check_queue(&ck, heap, &heap->queues[c], c, limit, &pages);
+    check_queue(&ck, heap, &heap->full, HK_NCLASS, limit, &pages);
+    if (pages != heads) hk__check_bad(&ck, "spans in use and pages in the queues differ in number", heap);
+    /* The block caches: within their bounds, each block a free block of
+     * its class; the big-block cache's byte count exact. */
+    for (unsigned c = 0; c < HK_XCLASSES; c++) {
+        if (heap->xc[c].n > HK_XCACHE_MAX) { hk__check_bad(&ck, "foreign-block cache class over its size", &heap->xc[c]); continue; }
+        for (unsigned k = 0; k < heap->xc[c].n; k++) hk__cached_check(&ck, heap->xcache[c][k], c);
+    }
+    size_t bytes = 0;
+    for (unsigned k = 0; k < HK_XBIG_N; k++) {
+        if (heap->xb[k].n > HK_XBIG_MAX) { hk__check_bad(&ck, "big-block cache class over its size", &heap->xb[k]); continue; }
+        for (unsigned j = 0; j < heap->xb[k].n; j++) hk__cached_check(&ck, HK_XBIG_ROW(heap, k)[j], HK_XBIG_FIRST + k);
+        bytes += (size_t)heap->xb[k].n * hk__class_size[HK_XBIG_FIRST + k];
+    }
+    if (bytes != heap->xb_bytes) hk__check_bad(&ck, "big-block cache's byte count is off", heap);
+    return ck.bad;
+}
