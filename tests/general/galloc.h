@@ -16,6 +16,7 @@
 #define g_free hk_free
 #define g_usable hk_malloc_usable_size
 #define g_memalign hk_memalign
+#define g_check hk_check          /* broken invariants in the calling thread's heap */
 #else
 #define g_malloc malloc
 #define g_calloc calloc
@@ -23,6 +24,7 @@
 #define g_free free
 #define g_usable malloc_usable_size
 #define g_memalign memalign
+#define g_check() ((size_t)0)     /* (the allocator may be any: preloaded) */
 #endif
 
 #endif
