@@ -167,8 +167,8 @@ typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
 #define HK_XCACHE_BYTES 4096      /* per class, in block bytes */
 #define HK_XCACHE_MAX   32        /* per class, in blocks */
 
-/* The big-block cache: classes over 8 KiB up to 64 KiB, whose 64 KiB
- * pages hold one to six blocks, so that nearly every free of such a block
+/* The big-block cache: the classes of 6 KiB to 64 KiB blocks (requests
+ * over 5 KiB), whose 64 KiB pages hold one to ten blocks, so that nearly every free of such a block
  * would empty or unfull its page and nearly every malloc take a new span
  * (`midsize`: a slow path for most of its mallocs and frees, and the page
  * faults of memory given back and touched again). A thread heap's frees
@@ -181,7 +181,7 @@ typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
  * classes together hold at most HEAPKIT_BIG_CACHE MiB (HK_OPTION_BIG_CACHE,
  * 8 by default; 0 turns the cache off), and a purge empties it
  * once no malloc took a block from it since the purge before. */
-#define HK_XBIG_FIRST  30          /* 10 KiB */
+#define HK_XBIG_FIRST  30          /* 6 KiB (the comments said 10 KiB until session 17) */
 #define HK_XBIG_LAST   44          /* 64 KiB */
 #define HK_XBIG_N      (HK_XBIG_LAST - HK_XBIG_FIRST + 1)
 #define HK_XBIG_MAX    HK_XCACHE_MAX
