@@ -84,6 +84,7 @@ static void *leaver(void *arg)
 }
 
 static uint64_t adopt_before, adopt_after;
+static size_t adopt_check;
 
 static void *adopter(void *arg)
 {
@@ -97,6 +98,7 @@ static void *adopter(void *arg)
     for (int i = 0; i < 4000; i++) { v[i] = hk_malloc(100 + (size_t)(i % 50) * 40); if (v[i]) memset(v[i], 1, 100); }
     hk_stats_get(&st);
     adopt_after = st.segments_abandoned;
+    adopt_check = hk_check();         /* adopted segments' pages now owned by this thread */
     for (int i = 0; i < 4000; i++) hk_free(v[i]);
     free(v);
     return NULL;
@@ -114,6 +116,7 @@ static void test_thread_exit_and_adoption(void)
     pthread_create(&th, NULL, adopter, NULL);
     pthread_join(th, NULL);
     CHECK(adopt_after < adopt_before);
+    CHECK_EQ(adopt_check, 0);
     /* That thread exited too: free half of the blocks from here (frees
      * into segments abandoned twice over by now). */
     for (unsigned i = 0; i < PER; i += 2) {
@@ -171,6 +174,7 @@ static void test_free_adopts_abandoned(void)
     }
     hk_stats_get(&after);
     CHECK_EQ(after.segments_abandoned, 0);
+    CHECK_EQ(hk_check(), 0);          /* the adopted pages carry this thread as owner */
     /* Emptied pages went back (each class may keep one). */
     CHECK(after.pages < orphaned.pages);
     CHECK(after.pages <= before.pages + 64);
@@ -282,6 +286,7 @@ static void *park_leaver(void *arg)
 
 static unsigned char *g_taken[1000];
 static uint64_t g_taker_new_segments;
+static size_t g_taker_check;
 
 static void *park_taker(void *arg)
 {
@@ -291,6 +296,7 @@ static void *park_taker(void *arg)
     for (int i = 0; i < 1000; i++) { g_taken[i] = hk_malloc(16 + (size_t)(i % 185)); if (g_taken[i]) g_taken[i][0] = 1; }
     hk_stats_get(&b);
     g_taker_new_segments = b.segments - a.segments;
+    g_taker_check = hk_check();       /* the parked heap's pages carry this thread as owner */
     for (int i = 0; i < 1000; i++) hk_free(g_taken[i]);
     return NULL;
 }
@@ -324,6 +330,7 @@ static void test_parked_heap_goes_to_next_thread(void)
     pthread_create(&th, NULL, park_taker, NULL);
     pthread_join(th, NULL);
     CHECK_EQ(g_taker_new_segments, 0);
+    CHECK_EQ(g_taker_check, 0);
     unsigned from_leaver = 0;
     for (int i = 0; i < 1000; i++) from_leaver += in_leaver_segment(g_taken[i]);
     CHECK_EQ(from_leaver, 1000);
