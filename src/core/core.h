@@ -168,10 +168,11 @@ typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
 #define HK_XCACHE_MAX   32        /* per class, in blocks */
 
 /* The big-block cache: the classes of 6 KiB to 64 KiB blocks (requests
- * over 5 KiB), whose 64 KiB pages hold one to ten blocks, so that nearly every free of such a block
- * would empty or unfull its page and nearly every malloc take a new span
- * (`midsize`: a slow path for most of its mallocs and frees, and the page
- * faults of memory given back and touched again). A thread heap's frees
+ * over 5 KiB), whose 64 KiB pages hold one to ten blocks, so that nearly
+ * every free of such a block would empty or unfull its page and nearly
+ * every malloc take a new span (`midsize`: a slow path for most of its
+ * mallocs and frees, and the page faults of memory given back and touched
+ * again). A thread heap's frees
  * of these classes (its own blocks and other live threads') go on a stack
  * per class; its mallocs pop from it when the class's first page has no
  * free block. Only slow paths touch it (its pages carry HK_PF_MIXED, which

@@ -944,11 +944,11 @@ static HK_NOINLINE void free_cached_slow(hk_block_t *b, hk_page_t *pg)
     hk__free_generic(b);
 }
 
-/* pg: p's page (the fast path has it; passing the owner test's result too
- * made the fast path save a register). The common case of
- * the big classes first (room in the class and in the budget, and the
- * cache not empty, so no purge to schedule), in a function that saves no
- * registers; the rest in free_cached_slow. */
+/* pg: p's page (the fast path has it; passing the owner test's result
+ * too made the fast path save a register). The common case of the big
+ * classes first (room in the class and in the budget, and the cache not
+ * empty, so no purge to schedule), in a function that saves no registers;
+ * the rest in free_cached_slow. */
 void hk__free_cached(void *p, hk_page_t *pg)
 {
     hk_block_t *b = p;
