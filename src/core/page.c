@@ -928,14 +928,13 @@ static inline void xcache_count_foreign(hk_theap_t *me, unsigned c)
  * closed): a block of a big class goes to the big-block cache if it has
  * room; an own block of a mixed heap's page goes on the page's list;
  * anything else takes the slow way, which sends the class's older half
- * home first (classes up to 1 KiB). */
+ * home first (classes up to 1 KiB). free_cached_slow: a big class's
+ * block that the common case in hk__free_cached did not take. */
 static HK_NOINLINE void free_cached_slow(hk_block_t *b, hk_page_t *pg)
 {
     unsigned c = pg->cls;
-    if (hk__class_big(c)) {
-        hk_theap_t *me = hk__tls_heap;
-        if (me != &hk__heap_empty && xbig_push(me, pg, c, b)) return;
-    }
+    hk_theap_t *me = hk__tls_heap;
+    if (me != &hk__heap_empty && xbig_push(me, pg, c, b)) return;
     uintptr_t other = __atomic_load_n(&pg->owner, __ATOMIC_RELAXED) ^ hk__thread_id();
     if ((__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) | other) == HK_PF_MIXED) {
         hk__page_push_own(hk__segment_of(b), pg, b);
@@ -945,10 +944,11 @@ static HK_NOINLINE void free_cached_slow(hk_block_t *b, hk_page_t *pg)
 }
 
 /* pg: p's page (the fast path has it; passing the owner test's result
- * too made the fast path save a register). The common case of the big
- * classes first (room in the class and in the budget, and the cache not
- * empty, so no purge to schedule), in a function that saves no registers;
- * the rest in free_cached_slow. */
+ * too made the fast path save a register). The common cases in a function
+ * that saves no registers: a big class's block with room in the class and
+ * the budget and the cache not empty (so no purge to schedule), and a
+ * mixed heap's own block; the rest of the big classes' in
+ * free_cached_slow. */
 void hk__free_cached(void *p, hk_page_t *pg)
 {
     hk_block_t *b = p;
@@ -965,8 +965,16 @@ void hk__free_cached(void *p, hk_page_t *pg)
             me->xb_bytes += size;
             return;
         }
+        free_cached_slow(b, pg);
+        return;
     }
-    free_cached_slow(b, pg);
+    /* A mixed heap's own block whose class of the cache is full: on its page. */
+    uintptr_t other = __atomic_load_n(&pg->owner, __ATOMIC_RELAXED) ^ hk__thread_id();
+    if ((__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) | other) == HK_PF_MIXED) {
+        hk__page_push_own(hk__segment_of(b), pg, b);
+        return;
+    }
+    hk__free_generic(b);
 }
 
 /* The free fast path's way out for a pointer outside the small segments. */
