@@ -827,6 +827,22 @@ static inline hk_block_t *xbig_take(hk_theap_t *heap, size_t cls)
     return b;
 }
 
+/* Room in class slot x of me's big-block cache, and in its budget, for a
+ * block of `size` bytes (the option read here is what the fast push and
+ * xbig_push both obey). */
+static inline bool xbig_room(const hk_theap_t *me, const struct hk_xbclass *x, size_t size)
+{
+    return x->n < x->lim && me->xb_bytes + size <= (size_t)HK_OPT(HK_OPTION_BIG_CACHE) << 20;
+}
+
+/* b (of page pg) onto class slot k of me's big-block cache, room checked. */
+static inline void xbig_put(hk_theap_t *me, hk_page_t *pg, unsigned k, hk_block_t *b, size_t size)
+{
+    b->tag = HK_FREE_TAG(pg);
+    HK_XBIG_ROW(me, k)[me->xb[k].n++] = b;
+    me->xb_bytes += size;
+}
+
 /* b (of page pg, big class c, a live block: the free fast path checked)
  * into the calling thread's cache; false when it takes the page's way.
  * A free that finds the class at its bound (frees outrun the mallocs that
@@ -839,7 +855,7 @@ static bool xbig_push(hk_theap_t *me, hk_page_t *pg, unsigned c, hk_block_t *b)
     struct hk_xbclass *x = &me->xb[k];
     size_t size = hk__class_size[c];
     if (HK_OPT(HK_OPTION_PURGE_DELAY) == 0) return false;   /* memory back at once: nothing kept */
-    if (x->n >= x->lim || me->xb_bytes + size > (size_t)HK_OPT(HK_OPTION_BIG_CACHE) << 20) {
+    if (!xbig_room(me, x, size)) {
         if (++x->over >= HK_XBIG_SHRINK) {
             x->over = 0;
             if (x->lim > 1) x->lim--;
@@ -850,9 +866,7 @@ static bool xbig_push(hk_theap_t *me, hk_page_t *pg, unsigned c, hk_block_t *b)
     /* Nothing else may come due while the program only caches and pops:
      * a purge gives the cache back. */
     if (me->xb_bytes == 0) hk__heap_purge_later(me);
-    b->tag = HK_FREE_TAG(pg);
-    HK_XBIG_ROW(me, k)[x->n++] = b;
-    me->xb_bytes += size;
+    xbig_put(me, pg, k, b, size);
     return true;
 }
 
@@ -928,19 +942,24 @@ static inline void xcache_count_foreign(hk_theap_t *me, unsigned c)
  * closed): a block of a big class goes to the big-block cache if it has
  * room; an own block of a mixed heap's page goes on the page's list;
  * anything else takes the slow way, which sends the class's older half
- * home first (classes up to 1 KiB). free_cached_slow: a big class's
- * block that the common case in hk__free_cached did not take. */
-static HK_NOINLINE void free_cached_slow(hk_block_t *b, hk_page_t *pg)
+ * home first (classes up to 1 KiB). free_uncached: such a free that no
+ * cache takes. */
+static inline void free_uncached(hk_block_t *b, hk_page_t *pg)
 {
-    unsigned c = pg->cls;
-    hk_theap_t *me = hk__tls_heap;
-    if (me != &hk__heap_empty && xbig_push(me, pg, c, b)) return;
     uintptr_t other = __atomic_load_n(&pg->owner, __ATOMIC_RELAXED) ^ hk__thread_id();
     if ((__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) | other) == HK_PF_MIXED) {
-        hk__page_push_own(hk__segment_of(b), pg, b);
+        hk__page_push_own(hk__segment_of(b), pg, b);   /* a mixed heap's own block: on its page */
         return;
     }
     hk__free_generic(b);
+}
+
+/* A big class's block that the common case in hk__free_cached did not take. */
+static HK_NOINLINE void free_cached_slow(hk_block_t *b, hk_page_t *pg)
+{
+    hk_theap_t *me = hk__tls_heap;
+    if (me != &hk__heap_empty && xbig_push(me, pg, pg->cls, b)) return;
+    free_uncached(b, pg);
 }
 
 /* pg: p's page (the fast path has it; passing the owner test's result
@@ -956,25 +975,15 @@ void hk__free_cached(void *p, hk_page_t *pg)
     if (hk__class_big(c)) {
         hk_theap_t *me = hk__tls_heap;   /* the empty heap's bounds are 0 */
         unsigned k = c - HK_XBIG_FIRST;
-        struct hk_xbclass *x = &me->xb[k];
         size_t size = hk__class_size[c];
-        if (x->n < x->lim && me->xb_bytes != 0 &&
-            me->xb_bytes + size <= (size_t)HK_OPT(HK_OPTION_BIG_CACHE) << 20 && HK_OPT(HK_OPTION_PURGE_DELAY) != 0) {
-            b->tag = HK_FREE_TAG(pg);
-            HK_XBIG_ROW(me, k)[x->n++] = b;
-            me->xb_bytes += size;
+        if (me->xb_bytes != 0 && xbig_room(me, &me->xb[k], size) && HK_OPT(HK_OPTION_PURGE_DELAY) != 0) {
+            xbig_put(me, pg, k, b, size);
             return;
         }
         free_cached_slow(b, pg);
         return;
     }
-    /* A mixed heap's own block whose class of the cache is full: on its page. */
-    uintptr_t other = __atomic_load_n(&pg->owner, __ATOMIC_RELAXED) ^ hk__thread_id();
-    if ((__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) | other) == HK_PF_MIXED) {
-        hk__page_push_own(hk__segment_of(b), pg, b);
-        return;
-    }
-    hk__free_generic(b);
+    free_uncached(b, pg);
 }
 
 /* The free fast path's way out for a pointer outside the small segments. */
