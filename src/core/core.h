@@ -375,6 +375,10 @@ HK_INLINE hk_page_t *hk__page_at(hk_segment_t *seg, const void *p)
     return (hk_page_t *)((char *)seg->pages + off);
 }
 
+/* Bytes from the base of a span that starts at page i to where its first
+ * block may start: the segment header, in page 0. */
+HK_INLINE size_t hk__span_lead(size_t i) { return i == 0 ? HK_SEG_HDR : 0; }
+
 /* Bytes from a span's base to its first block (the segment header, in
  * page 0). */
 HK_INLINE size_t hk__page_lead(const hk_page_t *pg)

@@ -328,7 +328,7 @@ static void page_init(hk_theap_t *heap, hk_page_t *pg, size_t cls)
     hk_segment_t *seg = hk__segment_of(pg);
     size_t idx = (size_t)(pg - seg->pages);
     char *base = (char *)seg + idx * HK_PAGE_SIZE;
-    char *start = idx == 0 ? (char *)seg + HK_SEG_HDR : base;
+    char *start = base + hk__span_lead(idx);
     size_t area = (size_t)pg->span * HK_PAGE_SIZE - (size_t)(start - base);
     pg->free = NULL;
     pg->used = 0;
@@ -1170,7 +1170,7 @@ void hk__page_check(hk_checker_t *ck, const hk_theap_t *heap, hk_page_t *pg)
     if (__atomic_load_n(&pg->heap, __ATOMIC_RELAXED) != heap) hk__check_bad(ck, "page's heap is not its owner's", pg);
     if (__atomic_load_n(&pg->owner, __ATOMIC_RELAXED) != heap->thread_id) hk__check_bad(ck, "page's owner thread is not its heap's", pg);
     char *base = (char *)seg + idx * HK_PAGE_SIZE;
-    if (pg->start < base + (idx == 0 ? HK_SEG_HDR : 0) ||
+    if (pg->start < base + hk__span_lead(idx) ||
         (size_t)(pg->start - base) + (size_t)pg->reserved * pg->block_size > (size_t)pg->span * HK_PAGE_SIZE) {
         hk__check_bad(ck, "page's blocks do not fit its span", pg);
         return;

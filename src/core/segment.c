@@ -66,9 +66,8 @@ static void purge_mask(hk_segment_t *seg, uint64_t mask)
         unsigned i = (unsigned)__builtin_ctzll(mask);
         uint64_t rest = ~(mask >> i);
         unsigned n = rest ? (unsigned)__builtin_ctzll(rest) : 64 - i;
-        char *start = (char *)seg + (size_t)i * HK_PAGE_SIZE;
+        char *start = (char *)seg + (size_t)i * HK_PAGE_SIZE + hk__span_lead(i);
         char *end = (char *)seg + (size_t)(i + n) * HK_PAGE_SIZE;
-        if (i == 0) start = (char *)seg + HK_SEG_HDR;
         if (end > start) hk__purge_range(start, (size_t)(end - start));
         mask &= ~span_bits(i, n);
     }
@@ -338,7 +337,7 @@ static inline size_t blocks_end(size_t lead, size_t count, size_t block)
  * start, in whole purge units). */
 static size_t tail_excess(const hk_segment_t *seg, unsigned i, unsigned n, size_t block, size_t *need)
 {
-    size_t lead = i == 0 ? HK_SEG_HDR : 0;
+    size_t lead = hk__span_lead(i);
     *need = blocks_end(lead, ((size_t)n * HK_PAGE_SIZE - lead) / block, block);
     size_t reach = 0;
     for (unsigned j = 0; j < n; j++)
