@@ -344,23 +344,22 @@ HK_INLINE hk_segment_t *hk__segment_of(const void *p)
     return (hk_segment_t *)((uintptr_t)p & ~(uintptr_t)HK_SEG_MASK);
 }
 
-/* Is `seg` a segment heapkit mapped? One bit per 4 MiB of address space. */
-HK_INLINE bool hk__segmap_has(const void *seg)
+/* seg's bit in a segment bitmap (one bit per 4 MiB of address space;
+ * addresses past 2^HK_ADDR_BITS have none). */
+HK_INLINE bool hk__map_has(const uint64_t *map, const void *seg)
 {
     uintptr_t i = (uintptr_t)seg >> HK_SEG_SHIFT;
     if (hk_unlikely(i >> (HK_ADDR_BITS - HK_SEG_SHIFT))) return false;
-    return (__atomic_load_n(&hk__segmap[i >> 6], __ATOMIC_RELAXED) >> (i & 63)) & 1;
+    return (__atomic_load_n(&map[i >> 6], __ATOMIC_RELAXED) >> (i & 63)) & 1;
 }
+
+/* Is `seg` a segment heapkit mapped? */
+HK_INLINE bool hk__segmap_has(const void *seg) { return hk__map_has(hk__segmap, seg); }
 
 /* Is `seg` a small segment (kind HK_SEG_SMALL)? Then its header holds page
  * descriptors, and the free fast path may read them; a huge block's
  * mapping holds the program's data there. */
-HK_INLINE bool hk__smallmap_has(const void *seg)
-{
-    uintptr_t i = (uintptr_t)seg >> HK_SEG_SHIFT;
-    if (hk_unlikely(i >> (HK_ADDR_BITS - HK_SEG_SHIFT))) return false;
-    return (__atomic_load_n(&hk__smallmap[i >> 6], __ATOMIC_RELAXED) >> (i & 63)) & 1;
-}
+HK_INLINE bool hk__smallmap_has(const void *seg) { return hk__map_has(hk__smallmap, seg); }
 
 /* The descriptor of the 64 KiB page that holds p, without following a
  * span to its head: for the free fast path, where a page inside a span of
