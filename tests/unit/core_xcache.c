@@ -576,8 +576,7 @@ static int _Atomic churn_bad;
 
 static size_t churn_size(uint64_t *s)
 {
-    *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17;
-    return 10 * 1024 + 16 + (size_t)(*s % (54 * 1024 - 16));   /* 10 KiB + 16 .. 64 KiB */
+    return 10 * 1024 + 16 + (size_t)(t_rand(s) % (54 * 1024 - 16));   /* 10 KiB + 16 .. 64 KiB */
 }
 
 static void churn_check_free(unsigned char *p)
