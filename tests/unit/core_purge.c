@@ -63,8 +63,7 @@ static void test_rss_shrinks_after_delay(void)
     void **v = alloc_many(&n);
     for (size_t i = 0; i < n; i++) hk_free(v[i]);
     free(v);
-    struct timespec ts = { 0, 60 * 1000 * 1000 };
-    nanosleep(&ts, NULL);
+    t_sleep_ms(60);
     hk_collect(0);                         /* the delay has passed: purge now */
     size_t after = rss_mb();
     fprintf(stderr, "  rss: base %zu MB, after delay %zu MB\n", base, after);
@@ -90,8 +89,7 @@ static void test_purge_comes_due_without_collect(void)
     size_t full = rss_mb();
     for (size_t i = 0; i < n; i++) hk_free(v[i]);
     free(v);
-    struct timespec ts = { 0, 60 * 1000 * 1000 };
-    nanosleep(&ts, NULL);
+    t_sleep_ms(60);
     /* keep working on a small set of blocks: malloc/free loops */
     void *w[64];
     for (int round = 0; round < 2000; round++) {
@@ -462,7 +460,7 @@ static void test_active_page_not_trimmed(void)
 {
     enum { N = 24, KEEP = 2, SIZE = 1500 };     /* class 1536: 34-42 blocks a page */
     static void *v[N];
-    struct timespec wait = { 0, 40 * 1000 * 1000 };
+    const long wait_ms = 40;
     REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 20) == 0);
     hk_collect(1);
     for (int i = 0; i < N; i++) { v[i] = hk_malloc(SIZE); REQUIRE(v[i] != NULL); memset(v[i], 0x33, SIZE); }
@@ -471,7 +469,7 @@ static void test_active_page_not_trimmed(void)
     hk_stats_t st0, st1, st2;
     hk_stats_get(&st0);
     hk_collect(0);                      /* first sight: sparse since now */
-    nanosleep(&wait, NULL);
+    t_sleep_ms(wait_ms);
     hk_collect(0);                      /* sparse for a delay: trimmed, were it not the active page */
     hk_stats_get(&st1);
     void *p = hk_malloc(SIZE);          /* the class's page still serves */
@@ -617,7 +615,7 @@ static void test_trim_waits_a_delay(void)
 {
     enum { PAGES = 8, PER = 65536 / 64, N = PAGES * PER };
     static unsigned char *v[N];
-    struct timespec wait = { 0, 80 * 1000 * 1000 };
+    const long wait_ms = 80;
     REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 50) == 0);
     hk_collect(1);
     for (int i = 0; i < N; i++) { v[i] = hk_malloc(64); REQUIRE(v[i] != NULL); memset(v[i], 0x22, 64); }
@@ -629,10 +627,10 @@ static void test_trim_waits_a_delay(void)
     for (int i = 0; i < N; i++) if (!v[i]) { v[i] = hk_malloc(64); REQUIRE(v[i] != NULL); memset(v[i], 0x22, 64); }
     hk_collect(0);                         /* busy again: the clock stops */
     for (int i = 0; i < N; i++) if (!in_first_4k(v[i])) { hk_free(v[i]); v[i] = NULL; }
-    nanosleep(&wait, NULL);
+    t_sleep_ms(wait_ms);
     hk_collect(0);                         /* sparse again, but only since now */
     hk_stats_get(&st2);
-    nanosleep(&wait, NULL);
+    t_sleep_ms(wait_ms);
     hk_collect(0);                         /* sparse for a delay: trimmed */
     hk_stats_get(&st3);
     fprintf(stderr, "  committed %llu KiB full, %llu at first sight, %llu after refill and free, %llu a delay later\n",
