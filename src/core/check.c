@@ -68,6 +68,41 @@ static void check_segment(hk_checker_t *ck, const hk_theap_t *heap, hk_segment_t
     }
 }
 
+/* The heap's segment lists (seg_file in segment.c): each segment filed by
+ * its free pages, each list linked both ways and holding only the heap's
+ * segments, the heap's page count the sum of its segments', and every
+ * segment with a dirty tail where the next purge will find it. */
+static void check_segment_lists(hk_checker_t *ck, const hk_theap_t *heap, size_t nseg)
+{
+    size_t on[3] = { 0, 0, 0 };
+    uint64_t used = 0;
+    for (hk_segment_t *seg = heap->segments; seg; seg = seg->next) {
+        unsigned want = (seg->free_mask & ~seg->purged_mask) ? HK_SL_RES : seg->free_mask ? HK_SL_PUR : HK_SL_NONE;
+        if (!seg->in_heap) hk__check_bad(ck, "heap's segment not marked as on its lists", seg);
+        if (seg->slist != want) hk__check_bad(ck, "segment filed on the wrong list for its free pages", seg);
+        if (seg->slist < 3) on[seg->slist]++;
+        used += seg->used_pages;
+        if (seg->tails && !heap->tails_all) {
+            bool found = false;
+            for (unsigned k = 0; k < heap->ntails; k++) found |= heap->tails[k] == seg;
+            if (!found) hk__check_bad(ck, "segment with a dirty tail that no purge would visit", seg);
+        }
+    }
+    if (used != heap->used_pages) hk__check_bad(ck, "heap's page count is not its segments' sum", heap);
+    const unsigned lists[2] = { HK_SL_RES, HK_SL_PUR };
+    for (unsigned l = 0; l < 2; l++) {
+        size_t n = 0;
+        hk_segment_t *prev = NULL;
+        for (hk_segment_t *seg = l == 0 ? heap->seg_res : heap->seg_pur; seg; prev = seg, seg = seg->snext) {
+            if (++n > nseg) { hk__check_bad(ck, "segment list longer than the heap's segments (a cycle?)", heap); break; }
+            if (seg->heap != heap || !seg->in_heap) hk__check_bad(ck, "segment list holds another heap's segment", seg);
+            if (seg->slist != lists[l]) hk__check_bad(ck, "segment on a list it is not filed for", seg);
+            if (seg->sprev != prev) hk__check_bad(ck, "segment's list prev link is not the segment before it", seg);
+        }
+        if (n != on[lists[l]]) hk__check_bad(ck, "segment list and the segments filed on it differ in number", heap);
+    }
+}
+
 size_t hk_check(void)
 {
     hk_theap_t *heap = hk__tls_heap;
@@ -78,6 +113,7 @@ size_t hk_check(void)
         if (++nseg > ((size_t)1 << (HK_ADDR_BITS - HK_SEG_SHIFT))) { hk__check_bad(&ck, "segment list does not end", heap); return ck.bad; }
         check_segment(&ck, heap, seg, &heads);
     }
+    check_segment_lists(&ck, heap, nseg);
     size_t limit = nseg * HK_SEG_PAGES;
     for (size_t c = 0; c < HK_NCLASS; c++) check_queue(&ck, heap, &heap->queues[c], c, limit, &pages);
     check_queue(&ck, heap, &heap->full, HK_NCLASS, limit, &pages);

@@ -113,6 +113,7 @@ typedef struct hk_page {
 _Static_assert(sizeof(hk_page_t) == 128, "a page is two cache lines");
 
 enum { HK_SEG_SMALL = 1, HK_SEG_HUGE = 2, HK_SEG_CACHED = 3 };
+enum { HK_SL_NONE = 0, HK_SL_RES = 1, HK_SL_PUR = 2 };   /* hk_segment_t.slist */
 
 typedef struct hk_segment {
     /* The first 64 bytes are shared with huge blocks' headers. */
@@ -132,6 +133,14 @@ typedef struct hk_segment {
     uint32_t abandoned;        /* on the abandoned list (read and written under its lock) */
     uint64_t full_remote;      /* atomic: bit i, page i is full and a remote free reached it since
                                 * its owner last looked (see collect_full in page.c) */
+    /* Small segments of a heap: the heap's list of segments with a free
+     * page that is resident (HK_SL_RES), or with free pages all purged
+     * (HK_SL_PUR), or neither (HK_SL_NONE: no free page), so that taking a
+     * span and purging walk those and not every segment (see seg_file). */
+    struct hk_segment *snext, *sprev;
+    uint8_t slist;
+    uint8_t in_heap;           /* on its heap's lists (segment_link) */
+    uint8_t tails;             /* a page in use has a dirty tail (dirty_end) for the next purge */
     hk_page_t pages[HK_SEG_PAGES];
 } hk_segment_t;
 
@@ -148,6 +157,7 @@ HK_INLINE void hk__segment_stamp(hk_segment_t *seg, uint16_t kind)
     seg->magic = m;
     seg->kind = kind;
 }
+_Static_assert(__builtin_offsetof(hk_segment_t, pages) == 128, "the header fits the first two lines (free's fast path adds 128)");
 _Static_assert(__builtin_offsetof(hk_segment_t, free_mask) <= HK_HUGE_OFF, "huge header fits");
 _Static_assert(__builtin_offsetof(hk_segment_t, purged_mask) + 8 <= HK_HUGE_OFF, "huge blocks keep the purge bitmap");
 
@@ -223,6 +233,16 @@ typedef struct hk_theap {
     size_t full_pending;              /* atomic: remote frees hit full pages (which: the
                                        * segments' full_remote) */
     hk_segment_t *segments;           /* owned small segments */
+    /* The segments with a resident free page, and those with free pages
+     * all purged (hk_segment_t.slist); the pages in use in all segments. */
+    hk_segment_t *seg_res, *seg_pur;
+    uint32_t used_pages;
+    /* Set when a segment with no page in use joined seg_pur (a purge then
+     * looks through that list too), and when more segments have dirty
+     * tails than `tails` holds (a purge then walks every segment). */
+    uint8_t pur_empty, tails_all;
+    uint8_t ntails;
+    hk_segment_t *tails[8];           /* segments whose `tails` is set */
     uint64_t purge_due;               /* ms; 0: nothing waits to be purged */
     uint32_t no_purge;                /* >0 while a page walk is running: no purge from retires */
     uint32_t purge_tick;              /* malloc slow paths since the last look at the clock */
@@ -461,6 +481,7 @@ hk_segment_t *hk__segment_new(hk_theap_t *heap) HK_HIDDEN;
 /* A run of n free pages that holds at least one block of `block` bytes
  * (resident_only: one whose pages are all resident), or NULL. */
 hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block, bool resident_only) HK_HIDDEN;
+hk_page_t *hk__heap_alloc_span(hk_theap_t *heap, unsigned n, size_t block, bool resident_only) HK_HIDDEN;
 bool hk__segment_free_span(hk_theap_t *heap, hk_page_t *pg) HK_HIDDEN;
 bool hk__segment_adopt(hk_theap_t *heap, hk_segment_t *seg) HK_HIDDEN;
 void hk__segment_abandon(hk_theap_t *heap, hk_segment_t *seg) HK_HIDDEN;

@@ -483,17 +483,6 @@ static bool retire_kept(hk_theap_t *heap, size_t cls)
     return true;
 }
 
-/* A span of n pages for blocks of `block` bytes from the first of the
- * heap's segments that has one (resident_only: all its pages resident). */
-static hk_page_t *span_from_segments(hk_theap_t *heap, unsigned n, size_t block, bool resident_only)
-{
-    hk_page_t *pg = NULL;
-    for (hk_segment_t *s = heap->segments; s && !pg; s = s->next)
-        if (s->free_mask & (resident_only ? ~s->purged_mask : ~(uint64_t)0))
-            pg = hk__segment_alloc_span(s, n, block, resident_only);
-    return pg;
-}
-
 /* A fresh span from the heap's own segments, or NULL. */
 static hk_page_t *page_new(hk_theap_t *heap, size_t cls)
 {
@@ -503,13 +492,13 @@ static hk_page_t *page_new(hk_theap_t *heap, size_t cls)
      * in: the newest segment comes first in the list, and taking its
      * untouched pages while an older one's freed pages wait out the purge
      * delay adds both to the resident set. */
-    hk_page_t *pg = span_from_segments(heap, n, block, true);
+    hk_page_t *pg = hk__heap_alloc_span(heap, n, block, true);
     /* Then an empty page another class keeps (see hk__page_now_empty):
      * its memory is resident, and faulting in fresh pages while it waits
      * for a purge adds both to the resident set (a program that moves
      * from size to size kept one carved page for every size it used). */
-    if (!pg && retire_kept(heap, cls)) pg = span_from_segments(heap, n, block, true);
-    if (!pg) pg = span_from_segments(heap, n, block, false);
+    if (!pg && retire_kept(heap, cls)) pg = hk__heap_alloc_span(heap, n, block, true);
+    if (!pg) pg = hk__heap_alloc_span(heap, n, block, false);
     if (!pg) return NULL;
     if (pg->dirty_end) hk__heap_purge_later(heap);
     page_init(heap, pg, cls);

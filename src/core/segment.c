@@ -55,6 +55,69 @@ void hk__purge_range(void *start, size_t bytes)
     }
 }
 
+/* ------------------------------------------------------------ segment lists
+ *
+ * A heap files each of its segments by its free pages: seg_res holds those
+ * with a free page still resident, seg_pur those whose free pages are all
+ * purged, and a segment with no free page is on neither. Taking a span
+ * walks seg_res (then seg_pur), a purge walks seg_res: in a heap of
+ * thousands of segments, mostly full, neither visits the full ones (a
+ * 4 GiB heap of small blocks walked its 1,000 segment headers for every
+ * span it took). Every change to a segment's free or purged pages refiles
+ * it (O(1)). */
+static inline unsigned seg_state(const hk_segment_t *seg)
+{
+    if (seg->free_mask & ~seg->purged_mask) return HK_SL_RES;
+    return seg->free_mask ? HK_SL_PUR : HK_SL_NONE;
+}
+
+static inline hk_segment_t **slist_head(hk_theap_t *heap, unsigned l)
+{
+    return l == HK_SL_RES ? &heap->seg_res : &heap->seg_pur;
+}
+
+static void slist_out(hk_theap_t *heap, hk_segment_t *seg)
+{
+    if (seg->slist == HK_SL_NONE) return;
+    if (seg->sprev) seg->sprev->snext = seg->snext;
+    else *slist_head(heap, seg->slist) = seg->snext;
+    if (seg->snext) seg->snext->sprev = seg->sprev;
+    seg->snext = seg->sprev = NULL;
+    seg->slist = HK_SL_NONE;
+}
+
+/* File seg on the list its free pages call for (a no-op off a heap, and
+ * when it is already there). in_heap means something in small segments
+ * only: in a cached or huge one a huge block's bytes may lie there. */
+static void seg_file(hk_segment_t *seg)
+{
+    if (seg->kind != HK_SEG_SMALL || !seg->in_heap) return;
+    unsigned l = seg_state(seg);
+    if (l == seg->slist) return;
+    hk_theap_t *heap = seg->heap;
+    slist_out(heap, seg);
+    if (l == HK_SL_NONE) return;
+    hk_segment_t **head = slist_head(heap, l);
+    seg->sprev = NULL;
+    seg->snext = *head;
+    if (*head) (*head)->sprev = seg;
+    *head = seg;
+    seg->slist = (uint8_t)l;
+    /* An empty segment whose pages were all purged (a budget purge, a
+     * parked heap): the next purge looks through seg_pur to release it. */
+    if (l == HK_SL_PUR && seg->used_pages == 0) heap->pur_empty = 1;
+}
+
+/* Page i of seg got a dirty tail (hk_page_t.dirty_end): the next purge
+ * visits seg. */
+static void seg_note_tail(hk_theap_t *heap, hk_segment_t *seg)
+{
+    if (seg->tails) return;
+    seg->tails = 1;
+    if (heap->ntails < sizeof heap->tails / sizeof heap->tails[0]) heap->tails[heap->ntails++] = seg;
+    else heap->tails_all = 1;
+}
+
 /* Give pages in `mask` (free, not yet purged) back to the OS, run by run. */
 static void purge_mask(hk_segment_t *seg, uint64_t mask)
 {
@@ -71,6 +134,7 @@ static void purge_mask(hk_segment_t *seg, uint64_t mask)
         if (end > start) hk__purge_range(start, (size_t)(end - start));
         mask &= ~span_bits(i, n);
     }
+    seg_file(seg);
 }
 
 /* ------------------------------------------------------------ mapping and cache */
@@ -224,6 +288,13 @@ static void segment_link(hk_theap_t *heap, hk_segment_t *seg)
     seg->next = heap->segments;
     if (heap->segments) heap->segments->prev = seg;
     heap->segments = seg;
+    heap->used_pages += seg->used_pages;
+    seg->in_heap = 1;
+    seg->slist = HK_SL_NONE;
+    seg->snext = seg->sprev = NULL;
+    seg_file(seg);
+    /* (an adopted segment may bring dirty tails from its last heap) */
+    if (seg->tails) { seg->tails = 0; seg_note_tail(heap, seg); }
 }
 
 static void segment_unlink(hk_theap_t *heap, hk_segment_t *seg)
@@ -232,6 +303,13 @@ static void segment_unlink(hk_theap_t *heap, hk_segment_t *seg)
     else heap->segments = seg->next;
     if (seg->next) seg->next->prev = seg->prev;
     seg->next = seg->prev = NULL;
+    slist_out(heap, seg);
+    seg->in_heap = 0;
+    heap->used_pages -= seg->used_pages;
+    if (seg->tails) {
+        for (unsigned k = 0; k < heap->ntails; k++)
+            if (heap->tails[k] == seg) { heap->tails[k] = heap->tails[--heap->ntails]; break; }
+    }
 }
 
 /* Destroy of a private heap: the segment (or huge block) is forgotten
@@ -298,6 +376,7 @@ hk_segment_t *hk__segment_new(hk_theap_t *heap)
     seg->used_pages = 0;
     seg->free_mask = ~(uint64_t)0;
     seg->purged_mask = purged;
+    seg->tails = 0;                    /* (a cached segment's fields hold anything) */
     __atomic_store_n(&seg->thread_id, heap->thread_id, __ATOMIC_RELEASE);
     map_set(hk__smallmap, seg, true);   /* after the descriptors were cleared */
     segment_link(heap, seg);
@@ -312,14 +391,17 @@ static void unpurge(hk_segment_t *seg, uint64_t bits)
     seg->purged_mask &= ~pur;
     HK_ATOMIC_SUB(&g_purged_now, (uint64_t)hk__popcount64(pur) * HK_PAGE_SIZE);
     update_committed_peak();
+    seg_file(seg);
 }
 
 /* The free pages in `bits` (n of them) go into use. */
 static void take_pages(hk_segment_t *seg, uint64_t bits, unsigned n)
 {
     seg->free_mask &= ~bits;
-    unpurge(seg, bits);
     seg->used_pages += n;
+    if (seg->in_heap) seg->heap->used_pages += n;
+    unpurge(seg, bits);
+    seg_file(seg);
 }
 
 /* Where `count` blocks of `block` bytes after `lead` end, in whole purge units. */
@@ -391,7 +473,10 @@ hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block, b
          * keeps its peak (growing strings held their tails to a purge:
          * `realloc` peaked 7% higher). */
         if (HK_OPT(HK_OPTION_PURGE_DELAY) != 0 && __atomic_load_n(&hk__gstats.heaps, __ATOMIC_RELAXED) > 1)
+        {
             head->dirty_end = (uint16_t)((need + excess) / HK_TAIL_UNIT);
+            seg_note_tail(seg->heap, seg);
+        }
         else
             hk__purge_range((char *)seg + (size_t)i * HK_PAGE_SIZE + need, excess);
     }
@@ -403,6 +488,24 @@ hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block, b
         __atomic_store_n(&seg->pages[i + j].flags, HK_PF_SPAN_TAIL, __ATOMIC_RELAXED);
     }
     return head;
+}
+
+/* A span of n pages for blocks of `block` bytes from the first of the
+ * heap's segments that has one (resident_only: all its pages resident):
+ * those with resident free pages first (seg_res), then (unless
+ * resident_only) those whose free pages would fault in (seg_pur). */
+hk_page_t *hk__heap_alloc_span(hk_theap_t *heap, unsigned n, size_t block, bool resident_only)
+{
+    for (hk_segment_t *s = heap->seg_res; s; s = s->snext) {
+        hk_page_t *pg = hk__segment_alloc_span(s, n, block, resident_only);
+        if (pg) return pg;
+    }
+    if (resident_only) return NULL;
+    for (hk_segment_t *s = heap->seg_pur; s; s = s->snext) {
+        hk_page_t *pg = hk__segment_alloc_span(s, n, block, false);
+        if (pg) return pg;
+    }
+    return NULL;
 }
 
 /* Grow the span at `head` to `n` pages in place when the pages after it
@@ -466,11 +569,8 @@ static inline uint64_t lone_resident(const hk_segment_t *s)
 
 static void purge_over_budget(hk_theap_t *heap)
 {
-    uint64_t used = 0, res = 0;
-    for (hk_segment_t *s = heap->segments; s; s = s->next) {
-        used += s->used_pages;
-        res += (uint64_t)hk__popcount64(lone_resident(s));
-    }
+    uint64_t used = heap->used_pages, res = 0;
+    for (hk_segment_t *s = heap->seg_res; s; s = s->snext) res += (uint64_t)hk__popcount64(lone_resident(s));
     uint64_t budget = used / HK_RESFREE_SHARE;
     if (budget < HK_RESFREE_MIN_PAGES) budget = HK_RESFREE_MIN_PAGES;
     /* Below the most pages the heap has had in use, free pages raise no
@@ -482,13 +582,15 @@ static void purge_over_budget(hk_theap_t *heap)
     uint64_t excess = res - budget / 2;     /* down to half the budget: no purge on every free */
     while (excess) {
         uint64_t oldest = UINT64_MAX;
-        for (hk_segment_t *s = heap->segments; s; s = s->next)
+        for (hk_segment_t *s = heap->seg_res; s; s = s->snext)
             for (uint64_t c = lone_resident(s); c; c &= c - 1) {
                 uint64_t t = s->pages[__builtin_ctzll(c)].free_time;
                 if (t < oldest) oldest = t;
             }
         if (oldest == UINT64_MAX) break;
-        for (hk_segment_t *s = heap->segments; s && excess; s = s->next) {
+        hk_segment_t *next;
+        for (hk_segment_t *s = heap->seg_res; s && excess; s = next) {
+            next = s->snext;       /* (purging may move s to seg_pur) */
             uint64_t todo = 0;
             for (uint64_t c = lone_resident(s); c && excess; c &= c - 1) {
                 unsigned i = (unsigned)__builtin_ctzll(c);
@@ -520,6 +622,8 @@ bool hk__segment_free_span(hk_theap_t *heap, hk_page_t *pg)
     }
     seg->free_mask |= bits;
     seg->used_pages -= n;
+    if (seg->in_heap) seg->heap->used_pages -= n;
+    seg_file(seg);
     long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
     if (seg->used_pages == 0 && delay == 0) {
         hk__segment_release_empty(heap, seg, false);
@@ -606,6 +710,20 @@ static void purge_tails(hk_segment_t *seg)
         if (end > need) hk__purge_range(base + need, end - need);
         pg->dirty_end = 0;
     }
+    seg->tails = 0;
+}
+
+/* Every dirty tail of the heap's segments (seg_note_tail) back to the OS. */
+static void purge_heap_tails(hk_theap_t *heap)
+{
+    if (heap->tails_all) {
+        for (hk_segment_t *seg = heap->segments; seg; seg = seg->next)
+            if (seg->tails) purge_tails(seg);
+    } else {
+        for (unsigned k = 0; k < heap->ntails; k++) purge_tails(heap->tails[k]);
+    }
+    heap->ntails = 0;
+    heap->tails_all = 0;
 }
 
 void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force, uint32_t trim_walk)
@@ -637,15 +755,29 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force, uint32_t trim_wa
     heap->purge_epoch++;
     if (kept && delay >= 0) next_due = now + (uint64_t)(delay > 0 ? delay : 0);
     if (delay >= 0 || force) {
+        purge_heap_tails(heap);
+        /* Empty segments whose pages were all purged (seg_file), if any. */
+        if (heap->pur_empty) {
+            heap->pur_empty = 0;
+            hk_segment_t *next;
+            for (hk_segment_t *seg = heap->seg_pur; seg; seg = next) {
+                next = seg->snext;
+                if (seg->used_pages != 0) continue;
+                uint64_t due = seg->cache_time + (uint64_t)(delay > 0 ? delay : 0);
+                if (force || now >= due) { hk__segment_release_empty(heap, seg, true); continue; }
+                if (!next_due || due < next_due) next_due = due;
+                heap->pur_empty = 1;
+            }
+        }
+        /* Free pages still resident: only seg_res has them. */
         hk_segment_t *next;
-        for (hk_segment_t *seg = heap->segments; seg; seg = next) {
-            next = seg->next;
+        for (hk_segment_t *seg = heap->seg_res; seg; seg = next) {
+            next = seg->snext;
             if (seg->used_pages == 0) {
                 uint64_t due = seg->cache_time + (uint64_t)(delay > 0 ? delay : 0);
                 if (force || now >= due) { hk__segment_release_empty(heap, seg, true); continue; }
                 if (!next_due || due < next_due) next_due = due;
             }
-            purge_tails(seg);
             uint64_t cand = seg->free_mask & ~seg->purged_mask, todo = 0;
             while (cand) {
                 unsigned i = (unsigned)__builtin_ctzll(cand);

@@ -5,9 +5,12 @@
  * thread's heap and in a worker's; and it finds each kind of damage a test
  * can do to a heap without crashing it (a free block written after its
  * free, a wild free-list link, a cached block written after its free),
- * reports it, and finds nothing once it is undone. */
+ * reports it, and finds nothing once it is undone. Also the heap's
+ * segment lists (free pages resident, free pages purged) through a heap of
+ * a dozen segments that frees whole segments, purges and grows again. */
 #include "test.h"
 #include "heapkit.h"
+#include "core/core.h"
 #include <pthread.h>
 #include <string.h>
 
@@ -67,6 +70,68 @@ static void test_finds_damage(void)
     CHECK_EQ(check_quiet(), 0);
     hk_free(b);
     CHECK_EQ(check_quiet(), 0);
+
+    /* The segment lists: a segment filed on the wrong one, and the
+     * heap's count of pages in use off by one. */
+    void *c = hk_malloc(100);
+    REQUIRE(c != NULL);
+    hk_segment_t *seg = hk__segment_of(c);
+    uint8_t filed = seg->slist;
+    seg->slist = filed == HK_SL_RES ? HK_SL_PUR : HK_SL_RES;
+    CHECK(check_reported("filed on the wrong list") >= 1);
+    seg->slist = filed;
+    CHECK_EQ(check_quiet(), 0);
+    hk__tls_heap->used_pages++;
+    CHECK(check_reported("page count is not its segments' sum") >= 1);
+    hk__tls_heap->used_pages--;
+    CHECK_EQ(check_quiet(), 0);
+    hk_free(c);
+}
+
+/* A heap of about a dozen segments of 4,000-byte blocks (first bytes
+ * written): every third segment emptied and the rest half emptied, purges
+ * past the delay (free pages go from resident to purged, empty segments
+ * leave), the heap grown again over both kinds, then emptied; the segment
+ * lists checked at every step. */
+enum { SEGBLOCKS = 12000 };
+static void *g_seg_blocks[SEGBLOCKS];
+static size_t g_seg_bad;
+
+static void *segment_worker(void *arg)
+{
+    (void)arg;
+    for (unsigned i = 0; i < SEGBLOCKS; i++) {
+        unsigned char *p = hk_malloc(4000);
+        if (p) *p = (unsigned char)i;
+        g_seg_blocks[i] = p;
+    }
+    g_seg_bad += hk_check();
+    for (unsigned i = 0; i < SEGBLOCKS; i++) {
+        uintptr_t segno = (uintptr_t)g_seg_blocks[i] >> HK_SEG_SHIFT;
+        if (segno % 3 == 0 || i % 2) { hk_free(g_seg_blocks[i]); g_seg_blocks[i] = NULL; }
+    }
+    g_seg_bad += hk_check();
+    for (int k = 0; k < 2; k++) {
+        t_sleep_ms(3 * hk_option_get(HK_OPTION_PURGE_DELAY));
+        hk_collect(0);
+        g_seg_bad += hk_check();
+    }
+    for (unsigned i = 0; i < SEGBLOCKS; i++)
+        if (!g_seg_blocks[i]) g_seg_blocks[i] = hk_malloc(i % 3 ? 4000 : 700);
+    g_seg_bad += hk_check();
+    for (unsigned i = 0; i < SEGBLOCKS; i++) { hk_free(g_seg_blocks[i]); g_seg_blocks[i] = NULL; }
+    g_seg_bad += hk_check();
+    hk_collect(1);
+    g_seg_bad += hk_check();
+    return NULL;
+}
+
+static void test_segment_lists(void)
+{
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, segment_worker, NULL) == 0);
+    REQUIRE(pthread_join(th, NULL) == 0);
+    CHECK_EQ(g_seg_bad, 0);
 }
 
 /* A fixed-seed load: sizes from 1 byte to 192 KiB (log-uniform, so every
@@ -180,5 +245,6 @@ int main(void)
 {
     RUN(test_finds_damage);
     RUN(test_clean_under_load);
+    RUN(test_segment_lists);
     return t_finish();
 }
