@@ -489,9 +489,9 @@ static hk_page_t *page_new(hk_theap_t *heap, size_t cls)
     unsigned n = class_span(cls);
     size_t block = hk__class_size[cls];
     /* Resident free pages in any segment before pages that would fault
-     * in: the newest segment comes first in the list, and taking its
-     * untouched pages while an older one's freed pages wait out the purge
-     * delay adds both to the resident set. */
+     * in (hk__heap_alloc_span: seg_res before seg_pur): taking a
+     * segment's untouched pages while an older one's freed pages wait out
+     * the purge delay adds both to the resident set. */
     hk_page_t *pg = hk__heap_alloc_span(heap, n, block, true);
     /* Then an empty page another class keeps (see hk__page_now_empty):
      * its memory is resident, and faulting in fresh pages while it waits

@@ -108,8 +108,8 @@ static void seg_file(hk_segment_t *seg)
     if (l == HK_SL_PUR && seg->used_pages == 0) heap->pur_empty = 1;
 }
 
-/* Page i of seg got a dirty tail (hk_page_t.dirty_end): the next purge
- * visits seg. */
+/* A page of seg in use got a dirty tail (hk_page_t.dirty_end): the next
+ * purge visits seg. */
 static void seg_note_tail(hk_theap_t *heap, hk_segment_t *seg)
 {
     if (seg->tails) return;
@@ -472,13 +472,12 @@ hk_page_t *hk__segment_alloc_span(hk_segment_t *seg, unsigned n, size_t block, b
          * A single thread purges at once: that costs it no shootdown, and
          * keeps its peak (growing strings held their tails to a purge:
          * `realloc` peaked 7% higher). */
-        if (HK_OPT(HK_OPTION_PURGE_DELAY) != 0 && __atomic_load_n(&hk__gstats.heaps, __ATOMIC_RELAXED) > 1)
-        {
+        if (HK_OPT(HK_OPTION_PURGE_DELAY) != 0 && __atomic_load_n(&hk__gstats.heaps, __ATOMIC_RELAXED) > 1) {
             head->dirty_end = (uint16_t)((need + excess) / HK_TAIL_UNIT);
             seg_note_tail(seg->heap, seg);
-        }
-        else
+        } else {
             hk__purge_range((char *)seg + (size_t)i * HK_PAGE_SIZE + need, excess);
+        }
     }
     take_pages(seg, span_bits(i, n), n);
     head->span = (uint8_t)n;
