@@ -725,6 +725,21 @@ static void purge_heap_tails(hk_theap_t *heap)
     heap->tails_all = 0;
 }
 
+/* An empty segment of the heap goes (to the cache or the OS) once it has
+ * stayed empty for the purge delay, or when forced: true when it went;
+ * otherwise its due time counts towards *next_due. */
+static bool release_if_due(hk_theap_t *heap, hk_segment_t *seg, uint64_t now, bool force, uint64_t *next_due)
+{
+    long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
+    uint64_t due = seg->cache_time + (uint64_t)(delay > 0 ? delay : 0);
+    if (force || now >= due) {
+        hk__segment_release_empty(heap, seg, true);
+        return true;
+    }
+    if (!*next_due || due < *next_due) *next_due = due;
+    return false;
+}
+
 void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force, uint32_t trim_walk)
 {
     long delay = HK_OPT(HK_OPTION_PURGE_DELAY);
@@ -761,22 +776,14 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force, uint32_t trim_wa
             hk_segment_t *next;
             for (hk_segment_t *seg = heap->seg_pur; seg; seg = next) {
                 next = seg->snext;
-                if (seg->used_pages != 0) continue;
-                uint64_t due = seg->cache_time + (uint64_t)(delay > 0 ? delay : 0);
-                if (force || now >= due) { hk__segment_release_empty(heap, seg, true); continue; }
-                if (!next_due || due < next_due) next_due = due;
-                heap->pur_empty = 1;
+                if (seg->used_pages == 0 && !release_if_due(heap, seg, now, force, &next_due)) heap->pur_empty = 1;
             }
         }
         /* Free pages still resident: only seg_res has them. */
         hk_segment_t *next;
         for (hk_segment_t *seg = heap->seg_res; seg; seg = next) {
             next = seg->snext;
-            if (seg->used_pages == 0) {
-                uint64_t due = seg->cache_time + (uint64_t)(delay > 0 ? delay : 0);
-                if (force || now >= due) { hk__segment_release_empty(heap, seg, true); continue; }
-                if (!next_due || due < next_due) next_due = due;
-            }
+            if (seg->used_pages == 0 && release_if_due(heap, seg, now, force, &next_due)) continue;
             uint64_t cand = seg->free_mask & ~seg->purged_mask, todo = 0;
             while (cand) {
                 unsigned i = (unsigned)__builtin_ctzll(cand);
