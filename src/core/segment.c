@@ -383,7 +383,8 @@ hk_segment_t *hk__segment_new(hk_theap_t *heap)
     return seg;
 }
 
-/* The purged pages among `bits` count as committed again. */
+/* The purged pages among `bits` count as committed again (the caller
+ * refiles the segment: seg_file). */
 static void unpurge(hk_segment_t *seg, uint64_t bits)
 {
     uint64_t pur = seg->purged_mask & bits;
@@ -391,7 +392,6 @@ static void unpurge(hk_segment_t *seg, uint64_t bits)
     seg->purged_mask &= ~pur;
     HK_ATOMIC_SUB(&g_purged_now, (uint64_t)hk__popcount64(pur) * HK_PAGE_SIZE);
     update_committed_peak();
-    seg_file(seg);
 }
 
 /* The free pages in `bits` (n of them) go into use. */
@@ -533,6 +533,7 @@ void hk__segment_prefault(hk_segment_t *seg, size_t bytes)
     (void)hk_vm_populate((char *)seg + HK_SEG_HDR, end - HK_SEG_HDR);   /* advice: a failure only costs faults later */
     unsigned n = (unsigned)((end + HK_PAGE_SIZE - 1) >> HK_PAGE_SHIFT);
     unpurge(seg, span_bits(0, n) & seg->free_mask);
+    seg_file(seg);
 }
 
 /* An empty segment leaves its heap for the cache (or the OS). */
