@@ -77,9 +77,8 @@ static void check_segment_lists(hk_checker_t *ck, const hk_theap_t *heap, size_t
     size_t on[3] = { 0, 0, 0 };
     uint64_t used = 0;
     for (hk_segment_t *seg = heap->segments; seg; seg = seg->next) {
-        unsigned want = (seg->free_mask & ~seg->purged_mask) ? HK_SL_RES : seg->free_mask ? HK_SL_PUR : HK_SL_NONE;
         if (!seg->in_heap) hk__check_bad(ck, "heap's segment not marked as on its lists", seg);
-        if (seg->slist != want) hk__check_bad(ck, "segment filed on the wrong list for its free pages", seg);
+        if (seg->slist != hk__seg_state(seg)) hk__check_bad(ck, "segment filed on the wrong list for its free pages", seg);
         if (seg->slist < 3) on[seg->slist]++;
         used += seg->used_pages;
         if (seg->tails && !heap->tails_all) {

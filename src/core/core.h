@@ -157,6 +157,13 @@ HK_INLINE void hk__segment_stamp(hk_segment_t *seg, uint16_t kind)
     seg->magic = m;
     seg->kind = kind;
 }
+/* The list (hk_segment_t.slist) a heap's segment belongs on: a free page
+ * resident, free pages all purged, or no free page (segment.c seg_file). */
+HK_INLINE unsigned hk__seg_state(const hk_segment_t *seg)
+{
+    if (seg->free_mask & ~seg->purged_mask) return HK_SL_RES;
+    return seg->free_mask ? HK_SL_PUR : HK_SL_NONE;
+}
 _Static_assert(__builtin_offsetof(hk_segment_t, pages) == 128, "the header fits the first two lines (free's fast path adds 128)");
 _Static_assert(__builtin_offsetof(hk_segment_t, free_mask) <= HK_HUGE_OFF, "huge header fits");
 _Static_assert(__builtin_offsetof(hk_segment_t, purged_mask) + 8 <= HK_HUGE_OFF, "huge blocks keep the purge bitmap");

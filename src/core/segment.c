@@ -65,12 +65,6 @@ void hk__purge_range(void *start, size_t bytes)
  * 4 GiB heap of small blocks walked its 1,000 segment headers for every
  * span it took). Every change to a segment's free or purged pages refiles
  * it (O(1)). */
-static inline unsigned seg_state(const hk_segment_t *seg)
-{
-    if (seg->free_mask & ~seg->purged_mask) return HK_SL_RES;
-    return seg->free_mask ? HK_SL_PUR : HK_SL_NONE;
-}
-
 static inline hk_segment_t **slist_head(hk_theap_t *heap, unsigned l)
 {
     return l == HK_SL_RES ? &heap->seg_res : &heap->seg_pur;
@@ -92,7 +86,7 @@ static void slist_out(hk_theap_t *heap, hk_segment_t *seg)
 static void seg_file(hk_segment_t *seg)
 {
     if (seg->kind != HK_SEG_SMALL || !seg->in_heap) return;
-    unsigned l = seg_state(seg);
+    unsigned l = hk__seg_state(seg);
     if (l == seg->slist) return;
     hk_theap_t *heap = seg->heap;
     slist_out(heap, seg);
