@@ -797,12 +797,16 @@ static void xcache_flush_class(hk_theap_t *heap, unsigned c, unsigned n)
 
 /* ------------------------------------------------------------ big-block cache */
 
-/* The n oldest blocks of big class slot k back to their pages. */
+/* The n oldest blocks of big class slot k back to their pages. Their
+ * bytes leave the count first: a purge that came due while they went
+ * home runs at the end of stack_flush and may flush this class itself
+ * (taking its own blocks off the count), so the row's length after the
+ * call says nothing about how many this call sent. */
 static void xbig_flush(hk_theap_t *heap, unsigned k, unsigned n)
 {
-    uint16_t before = heap->xb[k].n;
+    if (n > heap->xb[k].n) n = heap->xb[k].n;
+    heap->xb_bytes -= (size_t)n * hk__class_size[HK_XBIG_FIRST + k];
     stack_flush(heap, HK_XBIG_ROW(heap, k), &heap->xb[k].n, n);
-    heap->xb_bytes -= (size_t)(before - heap->xb[k].n) * hk__class_size[HK_XBIG_FIRST + k];
 }
 
 /* A block of big class cls from the cache, which holds one. */

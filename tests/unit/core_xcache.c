@@ -565,6 +565,42 @@ static void test_big_cache(void)
     CHECK(t_expect_death(big_double_free, NULL, SIGABRT, "double free"));
 }
 
+/* A purge that comes due while the big-block cache sends blocks home: 36
+ * blocks of 20 KiB (their misses open the class's bound to its most, 32);
+ * 35 freed: 32 into the cache, 3 finding it at its bound; the delay waited
+ * out with no malloc; then the 36th freed: the class at its bound a
+ * fourth time, the bound comes down and one block goes home, and the
+ * purge that came due runs at the end of that flush and empties the
+ * class. The cache's byte count must come out exact (it was taken down
+ * twice for the purge's blocks: by the purge, and again by the flush that
+ * ran it). */
+enum { FLUSH_N = 36, FLUSH_SIZE = 20 << 10 };
+static size_t flush_bad;
+
+static void *flush_purge_worker(void *arg)
+{
+    (void)arg;
+    void *v[FLUSH_N];
+    for (int i = 0; i < FLUSH_N; i++) if (!(v[i] = hk_malloc(FLUSH_SIZE))) flush_bad++;
+    if (flush_bad) return NULL;
+    for (int i = 0; i < FLUSH_N - 1; i++) hk_free(v[i]);
+    flush_bad += hk_check();
+    t_sleep_ms(3 * hk_option_get(HK_OPTION_PURGE_DELAY));
+    hk_free(v[FLUSH_N - 1]);
+    flush_bad += hk_check();
+    hk_collect(1);
+    flush_bad += hk_check();
+    return NULL;
+}
+
+static void test_big_flush_meets_purge(void)
+{
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, flush_purge_worker, NULL) == 0);
+    REQUIRE(pthread_join(th, NULL) == 0);
+    CHECK_EQ(flush_bad, 0);
+}
+
 /* Threads in generations swap blocks of 10-64 KiB through a shared table
  * (each block carries its size and a pattern, checked before it is freed),
  * so the big-block caches hold other threads' blocks, also of threads that
@@ -634,6 +670,7 @@ int main(void)
 {
     RUN(test_big_cache);
     RUN(test_big_cache_churn);
+    RUN(test_big_flush_meets_purge);
     RUN(test_small_foreign_blocks);
     RUN(test_ring);
     RUN(test_reuse);
