@@ -936,13 +936,29 @@ static inline void xcache_count_foreign(hk_theap_t *me, unsigned c)
  * room; an own block of a mixed heap's page goes on the page's list;
  * anything else takes the slow way, which sends the class's older half
  * home first (classes up to 1 KiB). free_uncached: such a free that no
- * cache takes. */
+ * cache takes, except that the owner's block of a full page (classes up
+ * to 1 KiB) goes to the block cache while the class has room under the
+ * whole bound (hk__xcache_cap, in a heap that is mixed or not): the page
+ * stays on the full list and the block is the class's next malloc. Put
+ * back on its page, the block moved the page from the full list to its
+ * class's queue and the next malloc of the class moved it back, each move
+ * writing two neighbours' descriptors, cold in a big heap (a churn over
+ * 1 GiB of live blocks, one in 1,024 replaced: 0.88 -> 0.53 s). */
 static inline void free_uncached(hk_block_t *b, hk_page_t *pg)
 {
     uintptr_t other = __atomic_load_n(&pg->owner, __ATOMIC_RELAXED) ^ hk__thread_id();
-    if ((__atomic_load_n(&pg->flags, __ATOMIC_RELAXED) | other) == HK_PF_MIXED) {
+    uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED) | other;
+    if (flags == HK_PF_MIXED) {
         hk__page_push_own(hk__segment_of(b), pg, b);   /* a mixed heap's own block: on its page */
         return;
+    }
+    if ((flags & ~(uint32_t)HK_PF_MIXED) == HK_PF_FULL && pg->cls < HK_XCLASSES) {
+        hk_theap_t *me = hk__tls_heap;
+        unsigned c = pg->cls;
+        if (me != &hk__heap_empty && me->xc[c].n < hk__xcache_cap(c)) {
+            hk__xcache_push(me, pg, c, b);
+            return;
+        }
     }
     hk__free_generic(b);
 }

@@ -488,6 +488,62 @@ static void test_mixed_heap(void)
     CHECK(mix_st[2].committed + (size_t)MIX_OWN * 256 * 3 / 4 <= mix_st[1].committed);
 }
 
+/* A thread's own frees into its full pages (classes up to 1 KiB) go to
+ * its block cache, not back onto the page: the page stays on the full
+ * list, and the next malloc of the class hands the block out again, ahead
+ * of the page the class is carving. On the old way the page went to the
+ * back of the class's queue and the next malloc came from the free list
+ * of the page at its head. A second free of such a cached block is caught. */
+enum { FULLP_N = 600 };   /* blocks of 256 B: two full 64 KiB pages and part of a third */
+static int fullp_bad, fullp_reused;
+
+static void *fullp_worker(void *arg)
+{
+    (void)arg;
+    static unsigned char *v[FULLP_N];
+    for (int i = 0; i < FULLP_N; i++) { v[i] = hk_malloc(256); if (!v[i]) { fullp_bad++; return NULL; } memset(v[i], 0x3c, 256); }
+    /* v[10] and v[20] sit in the first page, full since the second was
+     * carved; v[FULLP_N - 1] in the page being carved, at the head of the
+     * class's queue, whose free list it starts. */
+    hk_free(v[FULLP_N - 1]);
+    hk_free(v[10]);
+    hk_free(v[20]);
+    unsigned char *a = hk_malloc(256), *b = hk_malloc(256), *c = hk_malloc(256);
+    fullp_reused = (a == v[20]) + (b == v[10]) + (c == v[FULLP_N - 1]);
+    v[20] = a; v[10] = b; v[FULLP_N - 1] = c;
+    for (int i = 0; i < FULLP_N; i++) {
+        if (i != 10 && i != 20 && i != FULLP_N - 1 && v[i][0] != 0x3c) fullp_bad++;
+        hk_free(v[i]);
+    }
+    return NULL;
+}
+
+static void fullp_double(void *arg)
+{
+    (void)arg;
+    static unsigned char *v[FULLP_N];
+    for (int i = 0; i < FULLP_N; i++) v[i] = hk_malloc(256);
+    hk_free(v[5]);                         /* into the cache: its page is full */
+    hk_free(v[5]);
+}
+static void *fullp_double_thread(void *arg) { fullp_double(arg); return NULL; }
+static void fullp_double_run(void *arg)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, fullp_double_thread, arg);
+    pthread_join(t, NULL);
+}
+
+static void test_own_full_page(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, fullp_worker, NULL);
+    pthread_join(t, NULL);
+    CHECK_EQ(fullp_bad, 0);
+    CHECK_EQ(fullp_reused, 3);
+    CHECK(t_expect_death(fullp_double_run, NULL, SIGABRT, "double free"));
+}
+
 /* The big-block cache (blocks over 8 KiB up to 64 KiB). A thread frees
  * BIG_N blocks of 20 KiB, its own and as many of another thread's, and
  * mallocs as many again: every one is a block it just freed (the class's
@@ -668,6 +724,7 @@ static void test_big_cache_churn(void)
 
 int main(void)
 {
+    RUN(test_own_full_page);   /* first: later threads may reuse a parked heap that turned mixed */
     RUN(test_big_cache);
     RUN(test_big_cache_churn);
     RUN(test_big_flush_meets_purge);
