@@ -88,6 +88,7 @@ static void check_segment_lists(hk_checker_t *ck, const hk_theap_t *heap, size_t
         }
     }
     if (used != heap->used_pages) hk__check_bad(ck, "heap's page count is not its segments' sum", heap);
+    if (nseg != heap->nsegs) hk__check_bad(ck, "heap's segment count disagrees with its list", heap);
     const unsigned lists[2] = { HK_SL_RES, HK_SL_PUR };
     for (unsigned l = 0; l < 2; l++) {
         size_t n = 0;

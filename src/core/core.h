@@ -244,6 +244,7 @@ typedef struct hk_theap {
      * all purged (hk_segment_t.slist); the pages in use in all segments. */
     hk_segment_t *seg_res, *seg_pur;
     uint32_t used_pages;
+    uint32_t nsegs;                   /* segments on `segments` (collect_full's pace) */
     /* Set when a segment with no page in use joined seg_pur (a purge then
      * looks through that list too), and when more segments have dirty
      * tails than `tails` holds (a purge then walks every segment). */

@@ -60,7 +60,7 @@ HK_RARE_CODE void hk__theap_release_all(hk_theap_t *heap)
         run_add(&run, seg, hk__segment_forget(seg));
     }
     heap->seg_res = heap->seg_pur = NULL;
-    heap->used_pages = 0;
+    heap->used_pages = heap->nsegs = 0;
     heap->pur_empty = heap->tails_all = 0;
     heap->ntails = 0;
     hk__lock(&heap->huge_lock);

@@ -283,6 +283,7 @@ static void segment_link(hk_theap_t *heap, hk_segment_t *seg)
     if (heap->segments) heap->segments->prev = seg;
     heap->segments = seg;
     heap->used_pages += seg->used_pages;
+    heap->nsegs++;
     seg->in_heap = 1;
     seg->slist = HK_SL_NONE;
     seg->snext = seg->sprev = NULL;
@@ -300,6 +301,7 @@ static void segment_unlink(hk_theap_t *heap, hk_segment_t *seg)
     slist_out(heap, seg);
     seg->in_heap = 0;
     heap->used_pages -= seg->used_pages;
+    heap->nsegs--;
     if (seg->tails) {
         for (unsigned k = 0; k < heap->ntails; k++)
             if (heap->tails[k] == seg) { heap->tails[k] = heap->tails[--heap->ntails]; break; }

@@ -84,6 +84,9 @@ static void test_finds_damage(void)
     hk__tls_heap->used_pages++;
     CHECK(check_reported("page count is not its segments' sum") >= 1);
     hk__tls_heap->used_pages--;
+    hk__tls_heap->nsegs++;
+    CHECK(check_reported("segment count disagrees with its list") >= 1);
+    hk__tls_heap->nsegs--;
     CHECK_EQ(check_quiet(), 0);
     hk_free(c);
 }

@@ -304,6 +304,75 @@ static void test_full_pages_take_remote_frees(void)
     CHECK_EQ(bad, 0);
 }
 
+/* The same in a heap of many segments, where collect_full walks them only
+ * once a remote free into a full page per 4 segments waits (full_walk_due
+ * in page.c): the blocks that wait are still taken before the heap takes
+ * a fresh span. 80 KiB blocks (a 2-page span each, past every cache) fill
+ * a dozen segments, all their spans full; another thread frees one, then
+ * three; the owner's next mallocs of the class take no span (the spans in
+ * use stay as many), and every block taken is one of those freed. */
+enum { WALK_BS = 80 * 1024, WALK_N = 400 };
+static unsigned char *walk_blocks[WALK_N];
+static unsigned char *walk_victims[3];
+static int walk_nvict, walk_bad, walk_hits, walk_grew;
+
+static void *walk_freer(void *arg)
+{
+    (void)arg;
+    void *mine = hk_malloc(16);            /* a heap of its own: these frees are remote */
+    for (int k = 0; k < walk_nvict; k++) hk_free(walk_victims[k]);
+    hk_free(mine);
+    return NULL;
+}
+
+static void *walk_owner(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < WALK_N; i++) {
+        walk_blocks[i] = hk_malloc(WALK_BS);
+        if (!walk_blocks[i]) { walk_bad++; return NULL; }
+        memset(walk_blocks[i], 5, 64);
+    }
+    for (int round = 0; round < 2; round++) {
+        walk_nvict = round == 0 ? 1 : 3;
+        for (int k = 0; k < walk_nvict; k++) {
+            int i = 7 + 101 * k + round * 50;
+            walk_victims[k] = walk_blocks[i];
+            walk_blocks[i] = NULL;
+        }
+        hk_stats_t before, after;
+        hk_stats_get(&before);
+        pthread_t th;
+        pthread_create(&th, NULL, walk_freer, NULL);
+        pthread_join(th, NULL);
+        for (int k = 0; k < walk_nvict; k++) {
+            unsigned char *q = hk_malloc(WALK_BS);
+            if (!q) { walk_bad++; continue; }
+            for (int j = 0; j < walk_nvict; j++) walk_hits += q == walk_victims[j];
+            memset(q, 5, 64);
+            for (int i = 0; i < WALK_N; i++) if (!walk_blocks[i]) { walk_blocks[i] = q; break; }
+        }
+        hk_stats_get(&after);
+        walk_grew += after.pages != before.pages;
+    }
+    if (hk_check() != 0) walk_bad++;
+    for (int i = 0; i < WALK_N; i++) {
+        if (walk_blocks[i][0] != 5 || walk_blocks[i][63] != 5) walk_bad++;
+        hk_free(walk_blocks[i]);
+    }
+    return NULL;
+}
+
+static void test_full_walk_paced(void)
+{
+    pthread_t th;
+    pthread_create(&th, NULL, walk_owner, NULL);
+    pthread_join(th, NULL);
+    CHECK_EQ(walk_bad, 0);
+    CHECK_EQ(walk_grew, 0);
+    CHECK_EQ(walk_hits, 4);
+}
+
 /* Another thread's block under 64 bytes goes home while the freeing thread
  * frees such blocks only now and then (it would share a cache line with
  * its owner's live blocks); from the 64th of the class on it is kept. */
@@ -733,6 +802,7 @@ int main(void)
     RUN(test_reuse);
     RUN(test_full_page_circulates);
     RUN(test_full_pages_take_remote_frees);
+    RUN(test_full_walk_paced);
     RUN(test_flush_home);
     RUN(test_chains_home);
     RUN(test_owner_exits);
