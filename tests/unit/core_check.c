@@ -9,6 +9,7 @@
  * segment lists (free pages resident, free pages purged) through a heap of
  * a dozen segments that frees whole segments, purges and grows again. */
 #include "test.h"
+#include "gate.h"
 #include "heapkit.h"
 #include "core/core.h"
 #include <pthread.h>
@@ -131,9 +132,7 @@ static void *segment_worker(void *arg)
 
 static void test_segment_lists(void)
 {
-    pthread_t th;
-    REQUIRE(pthread_create(&th, NULL, segment_worker, NULL) == 0);
-    REQUIRE(pthread_join(th, NULL) == 0);
+    REQUIRE(t_in_thread(segment_worker, NULL));
     CHECK_EQ(g_seg_bad, 0);
 }
 
@@ -213,9 +212,7 @@ static void test_clean_under_load(void)
         churn(&g_main, &s, 50000, &damaged);
         CHECK_EQ(hk_check(), 0);
     }
-    pthread_t th;
-    pthread_create(&th, NULL, worker, NULL);
-    pthread_join(th, NULL);
+    REQUIRE(t_in_thread(worker, NULL));
     CHECK_EQ(g_worker_bad, 0);
     CHECK_EQ(g_worker_damaged, 0);
     CHECK_EQ(hk_check(), 0);          /* remote frees still waiting count as blocks out */

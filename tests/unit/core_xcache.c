@@ -4,6 +4,7 @@
  * fills, on hk_collect and at thread exit, even when their owner has
  * exited in between. */
 #include "test.h"
+#include "gate.h"
 #include "heapkit.h"
 #include <pthread.h>
 #include <signal.h>
@@ -49,9 +50,7 @@ static void *reuser(void *arg)
 static void test_reuse(void)
 {
     for (int i = 0; i < N; i++) { owned[i] = hk_malloc(64); REQUIRE(owned[i]); memset(owned[i], 1, 64); }
-    pthread_t th;
-    pthread_create(&th, NULL, reuser, NULL);
-    pthread_join(th, NULL);
+    REQUIRE(t_in_thread(reuser, NULL));
     CHECK_EQ(bad, 0);
     CHECK_EQ(reused, N);
     for (int i = 0; i < N; i++) hk_free(owned[i]);   /* back on our own pages, locally */
@@ -76,9 +75,7 @@ static void test_flush_home(void)
     for (int i = 0; i < MANY; i++) { owned[i] = hk_malloc(16 + (size_t)(i % 8) * 16); REQUIRE(owned[i]); }
     hk_stats_get(&full);
     CHECK(full.pages > before.pages);
-    pthread_t th;
-    pthread_create(&th, NULL, freer, NULL);
-    pthread_join(th, NULL);
+    REQUIRE(t_in_thread(freer, NULL));
     hk_collect(1);
     hk_stats_get(&after);
     CHECK_EQ(after.pages, before.pages);
@@ -114,9 +111,7 @@ static void test_chains_home(void)
     hk_stats_get(&full);
     CHECK(full.pages > before.pages);
     for (int i = 3; i < CH_N; i += 4) { hk_free(ch_v[i]); ch_v[i] = NULL; }   /* the owner's own frees first */
-    pthread_t th;
-    pthread_create(&th, NULL, chain_freer, NULL);
-    pthread_join(th, NULL);
+    REQUIRE(t_in_thread(chain_freer, NULL));
     /* Every freed block again, of its size; they fit in the pages there are. */
     int bad_payload = 0;
     for (int i = 0; i < CH_N; i++) {   /* all were freed: i % 4 == 3 by the owner, the rest by the freer */
@@ -234,9 +229,7 @@ static void test_full_page_circulates(void)
     hk_stats_t before, after;
     hk_stats_get(&before);
     for (int i = 0; i < PAGE_BLOCKS + 64; i++) { page_blocks[i] = hk_malloc(64); REQUIRE(page_blocks[i]); memset(page_blocks[i], 1, 64); }
-    pthread_t th;
-    pthread_create(&th, NULL, circulator, NULL);
-    pthread_join(th, NULL);
+    REQUIRE(t_in_thread(circulator, NULL));
     CHECK_EQ(bad, 0);
     for (int i = N; i < PAGE_BLOCKS + 64; i++) {
         for (int k = 0; k < 64; k++) if (((unsigned char *)page_blocks[i])[k] != 1) { bad++; break; }
@@ -283,9 +276,7 @@ static void test_full_pages_take_remote_frees(void)
             if (!dup) { full_victims[got++] = full_blocks[i]; full_blocks[i] = NULL; }
         }
         REQUIRE(got == 4);
-        pthread_t th;
-        pthread_create(&th, NULL, full_freer, NULL);
-        pthread_join(th, NULL);
+        REQUIRE(t_in_thread(full_freer, NULL));
         for (int k = 0; k < 4; k++) {
             void *q = hk_malloc(FULL_BS);
             REQUIRE(q != NULL);
@@ -342,9 +333,7 @@ static void *walk_owner(void *arg)
         }
         hk_stats_t before, after;
         hk_stats_get(&before);
-        pthread_t th;
-        pthread_create(&th, NULL, walk_freer, NULL);
-        pthread_join(th, NULL);
+        if (!t_in_thread(walk_freer, NULL)) walk_bad++;
         for (int k = 0; k < walk_nvict; k++) {
             unsigned char *q = hk_malloc(WALK_BS);
             if (!q) { walk_bad++; continue; }
@@ -365,9 +354,7 @@ static void *walk_owner(void *arg)
 
 static void test_full_walk_paced(void)
 {
-    pthread_t th;
-    pthread_create(&th, NULL, walk_owner, NULL);
-    pthread_join(th, NULL);
+    REQUIRE(t_in_thread(walk_owner, NULL));
     CHECK_EQ(walk_bad, 0);
     CHECK_EQ(walk_grew, 0);
     CHECK_EQ(walk_hits, 4);
@@ -396,9 +383,7 @@ static void test_small_foreign_blocks(void)
 {
     bad = 0;
     for (int i = 0; i < 80; i++) { owned[i] = hk_malloc(16); REQUIRE(owned[i]); }
-    pthread_t th;
-    pthread_create(&th, NULL, small_freer, NULL);
-    pthread_join(th, NULL);
+    REQUIRE(t_in_thread(small_freer, NULL));
     CHECK_EQ(bad, 0);
     hk_collect(1);
 }
@@ -512,10 +497,8 @@ static void *mix_worker(void *arg)
 
 static void run_mixed(void (*scenario)(void))
 {
-    pthread_t w;
     mix_scenario = scenario;
-    pthread_create(&w, NULL, mix_worker, NULL);
-    pthread_join(w, NULL);
+    REQUIRE(t_in_thread(mix_worker, NULL));
 }
 
 static void own_double_free(void)
@@ -598,16 +581,12 @@ static void fullp_double(void *arg)
 static void *fullp_double_thread(void *arg) { fullp_double(arg); return NULL; }
 static void fullp_double_run(void *arg)
 {
-    pthread_t t;
-    pthread_create(&t, NULL, fullp_double_thread, arg);
-    pthread_join(t, NULL);
+    (void)t_in_thread(fullp_double_thread, arg);   /* a thread that never ran aborts nothing: t_expect_death fails */
 }
 
 static void test_own_full_page(void)
 {
-    pthread_t t;
-    pthread_create(&t, NULL, fullp_worker, NULL);
-    pthread_join(t, NULL);
+    REQUIRE(t_in_thread(fullp_worker, NULL));
     CHECK_EQ(fullp_bad, 0);
     CHECK_EQ(fullp_reused, 3);
     CHECK(t_expect_death(fullp_double_run, NULL, SIGABRT, "double free"));
@@ -675,9 +654,7 @@ static void big_double_free(void *arg)
 static void test_big_cache(void)
 {
     for (int i = 0; i < BIG_N; i++) { big_theirs[i] = hk_malloc(BIG); REQUIRE(big_theirs[i]); memset(big_theirs[i], 2, BIG); }
-    pthread_t th;
-    pthread_create(&th, NULL, big_worker, NULL);
-    pthread_join(th, NULL);
+    REQUIRE(t_in_thread(big_worker, NULL));
     fprintf(stderr, "  big-block cache: %d of %d mallocs reused a freed block; pages %llu before, %llu with %d blocks "
             "of 48 KiB, %llu after they were freed, %llu after %d more with the cache off\n", big_reused, 2 * BIG_N,
             (unsigned long long)big_st[0].pages, (unsigned long long)big_st[1].pages, BIG_MANY,
@@ -720,9 +697,7 @@ static void *flush_purge_worker(void *arg)
 
 static void test_big_flush_meets_purge(void)
 {
-    pthread_t th;
-    REQUIRE(pthread_create(&th, NULL, flush_purge_worker, NULL) == 0);
-    REQUIRE(pthread_join(th, NULL) == 0);
+    REQUIRE(t_in_thread(flush_purge_worker, NULL));
     CHECK_EQ(flush_bad, 0);
 }
 
