@@ -119,17 +119,23 @@ size_t hk_check(void)
     check_queue(&ck, heap, &heap->full, HK_NCLASS, limit, &pages);
     if (pages != heads) hk__check_bad(&ck, "spans in use and pages in the queues differ in number", heap);
     /* The block caches: within their bounds, each block a free block of
-     * its class; the big-block cache's byte count exact. */
-    for (unsigned c = 0; c < HK_XCLASSES; c++) {
-        if (heap->xc[c].n > HK_XCACHE_MAX) { hk__check_bad(&ck, "foreign-block cache class over its size", &heap->xc[c]); continue; }
-        for (unsigned k = 0; k < heap->xc[c].n; k++) hk__cached_check(&ck, heap->xcache[c][k], c);
-    }
+     * its class; a big class's two bounds equal and their byte count
+     * exact (within the budget but for a lower one set since by another
+     * thread: the next miss closes them); no bound in other classes. */
     size_t bytes = 0;
-    for (unsigned k = 0; k < HK_XBIG_N; k++) {
-        if (heap->xb[k].n > HK_XBIG_MAX) { hk__check_bad(&ck, "big-block cache class over its size", &heap->xb[k]); continue; }
-        for (unsigned j = 0; j < heap->xb[k].n; j++) hk__cached_check(&ck, HK_XBIG_ROW(heap, k)[j], HK_XBIG_FIRST + k);
-        bytes += (size_t)heap->xb[k].n * hk__class_size[HK_XBIG_FIRST + k];
+    for (unsigned c = 0; c < HK_NCLASS; c++) {
+        const struct hk_xclass *x = &heap->xc[c];
+        bool big = hk__class_big(c);
+        unsigned most = big ? x->cap[0] : HK_XCACHE_MAX;
+        if (c >= HK_XCLASSES && !big) {
+            if (x->n || x->cap[0] || x->cap[1]) hk__check_bad(&ck, "block cache bound in a class that has no cache", x);
+            continue;
+        }
+        if (big && (x->cap[0] != x->cap[1] || x->cap[0] > HK_XBIG_MAX)) { hk__check_bad(&ck, "big-block cache bounds disagree", x); continue; }
+        if (x->n > most) { hk__check_bad(&ck, big ? "big-block cache class over its bound" : "foreign-block cache class over its size", x); continue; }
+        for (unsigned k = 0; k < x->n; k++) hk__cached_check(&ck, heap->xcache[c][k], c);
+        if (big) bytes += (size_t)x->cap[0] * hk__class_size[c];
     }
-    if (bytes != heap->xb_bytes) hk__check_bad(&ck, "big-block cache's byte count is off", heap);
+    if (bytes != heap->xb_capbytes) hk__check_bad(&ck, "big-block cache's bound bytes are off", heap);
     return ck.bad;
 }

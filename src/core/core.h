@@ -189,16 +189,18 @@ typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
  * every free of such a block would empty or unfull its page and nearly
  * every malloc take a new span (`midsize`: a slow path for most of its
  * mallocs and frees, and the page faults of memory given back and touched
- * again). A thread heap's frees
- * of these classes (its own blocks and other live threads') go on a stack
- * per class; its mallocs pop from it when the class's first page has no
- * free block. Only slow paths touch it (its pages carry HK_PF_MIXED, which
- * sends their frees out of line). A class's bound starts at one block and
- * grows by one with each malloc that finds the class empty, up to
- * HK_XBIG_MAX; frees that find it full bring it down (see xbig_push); all
- * classes together hold at most HEAPKIT_BIG_CACHE MiB (HK_OPTION_BIG_CACHE,
- * 8 by default; 0 turns the cache off), and a purge empties it
- * once no malloc took a block from it since the purge before. */
+ * again). A thread heap's frees of these classes (its own blocks and other
+ * live threads') go on a stack per class, rows of the same array and
+ * counts of the same xc[] as the foreign-block cache, so the fast paths
+ * push and pop them as they do small blocks (since session 20): malloc
+ * pops before it looks at the class's first page. The class's bound
+ * (both xc[c].cap, 0 until the class first misses) grows by one with each
+ * malloc that finds the class empty (cache and first page), up to
+ * HK_XBIG_MAX, and frees that find it full bring it down (see
+ * xbig_over); the bounds of all classes together, in bytes, stay within
+ * HEAPKIT_BIG_CACHE MiB (HK_OPTION_BIG_CACHE, 8 by default; 0 turns the
+ * cache off), so the blocks held do too. A purge empties a class that did
+ * not change since the purge before and closes its bound. */
 #define HK_XBIG_FIRST  30          /* 6 KiB (the comments said 10 KiB until session 17) */
 #define HK_XBIG_LAST   44          /* 64 KiB */
 #define HK_XBIG_N      (HK_XBIG_LAST - HK_XBIG_FIRST + 1)
@@ -221,14 +223,16 @@ typedef struct hk_theap {
     uint32_t tick;
     hk_page_queue_t queues[HK_NCLASS];
     hk_page_queue_t full;
-    /* The foreign-block cache (see HK_XCLASSES), per class: blocks in it,
-     * and how many it may hold of the heap's own blocks (cap[0]: 0 until
-     * the heap is mixed, then up to 8) and of other threads' (cap[1]).
-     * Kept for every class, the bounds 0 beyond HK_XCLASSES, cap[1] 0 for
-     * blocks under 64 bytes until the thread has freed 64 of them (see
-     * hk__free_generic), both 0 in private heaps and the empty heap (an
-     * exiting thread's TLS points there before its heap goes): the fast
-     * paths test neither the class nor the heap. */
+    /* The block caches, per class: blocks in it, and how many it may
+     * hold of the heap's own blocks and of other threads' (cap[0],
+     * cap[1]). The foreign-block cache (classes below HK_XCLASSES): cap[0]
+     * 0 until the heap is mixed, then up to 8; cap[1] 0 for blocks under
+     * 64 bytes until the thread has freed 64 of them (see
+     * hk__free_generic). The big-block cache (HK_XBIG_FIRST..LAST): both
+     * the class's adaptive bound. Kept for every class, the bounds 0 in
+     * the classes between and above, in private heaps and in the empty
+     * heap (an exiting thread's TLS points there before its heap goes):
+     * the fast paths test neither the class nor the heap. */
     struct hk_xclass { uint16_t n, cap[2], pad; } xc[HK_NCLASS];   /* cap[0]: own blocks, cap[1]: other threads';
                                                                     * 8 bytes, so malloc indexes it with the class */
     uint8_t xforeign[HK_XCLASSES];    /* other threads' blocks < 64 B freed so far (up to 64) */
@@ -265,12 +269,12 @@ typedef struct hk_theap {
     struct hk_theap *parked_next;     /* on the parked list (see hk__heap_park) */
     uint64_t parked_at;               /* atomic: ms | 1 while parked, else 0 */
     uint32_t parked_frees;            /* frees into parked heaps' segments (a clock look every 64th) */
-    /* The big-block cache (see HK_XBIG_FIRST): per class the blocks held,
-     * the bound (0 until the class first misses) and frees over it since
-     * it last came down; the bytes held in all. */
-    struct hk_xbclass { uint16_t n; uint8_t lim, over; } xb[HK_XBIG_N];
-    uint32_t xb_pops;                 /* blocks taken from it since the last purge */
-    size_t xb_bytes;
+    /* The big-block cache (see HK_XBIG_FIRST; blocks and bounds in xc[]):
+     * per class the frees over its bound since it last came down, and its
+     * count and top block at the last purge (unchanged at the next: the
+     * class is idle); the bounds of all classes in bytes. */
+    struct hk_xbclass { const hk_block_t *seen_top; uint16_t seen_n; uint8_t over; } xb[HK_XBIG_N];
+    size_t xb_capbytes;
     hk_theap_stats_t st;
     /* Pages (spans) this thread heap took (+) and gave back (-), and their
      * bytes, not yet added to hk__gstats.pages / page_bytes: added 16
@@ -286,15 +290,15 @@ typedef struct hk_theap {
     hk_segment_t *huge;               /* its huge blocks, linked through their headers */
     hk_lock_t huge_lock;              /* guards `huge`: a huge block is freed by any thread */
     bool huge_pages;                  /* HK_HEAP_HUGE_PAGES: fresh segments on transparent huge pages */
-    /* The foreign-block cache's stacks (5 KiB), then the big-block
-     * cache's (HK_XBIG_ROW, 4 KiB), a flexible array: heaps from the pool
-     * have room for them (HK_THEAP_BYTES), the static empty heap does not
-     * (it never caches), and neither it in .data nor a cleared new heap
-     * touches pages for them. */
+    /* The block caches' stacks, a row of 32 pointers a class up to
+     * HK_XBIG_LAST (11.5 KiB; the rows of classes 21-29 are never used):
+     * the foreign-block cache's, then the big-block cache's. A flexible
+     * array: heaps from the pool have room for it (HK_THEAP_BYTES), the
+     * static empty heap does not (it never caches), and neither it in
+     * .data nor a cleared new heap touches pages for it. */
     hk_block_t *xcache[][HK_XCACHE_MAX];
 } __attribute__((aligned(64))) hk_theap_t;
-#define HK_XBIG_ROW(heap, k) ((heap)->xcache[HK_XCLASSES + (k)])
-#define HK_THEAP_BYTES ((sizeof(hk_theap_t) + (HK_XCLASSES + HK_XBIG_N) * sizeof(hk_block_t *[HK_XCACHE_MAX]) + 63) & ~(size_t)63)
+#define HK_THEAP_BYTES ((sizeof(hk_theap_t) + (HK_XBIG_LAST + 1) * sizeof(hk_block_t *[HK_XCACHE_MAX]) + 63) & ~(size_t)63)
 
 /* Globals (hidden). */
 extern __thread hk_theap_t *hk__tls_heap HK_HIDDEN;
@@ -533,6 +537,7 @@ void hk__purged_add(int64_t bytes) HK_HIDDEN;
 void hk__page_stats_flush(hk_theap_t *heap) HK_HIDDEN;
 void hk__xcache_flush(hk_theap_t *heap) HK_HIDDEN;
 void hk__xcache_purge(hk_theap_t *heap, bool force) HK_HIDDEN;
+bool hk__xbig_held(const hk_theap_t *heap) HK_HIDDEN;
 /* The cache's bound for class c (< HK_XCLASSES). */
 uint16_t hk__xcache_cap(unsigned c) HK_HIDDEN;
 bool hk__page_retire(hk_theap_t *heap, hk_page_t *pg) HK_HIDDEN;
@@ -607,7 +612,7 @@ HK_INLINE void hk__page_push_own(hk_segment_t *seg, hk_page_t *pg, hk_block_t *b
     if (hk_unlikely(--pg->used == 0)) hk__page_now_empty(pg);
 }
 
-/* Push b (of page pg, class c < HK_XCLASSES, room checked) on the cache. */
+/* Push b (of page pg, class c with a cache row, room checked) on the cache. */
 HK_INLINE void hk__xcache_push(hk_theap_t *me, const hk_page_t *pg, unsigned c, hk_block_t *b)
 {
     unsigned n = me->xc[c].n;
@@ -628,7 +633,7 @@ HK_INLINE void *hk__theap_malloc(hk_theap_t *heap, size_t size)
      * GCC folds hk__size_class's own test of that range into this one). */
     if (hk_unlikely(size > HK_CLASS_TABLE_MAX) && size > HK_SMALL_MAX) return hk__malloc_generic(heap, size);
     size_t c = hk__size_class(size);
-    unsigned n = heap->xc[c].n;   /* 0 beyond HK_XCLASSES */
+    unsigned n = heap->xc[c].n;   /* 0 in classes with no cache row */
     if (n != 0) {
         hk_block_t *x = heap->xcache[c][n - 1];
         heap->xc[c].n = (uint16_t)(n - 1);
@@ -681,7 +686,8 @@ HK_INLINE void hk__free(void *p)
              * own (cap[0]; 0 in a heap that is not mixed). The bound is
              * picked by index, not by a branch: in a thread that frees its
              * own and other threads' blocks by turns, which one comes next
-             * is a coin toss. A full class goes out of line. */
+             * is a coin toss. Big classes: the same test, both bounds
+             * equal. A full class goes out of line. */
             if (flags <= HK_PF_CACHEABLE) {
                 hk_theap_t *me = hk__tls_heap;
                 unsigned c = pg->cls;

@@ -590,9 +590,11 @@ void *hk__heap_tick(hk_theap_t *heap, void *b)
     return b;
 }
 
-static inline hk_block_t *xbig_take(hk_theap_t *heap, size_t cls);
+static void xbig_miss(hk_theap_t *heap, unsigned c);
 
-static HK_NOINLINE void *malloc_slow(hk_theap_t *heap, size_t size)
+/* Past the fast path: no cached block, no free block on the class's first
+ * page (or a huge size). */
+void *hk__malloc_generic(hk_theap_t *heap, size_t size)
 {
     if (hk_unlikely(heap == &hk__heap_empty)) {
         heap = hk__heap_init_thread();
@@ -602,13 +604,9 @@ static HK_NOINLINE void *malloc_slow(hk_theap_t *heap, size_t size)
     if (hk_unlikely(heap->purge_due != 0) && (++heap->purge_tick & 63) == 0) purge_if_due(heap);
     if (size > HK_SMALL_MAX) return hk__huge_alloc_in(heap->owner ? heap : NULL, size, 0, NULL);
     size_t cls = hk__size_class(size);
-    if (hk__class_big(cls)) {
-        /* A miss (a malloc that a cached block would have served) lets
-         * the class keep one more. */
-        struct hk_xbclass *x = &heap->xb[cls - HK_XBIG_FIRST];
-        if (x->n != 0) return xbig_take(heap, cls);   /* hk__malloc_generic looked: only if a purge came between */
-        if (x->lim < HK_XBIG_MAX) x->lim++;
-    }
+    /* A miss (a malloc that a cached block would have served) lets a big
+     * class keep one more. */
+    if (hk__class_big(cls) && !heap->owner) xbig_miss(heap, (unsigned)cls);
     hk_page_t *pg = find_page(heap, cls);
     if (!pg) { errno = ENOMEM; return NULL; }
     hk_block_t *b = pg->free;
@@ -617,24 +615,6 @@ static HK_NOINLINE void *malloc_slow(hk_theap_t *heap, size_t size)
     pg->used++;
     HK_STAT_ADD(&heap->st.malloc_bytes, pg->block_size);
     return b;
-}
-
-/* Past the fast path. A big class's block from the cache first, in a
- * function that saves no registers (the slow path is a tail call): the
- * pop is the common case of the big classes. The pop counts as a fast
- * malloc for the purge tick. */
-void *hk__malloc_generic(hk_theap_t *heap, size_t size)
-{
-    size_t cls;
-    if (hk_likely(size <= HK_SMALL_MAX) && hk__class_big(cls = hk__size_class(size))) {
-        struct hk_xbclass *x = &heap->xb[cls - HK_XBIG_FIRST];   /* all 0 in the empty heap */
-        if (x->n != 0) {
-            hk_block_t *b = xbig_take(heap, cls);
-            if (hk_unlikely(--heap->tick == 0)) return hk__heap_tick(heap, b);
-            return b;
-        }
-    }
-    return malloc_slow(heap, size);
 }
 
 /* ------------------------------------------------------------ free */
@@ -676,14 +656,9 @@ static inline hk_block_t *block_start(const hk_page_t *pg, void *p)
     return (hk_block_t *)(pg->start + (size_t)block_index(pg, p) * pg->block_size);
 }
 
-/* The stack that caches blocks of class c in heap h, and its count: the
- * big-block cache's for big classes, else the foreign-block cache's. */
+/* The stack that caches blocks of class c in heap h, and its count. */
 static inline hk_block_t **cache_stack(hk_theap_t *h, unsigned c, uint16_t **n)
 {
-    if (hk__class_big(c)) {
-        *n = &h->xb[c - HK_XBIG_FIRST].n;
-        return HK_XBIG_ROW(h, c - HK_XBIG_FIRST);
-    }
     *n = &h->xc[c].n;
     return h->xcache[c];
 }
@@ -821,70 +796,59 @@ static void xcache_flush_class(hk_theap_t *heap, unsigned c, unsigned n)
 
 /* ------------------------------------------------------------ big-block cache */
 
-/* The n oldest blocks of big class slot k back to their pages. Their
- * bytes leave the count first: a purge that came due while they went
- * home runs at the end of stack_flush and may flush this class itself
- * (taking its own blocks off the count), so the row's length after the
- * call says nothing about how many this call sent. */
-static void xbig_flush(hk_theap_t *heap, unsigned k, unsigned n)
+/* The bytes that the big-block cache's bounds may add up to now: none
+ * when memory goes back at once. */
+static inline size_t xbig_budget(void)
 {
-    if (n > heap->xb[k].n) n = heap->xb[k].n;
-    heap->xb_bytes -= (size_t)n * hk__class_size[HK_XBIG_FIRST + k];
-    stack_flush(heap, HK_XBIG_ROW(heap, k), &heap->xb[k].n, n);
+    if (HK_OPT(HK_OPTION_PURGE_DELAY) == 0) return 0;
+    return (size_t)HK_OPT(HK_OPTION_BIG_CACHE) << 20;
 }
 
-/* A block of big class cls from the cache, which holds one. */
-static inline hk_block_t *xbig_take(hk_theap_t *heap, size_t cls)
+/* Big class c's bound to `cap`, its blocks over it home. The count of
+ * bound bytes changes first: a purge that comes due while the blocks go
+ * home runs at the end of stack_flush and may close the class itself. */
+static void xbig_set_cap(hk_theap_t *heap, unsigned c, unsigned cap)
 {
-    struct hk_xbclass *x = &heap->xb[cls - HK_XBIG_FIRST];
-    hk_block_t *b = HK_XBIG_ROW(heap, cls - HK_XBIG_FIRST)[--x->n];
-    heap->xb_bytes -= hk__class_size[cls];
-    heap->xb_pops++;
-    b->tag = 0;
-    return b;
+    struct hk_xclass *x = &heap->xc[c];
+    heap->xb_capbytes -= (size_t)x->cap[0] * hk__class_size[c];
+    heap->xb_capbytes += (size_t)cap * hk__class_size[c];
+    x->cap[0] = x->cap[1] = (uint16_t)cap;
+    if (x->n > cap) stack_flush(heap, heap->xcache[c], &x->n, x->n - cap);
 }
 
-/* Room in class slot x of me's big-block cache, and in its budget, for a
- * block of `size` bytes (the option read here is what the fast push and
- * xbig_push both obey). */
-static inline bool xbig_room(const hk_theap_t *me, const struct hk_xbclass *x, size_t size)
+/* A malloc of big class c found the class empty: its bound grows by one
+ * while the budget has room (a lower budget than the bounds add up to,
+ * after hk_option_set in another thread, closes them all first). The
+ * first bound opened schedules a purge, which closes idle classes. */
+static void xbig_miss(hk_theap_t *heap, unsigned c)
 {
-    return x->n < x->lim && me->xb_bytes + size <= (size_t)HK_OPT(HK_OPTION_BIG_CACHE) << 20;
+    size_t budget = xbig_budget(), size = hk__class_size[c];
+    if (heap->xb_capbytes > budget)
+        for (unsigned k = HK_XBIG_FIRST; k <= HK_XBIG_LAST; k++) xbig_set_cap(heap, k, 0);
+    unsigned cap = heap->xc[c].cap[0];
+    if (cap >= HK_XBIG_MAX || heap->xb_capbytes + size > budget) return;
+    if (heap->xb_capbytes == 0) hk__heap_purge_later(heap);
+    xbig_set_cap(heap, c, cap + 1);
 }
 
-/* b (of page pg) onto class slot k of me's big-block cache, room checked. */
-static inline void xbig_put(hk_theap_t *me, hk_page_t *pg, unsigned k, hk_block_t *b, size_t size)
-{
-    b->tag = HK_FREE_TAG(pg);
-    HK_XBIG_ROW(me, k)[me->xb[k].n++] = b;
-    me->xb_bytes += size;
-}
-
-/* b (of page pg, big class c, a live block: the free fast path checked)
- * into the calling thread's cache; false when it takes the page's way.
- * A free that finds the class at its bound (frees outrun the mallocs that
- * reach the cache) takes the page's way, and every HK_XBIG_SHRINK such
- * frees the bound comes down by one: a class whose blocks nobody asks for
+/* A free of big class c found the class at its bound (the free fast
+ * path's test): every HK_XBIG_SHRINK such frees the bound comes down by
+ * one and the excess goes home. A class whose blocks nobody asks for
  * again keeps none for long. */
-static bool xbig_push(hk_theap_t *me, hk_page_t *pg, unsigned c, hk_block_t *b)
+static void xbig_over(hk_theap_t *me, unsigned c)
 {
     unsigned k = c - HK_XBIG_FIRST;
-    struct hk_xbclass *x = &me->xb[k];
-    size_t size = hk__class_size[c];
-    if (HK_OPT(HK_OPTION_PURGE_DELAY) == 0) return false;   /* memory back at once: nothing kept */
-    if (!xbig_room(me, x, size)) {
-        if (++x->over >= HK_XBIG_SHRINK) {
-            x->over = 0;
-            if (x->lim > 1) x->lim--;
-            if (x->n > x->lim) xbig_flush(me, k, x->n - x->lim);
-        }
-        return false;
-    }
-    /* Nothing else may come due while the program only caches and pops:
-     * a purge gives the cache back. */
-    if (me->xb_bytes == 0) hk__heap_purge_later(me);
-    xbig_put(me, pg, k, b, size);
-    return true;
+    if (++me->xb[k].over < HK_XBIG_SHRINK) return;
+    me->xb[k].over = 0;
+    if (me->xc[c].cap[0] > 1) xbig_set_cap(me, c, me->xc[c].cap[0] - 1u);
+}
+
+/* Any block in heap's big-block cache? */
+bool hk__xbig_held(const hk_theap_t *heap)
+{
+    for (unsigned c = HK_XBIG_FIRST; c <= HK_XBIG_LAST; c++)
+        if (heap->xc[c].n) return true;
+    return false;
 }
 
 /* The heap's thread frees other threads' blocks, enough of them to fill a
@@ -916,19 +880,30 @@ void hk__heap_turn_mixed(hk_theap_t *heap)
         }
 }
 
-/* A purge's look at the caches: the foreign-block cache goes home; the
- * big-block cache too when no malloc took a block from it since the last
- * purge (or when forced). Emptying it at every purge made `midsize 1` take
- * 1.4x the time at times, its peak 23 or 34 MiB by how the purges fell. */
+/* A purge's look at the caches: the foreign-block cache goes home; in
+ * the big-block cache a class that did not change since the purge before
+ * (the same count and the same top block: no malloc or free reached it,
+ * or as many of each, which looks the same), or every class when forced,
+ * goes home too and its bound closes (the next miss opens it again).
+ * Emptying the big classes at every purge made `midsize 1` bimodal: 23 or
+ * 34 MiB peak and up to 1.4x the time, by how the purges fell. */
 void hk__xcache_purge(hk_theap_t *heap, bool force)
 {
     for (unsigned c = 0; c < HK_XCLASSES; c++)
         if (heap->xc[c].n) xcache_flush_class(heap, c, heap->xc[c].n);
-    if (heap->xb_pops == 0 || force) {
-        for (unsigned k = 0; k < HK_XBIG_N; k++)
-            if (heap->xb[k].n) xbig_flush(heap, k, heap->xb[k].n);
+    for (unsigned c = HK_XBIG_FIRST; c <= HK_XBIG_LAST; c++) {
+        struct hk_xclass *x = &heap->xc[c];
+        struct hk_xbclass *s = &heap->xb[c - HK_XBIG_FIRST];
+        const hk_block_t *top = x->n ? heap->xcache[c][x->n - 1] : NULL;
+        if (force || (x->n == s->seen_n && top == s->seen_top)) {
+            if (x->cap[0]) xbig_set_cap(heap, c, 0);
+            s->seen_n = 0;
+            s->seen_top = NULL;
+        } else {
+            s->seen_n = x->n;
+            s->seen_top = top;
+        }
     }
-    heap->xb_pops = 0;
 }
 
 /* Every cached block back to its page (hk_collect, thread exit). */
@@ -987,36 +962,19 @@ static inline void free_uncached(hk_block_t *b, hk_page_t *pg)
     hk__free_generic(b);
 }
 
-/* A big class's block that the common case in hk__free_cached did not take. */
-static HK_NOINLINE void free_cached_slow(hk_block_t *b, hk_page_t *pg)
-{
-    hk_theap_t *me = hk__tls_heap;
-    if (me != &hk__heap_empty && xbig_push(me, pg, pg->cls, b)) return;
-    free_uncached(b, pg);
-}
-
 /* pg: p's page (the fast path has it; passing the owner test's result
- * too made the fast path save a register). The common cases in a function
- * that saves no registers: a big class's block with room in the class and
- * the budget and the cache not empty (so no purge to schedule), and a
- * mixed heap's own block; the rest of the big classes' in
- * free_cached_slow. */
+ * too made the fast path save a register). A free that passed the fast
+ * path's checks and found its class of the block cache full or closed:
+ * a big class's bound may come down; then the page's way (or, for the
+ * owner's block of a full page up to 1 KiB, the foreign-block cache). */
 void hk__free_cached(void *p, hk_page_t *pg)
 {
-    hk_block_t *b = p;
     unsigned c = pg->cls;
     if (hk__class_big(c)) {
-        hk_theap_t *me = hk__tls_heap;   /* the empty heap's bounds are 0 */
-        unsigned k = c - HK_XBIG_FIRST;
-        size_t size = hk__class_size[c];
-        if (me->xb_bytes != 0 && xbig_room(me, &me->xb[k], size) && HK_OPT(HK_OPTION_PURGE_DELAY) != 0) {
-            xbig_put(me, pg, k, b, size);
-            return;
-        }
-        free_cached_slow(b, pg);
-        return;
+        hk_theap_t *me = hk__tls_heap;
+        if (me != &hk__heap_empty && me->xc[c].cap[0] != 0) xbig_over(me, c);
     }
-    free_uncached(b, pg);
+    free_uncached(p, pg);
 }
 
 /* The free fast path's way out for a pointer outside the small segments. */

@@ -814,7 +814,7 @@ void hk__heap_purge(hk_theap_t *heap, uint64_t now, bool force, uint32_t trim_wa
         if (a) (void)hk__segment_adopt(heap, a);
     }
     /* A big-block cache in use waits for the next purge. */
-    if (heap->xb_bytes && delay > 0 && !next_due) next_due = now + (uint64_t)delay;
+    if (delay > 0 && !next_due && hk__xbig_held(heap)) next_due = now + (uint64_t)delay;
     /* The caches are shared: what waits there comes due on this heap too. */
     uint64_t cache_due = hk__cache_purge(now, force);
     if (cache_due && (!next_due || cache_due < next_due)) next_due = cache_due;

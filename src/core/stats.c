@@ -7,7 +7,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-long hk__opt[HK_OPTION_COUNT] = { 0, 10, 0, 8, 4, 8 };
+long hk__opt[HK_OPTION_COUNT] = { 0, 10, 0, 8, 4, 16 };
 static const long opt_min[HK_OPTION_COUNT] = { 0, -1, 0, 0, 0, 0 };   /* read only when a variable is set */
 static const long opt_max[HK_OPTION_COUNT] = { 1, 3600000, 2, 64, 64, 64 };
 /* The names are read at every start-up: writable data (already resident),

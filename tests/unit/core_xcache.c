@@ -701,6 +701,113 @@ static void test_big_flush_meets_purge(void)
     CHECK_EQ(flush_bad, 0);
 }
 
+/* A purge closes a big class that did not change since the purge before
+ * (the same count and top block), and its blocks go home; one that
+ * changed keeps them. hk_option_set of the purge delay runs a purge of
+ * the calling thread's heap (not forced). Eight blocks of 48 KiB (one a
+ * 64 KiB page): their misses open the bound to 8, their frees fill it. */
+enum { IDLE_N = 8, IDLE_SIZE = 48 << 10 };
+static int idle_bad;
+static unsigned long long idle_pages[4];
+
+static void idle_purge(void)
+{
+    if (hk_option_set(HK_OPTION_PURGE_DELAY, hk_option_get(HK_OPTION_PURGE_DELAY)) != 0) idle_bad++;
+}
+
+static unsigned long long idle_pages_now(void)
+{
+    hk_stats_t st;
+    hk_stats_get(&st);
+    return (unsigned long long)st.pages;
+}
+
+static void *idle_worker(void *arg)
+{
+    (void)arg;
+    void *v[IDLE_N];
+    for (int i = 0; i < IDLE_N; i++) if (!(v[i] = hk_malloc(IDLE_SIZE))) { idle_bad++; return NULL; }
+    for (int i = 0; i < IDLE_N; i++) hk_free(v[i]);
+    idle_pages[0] = idle_pages_now();
+    idle_purge();                          /* the class changed since the last purge: kept */
+    void *one = hk_malloc(IDLE_SIZE);      /* a cached block: the count changes */
+    if (!one) idle_bad++;
+    idle_purge();                          /* changed again: kept */
+    idle_pages[1] = idle_pages_now();
+    idle_purge();                          /* unchanged: home, the bound closed */
+    idle_pages[2] = idle_pages_now();
+    idle_bad += hk_check() != 0;
+    /* Closed: the next free of the class goes to its page. */
+    hk_free(one);
+    idle_pages[3] = idle_pages_now();
+    idle_bad += hk_check() != 0;
+    return NULL;
+}
+
+static void test_big_idle_close(void)
+{
+    REQUIRE(t_in_thread(idle_worker, NULL));
+    fprintf(stderr, "  big-block cache: pages %llu with %d blocks cached, %llu after a purge that saw the class in use, "
+            "%llu after one that saw it idle, %llu after one more free\n", idle_pages[0], IDLE_N, idle_pages[1],
+            idle_pages[2], idle_pages[3]);
+    CHECK_EQ(idle_bad, 0);
+    CHECK_EQ(idle_pages[1], idle_pages[0]);
+    CHECK(idle_pages[2] + IDLE_N - 3 <= idle_pages[1]);    /* 7 blocks home: their pages go (one may stay kept) */
+    CHECK(idle_pages[3] <= idle_pages[2]);
+}
+
+/* The bounds of a thread's big classes add up to HEAPKIT_BIG_CACHE MiB at
+ * most: 64 blocks of 60 KiB (the 64 KiB class) freed with the budget at 1
+ * MiB leave at most 16 cached. A budget lowered by another thread closes
+ * the classes at this thread's next miss: 32 blocks of 20 KiB cached,
+ * the budget set to 0 elsewhere, one malloc of 48 KiB, and the 32 go home. */
+enum { BUD_N = 64, BUD_SIZE = 60 << 10, BUD_SMALL = 20 << 10, BUD_SMALL_N = 32 };
+static int bud_bad;
+static unsigned long long bud_pages[5];
+
+static void *bud_setter(void *arg)
+{
+    if (hk_option_set(HK_OPTION_BIG_CACHE, (long)(intptr_t)arg) != 0) bud_bad++;
+    return NULL;
+}
+
+static void *bud_worker(void *arg)
+{
+    (void)arg;
+    static void *v[BUD_N];
+    if (hk_option_set(HK_OPTION_BIG_CACHE, 1) != 0) bud_bad++;
+    bud_pages[0] = idle_pages_now();
+    for (int i = 0; i < BUD_N; i++) if (!(v[i] = hk_malloc(BUD_SIZE))) { bud_bad++; return NULL; }
+    for (int i = 0; i < BUD_N; i++) hk_free(v[i]);
+    bud_pages[1] = idle_pages_now();
+    bud_bad += hk_check() != 0;
+    if (hk_option_set(HK_OPTION_BIG_CACHE, 16) != 0) bud_bad++;    /* empties this thread's caches */
+    for (int i = 0; i < BUD_SMALL_N; i++) if (!(v[i] = hk_malloc(BUD_SMALL))) { bud_bad++; return NULL; }
+    for (int i = 0; i < BUD_SMALL_N; i++) hk_free(v[i]);
+    bud_pages[2] = idle_pages_now();
+    if (!t_in_thread(bud_setter, (void *)(intptr_t)0)) bud_bad++;
+    bud_pages[3] = idle_pages_now();                                /* another thread's setting: nothing here yet */
+    void *x = hk_malloc(IDLE_SIZE);                                 /* a miss */
+    if (!x) bud_bad++;
+    bud_pages[4] = idle_pages_now();
+    bud_bad += hk_check() != 0;
+    hk_free(x);
+    if (!t_in_thread(bud_setter, (void *)(intptr_t)16)) bud_bad++;
+    return NULL;
+}
+
+static void test_big_budget(void)
+{
+    REQUIRE(t_in_thread(bud_worker, NULL));
+    fprintf(stderr, "  big-block cache budget: pages %llu, %llu after %d blocks of 60 KiB freed under 1 MiB; "
+            "%llu with %d blocks of 20 KiB cached, %llu after the budget went to 0 elsewhere, %llu after the next miss\n",
+            bud_pages[0], bud_pages[1], BUD_N, bud_pages[2], BUD_SMALL_N, bud_pages[3], bud_pages[4]);
+    CHECK_EQ(bud_bad, 0);
+    CHECK(bud_pages[1] <= bud_pages[0] + 16 + 1);           /* at most 16 blocks (1 MiB) kept their pages */
+    CHECK_EQ(bud_pages[3], bud_pages[2]);
+    CHECK(bud_pages[4] + 8 <= bud_pages[3]);                /* 32 blocks, three a page, went home */
+}
+
 /* Threads in generations swap blocks of 10-64 KiB through a shared table
  * (each block carries its size and a pattern, checked before it is freed),
  * so the big-block caches hold other threads' blocks, also of threads that
@@ -772,6 +879,8 @@ int main(void)
     RUN(test_big_cache);
     RUN(test_big_cache_churn);
     RUN(test_big_flush_meets_purge);
+    RUN(test_big_idle_close);
+    RUN(test_big_budget);
     RUN(test_small_foreign_blocks);
     RUN(test_ring);
     RUN(test_reuse);
