@@ -96,7 +96,7 @@ typedef enum hk_option {
     HK_OPTION_VERBOSE,          /* 1: warn about misuse (freeing a pointer heapkit does not own) */
     HK_OPTION_SEGMENT_CACHE,    /* free segments kept mapped for reuse (0..64) */
     HK_OPTION_PARKED_HEAPS,     /* exited threads' heaps kept for new threads (0..64, default 4; 0: none) */
-    HK_OPTION_BIG_CACHE,        /* MiB of freed 6-64 KiB blocks a thread keeps for reuse (0..64, default 8; 0: none) */
+    HK_OPTION_BIG_CACHE,        /* MiB of freed 6-64 KiB blocks a thread may keep for reuse, as the sum of its classes' bounds (0..64, default 16; 0: none) */
     HK_OPTION_COUNT
 } hk_option_t;
 

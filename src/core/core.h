@@ -198,7 +198,7 @@ typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
  * malloc that finds the class empty (cache and first page), up to
  * HK_XBIG_MAX, and frees that find it full bring it down (see
  * xbig_over); the bounds of all classes together, in bytes, stay within
- * HEAPKIT_BIG_CACHE MiB (HK_OPTION_BIG_CACHE, 8 by default; 0 turns the
+ * HEAPKIT_BIG_CACHE MiB (HK_OPTION_BIG_CACHE, 16 by default; 0 turns the
  * cache off), so the blocks held do too. A purge empties a class that did
  * not change since the purge before and closes its bound. */
 #define HK_XBIG_FIRST  30          /* 6 KiB (the comments said 10 KiB until session 17) */
