@@ -1170,7 +1170,7 @@ void hk__page_check(hk_checker_t *ck, const hk_theap_t *heap, hk_page_t *pg)
     uint32_t listed = 0;
     uintptr_t tag = HK_FREE_TAG(pg);
     for (hk_block_t *b = pg->free; b; b = b->next) {
-        if ((char *)b < pg->start || !hk__is_block(pg, b) || block_index(pg, b) >= pg->capacity) {
+        if (!hk__is_block(pg, b) || block_index(pg, b) >= pg->capacity) {   /* (exact below start too: see hk__is_block) */
             hk__check_bad(ck, "free list links to a block the page has not carved", b);
             return;
         }
@@ -1195,7 +1195,7 @@ void hk__cached_check(hk_checker_t *ck, const hk_block_t *b, unsigned c)
     if (!hk__smallmap_has(seg)) { hk__check_bad(ck, "cached block outside the small segments", b); return; }
     hk_page_t *pg = hk__page_of(seg, b);
     uint32_t flags = __atomic_load_n(&pg->flags, __ATOMIC_RELAXED);
-    if ((flags & HK_PF_FREE) || pg->block_size == 0 || (const char *)b < pg->start || !hk__is_block(pg, b))
+    if ((flags & HK_PF_FREE) || pg->block_size == 0 || !hk__is_block(pg, b))
         hk__check_bad(ck, "cached block is not a block of a page in use", b);
     else if (pg->cls != c) hk__check_bad(ck, "cached block is in another class's cache", b);
     else if (b->tag != HK_FREE_TAG(pg)) hk__check_bad(ck, "cached block lost its tag (written after free?)", b);
