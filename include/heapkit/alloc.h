@@ -97,6 +97,7 @@ typedef enum hk_option {
     HK_OPTION_SEGMENT_CACHE,    /* free segments kept mapped for reuse (0..64) */
     HK_OPTION_PARKED_HEAPS,     /* exited threads' heaps kept for new threads (0..64, default 4; 0: none) */
     HK_OPTION_BIG_CACHE,        /* MiB of freed 6-64 KiB blocks a thread may keep for reuse, as the sum of its classes' bounds (0..64, default 16; 0: none) */
+    HK_OPTION_BIG_CACHE_TOTAL,  /* MiB that the big-block caches of all threads may keep together (0..65536, default 64) */
     HK_OPTION_COUNT
 } hk_option_t;
 

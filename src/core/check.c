@@ -137,5 +137,6 @@ size_t hk_check(void)
         if (big) bytes += (size_t)x->cap[0] * hk__class_size[c];
     }
     if (bytes != heap->xb_capbytes) hk__check_bad(&ck, "big-block cache's bound bytes are off", heap);
+    else if (bytes > hk__xbig_total()) hk__check_bad(&ck, "big-block caches' total is below one heap's bounds", heap);
     return ck.bad;
 }

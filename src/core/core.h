@@ -199,7 +199,8 @@ typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
  * HK_XBIG_MAX, and frees that find it full bring it down (see
  * xbig_over); the bounds of all classes together, in bytes, stay within
  * HEAPKIT_BIG_CACHE MiB (HK_OPTION_BIG_CACHE, 16 by default; 0 turns the
- * cache off), so the blocks held do too. A purge empties a class that did
+ * cache off), so the blocks held do too, and the bounds of all thread
+ * heaps together within HEAPKIT_BIG_CACHE_TOTAL MiB (64 by default). A purge empties a class that did
  * not change since the purge before and closes its bound. */
 #define HK_XBIG_FIRST  30          /* 6 KiB (the comments said 10 KiB until session 17) */
 #define HK_XBIG_LAST   44          /* 64 KiB */
@@ -538,6 +539,8 @@ void hk__page_stats_flush(hk_theap_t *heap) HK_HIDDEN;
 void hk__xcache_flush(hk_theap_t *heap) HK_HIDDEN;
 void hk__xcache_purge(hk_theap_t *heap, bool force) HK_HIDDEN;
 bool hk__xbig_held(const hk_theap_t *heap) HK_HIDDEN;
+void hk__xbig_fork_child(const hk_theap_t *heap) HK_HIDDEN;
+size_t hk__xbig_total(void) HK_HIDDEN;
 /* The cache's bound for class c (< HK_XCLASSES). */
 uint16_t hk__xcache_cap(unsigned c) HK_HIDDEN;
 bool hk__page_retire(hk_theap_t *heap, hk_page_t *pg) HK_HIDDEN;

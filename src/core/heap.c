@@ -468,6 +468,7 @@ static void fork_parent(void)
  * were taken by prepare, so resetting them is safe. */
 static void fork_child(void)
 {
+    hk__xbig_fork_child(hk__tls_heap);
     hk__segments_unlock_all(true);
     g_pool_lock.v = 0;
     g_abandoned_lock.v = 0;

@@ -796,30 +796,40 @@ static void xcache_flush_class(hk_theap_t *heap, unsigned c, unsigned n)
 
 /* ------------------------------------------------------------ big-block cache */
 
-/* The bytes that the big-block cache's bounds may add up to now: none
- * when memory goes back at once. */
+/* The bounds of all thread heaps' big-block caches, in bytes: changed
+ * with each heap's own count (xbig_set_cap, slow paths only), read by
+ * misses against HEAPKIT_BIG_CACHE_TOTAL. */
+static int64_t g_xbig_total;
+
+/* The bytes that one heap's bounds may add up to now: none when memory
+ * goes back at once. */
 static inline size_t xbig_budget(void)
 {
     if (HK_OPT(HK_OPTION_PURGE_DELAY) == 0) return 0;
     return (size_t)HK_OPT(HK_OPTION_BIG_CACHE) << 20;
 }
 
-/* Big class c's bound to `cap`, its blocks over it home. The count of
- * bound bytes changes first: a purge that comes due while the blocks go
+/* Big class c's bound to `cap`, its blocks over it home. The counts of
+ * bound bytes change first: a purge that comes due while the blocks go
  * home runs at the end of stack_flush and may close the class itself. */
 static void xbig_set_cap(hk_theap_t *heap, unsigned c, unsigned cap)
 {
     struct hk_xclass *x = &heap->xc[c];
-    heap->xb_capbytes -= (size_t)x->cap[0] * hk__class_size[c];
-    heap->xb_capbytes += (size_t)cap * hk__class_size[c];
+    int64_t d = ((int64_t)cap - (int64_t)x->cap[0]) * (int64_t)hk__class_size[c];
+    if (d == 0) return;
+    heap->xb_capbytes += (size_t)d;
+    __atomic_add_fetch(&g_xbig_total, d, __ATOMIC_RELAXED);
     x->cap[0] = x->cap[1] = (uint16_t)cap;
     if (x->n > cap) stack_flush(heap, heap->xcache[c], &x->n, x->n - cap);
 }
 
 /* A malloc of big class c found the class empty: its bound grows by one
- * while the budget has room (a lower budget than the bounds add up to,
- * after hk_option_set in another thread, closes them all first). The
- * first bound opened schedules a purge, which closes idle classes. */
+ * while the heap's budget and the one of all heaps together have room (a
+ * lower budget than the heap's bounds add up to, after hk_option_set in
+ * another thread, closes them all first; the total takes no bound from
+ * other heaps, whose classes close when they go idle or shrink when
+ * their frees outrun their mallocs). The first bound opened schedules a
+ * purge, which closes idle classes. */
 static void xbig_miss(hk_theap_t *heap, unsigned c)
 {
     size_t budget = xbig_budget(), size = hk__class_size[c];
@@ -827,9 +837,22 @@ static void xbig_miss(hk_theap_t *heap, unsigned c)
         for (unsigned k = HK_XBIG_FIRST; k <= HK_XBIG_LAST; k++) xbig_set_cap(heap, k, 0);
     unsigned cap = heap->xc[c].cap[0];
     if (cap >= HK_XBIG_MAX || heap->xb_capbytes + size > budget) return;
+    int64_t total = __atomic_load_n(&g_xbig_total, __ATOMIC_RELAXED);
+    if (total + (int64_t)size > (int64_t)HK_OPT(HK_OPTION_BIG_CACHE_TOTAL) << 20) return;
     if (heap->xb_capbytes == 0) hk__heap_purge_later(heap);
     xbig_set_cap(heap, c, cap + 1);
 }
+
+/* In a fork child only the forking thread's heap lives on: the total is
+ * its bounds alone (the others' blocks stay where they are, as their
+ * live blocks do). */
+void hk__xbig_fork_child(const hk_theap_t *heap)
+{
+    __atomic_store_n(&g_xbig_total, heap != &hk__heap_empty ? (int64_t)heap->xb_capbytes : 0, __ATOMIC_RELAXED);
+}
+
+/* The bounds of all heaps' big-block caches, in bytes (hk_check). */
+size_t hk__xbig_total(void) { return (size_t)__atomic_load_n(&g_xbig_total, __ATOMIC_RELAXED); }
 
 /* A free of big class c found the class at its bound (the free fast
  * path's test): every HK_XBIG_SHRINK such frees the bound comes down by

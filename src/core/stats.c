@@ -7,14 +7,14 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-long hk__opt[HK_OPTION_COUNT] = { 0, 10, 0, 8, 4, 16 };
-static const long opt_min[HK_OPTION_COUNT] = { 0, -1, 0, 0, 0, 0 };   /* read only when a variable is set */
-static const long opt_max[HK_OPTION_COUNT] = { 1, 3600000, 2, 64, 64, 64 };
+long hk__opt[HK_OPTION_COUNT] = { 0, 10, 0, 8, 4, 16, 64 };
+static const long opt_min[HK_OPTION_COUNT] = { 0, -1, 0, 0, 0, 0, 0 };   /* read only when a variable is set */
+static const long opt_max[HK_OPTION_COUNT] = { 1, 3600000, 2, 64, 64, 64, 65536 };
 /* The names are read at every start-up: writable data (already resident),
  * not .rodata, like hk__class_small. */
 static char opt_env[HK_OPTION_COUNT][24] = {
     "HEAPKIT_SHOW_STATS", "HEAPKIT_PURGE_DELAY", "HEAPKIT_VERBOSE", "HEAPKIT_SEGMENT_CACHE",
-    "HEAPKIT_PARKED_HEAPS", "HEAPKIT_BIG_CACHE",
+    "HEAPKIT_PARKED_HEAPS", "HEAPKIT_BIG_CACHE", "HEAPKIT_BIG_CACHE_TOTAL",
 };
 static int g_opt_state;             /* 0 unread, 1 reading, 2 read */
 static unsigned g_opt_explicit;     /* bit per option set by hk_option_set */
@@ -79,7 +79,7 @@ int hk_option_set(hk_option_t opt, long value)
         if (h != &hk__heap_empty && value >= 0) hk__heap_purge(h, now, false, HK_TRIM_WALK);
         else hk__cache_purge(now, false);
     }
-    if (opt == HK_OPTION_BIG_CACHE && hk__tls_heap != &hk__heap_empty)
+    if ((opt == HK_OPTION_BIG_CACHE || opt == HK_OPTION_BIG_CACHE_TOTAL) && hk__tls_heap != &hk__heap_empty)
         hk__xcache_flush(hk__tls_heap);   /* this thread's caches start over under the new bound */
     if (opt == HK_OPTION_PARKED_HEAPS || (opt == HK_OPTION_PURGE_DELAY && value == 0))
         hk__parked_expire(hk__now_ms(), value == 0);   /* fewer may wait now, or none */

@@ -3,6 +3,7 @@
  * around fork by pthread_atfork handlers). */
 #include "test.h"
 #include "heapkit.h"
+#include "core/core.h"
 #include <pthread.h>
 
 static volatile int stop;
@@ -15,8 +16,10 @@ static void *churn(void *arg)
     while (!__atomic_load_n(&stop, __ATOMIC_RELAXED)) {
         unsigned k = i++ % 64;
         hk_free(v[k]);
-        /* Large sizes too, so segment-level locks are in use at fork time. */
-        v[k] = hk_malloc((i % 7 == 0) ? (size_t)(1 + i % 5) << 20 : 16 + i % 3000);
+        /* Large sizes too, so segment-level locks are in use at fork time,
+         * and 8-40 KiB blocks, so the big-block caches hold some. */
+        size_t n = i % 7 == 0 ? (size_t)(1 + i % 5) << 20 : i % 3 == 0 ? 8192 + (size_t)(i % 4) * 8192 : 16 + i % 3000;
+        v[k] = hk_malloc(n);
     }
     for (unsigned k = 0; k < 64; k++) hk_free(v[k]);
     return NULL;
@@ -24,9 +27,13 @@ static void *churn(void *arg)
 
 static int child_work(void)
 {
+    /* Only this thread's heap lives on: the total of the big-block
+     * caches' bounds is its own, not the siblings' too. */
+    if (hk__xbig_total() != hk__tls_heap->xb_capbytes) return 3;
     void *v[1000];
     for (int i = 0; i < 1000; i++) { v[i] = hk_malloc((size_t)(i * 131) % 70000 + 1); if (!v[i]) return 1; memset(v[i], 7, 1); }
     for (int i = 0; i < 1000; i++) hk_free(v[i]);
+    if (hk_check() != 0) return 4;
     void *h = hk_malloc(8 << 20);
     if (!h) return 2;
     hk_free(h);

@@ -6,7 +6,9 @@
 #include "test.h"
 #include "gate.h"
 #include "heapkit.h"
+#include "core/core.h"
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <string.h>
 #include <errno.h>
@@ -631,11 +633,12 @@ static void *big_worker(void *arg)
     hk_stats_get(&big_st[2]);
     /* With HEAPKIT_BIG_CACHE at 0 nothing is kept: every freed block's
      * page goes back at once, however many mallocs found the class empty. */
+    long was = hk_option_get(HK_OPTION_BIG_CACHE);
     if (hk_option_set(HK_OPTION_BIG_CACHE, 0) != 0) big_bad++;
     for (int i = 0; i < BIG_N; i++) { mine[i] = hk_malloc(BIG_LONE); if (!mine[i]) big_bad++; }
     for (int i = 0; i < BIG_N; i++) hk_free(mine[i]);
     hk_stats_get(&big_st[3]);
-    if (hk_option_set(HK_OPTION_BIG_CACHE, 8) != 0) big_bad++;
+    if (hk_option_set(HK_OPTION_BIG_CACHE, was) != 0) big_bad++;
     if (hk_option_set(HK_OPTION_BIG_CACHE, 65) != EINVAL) big_bad++;
     return NULL;
 }
@@ -808,6 +811,71 @@ static void test_big_budget(void)
     CHECK(bud_pages[4] + 8 <= bud_pages[3]);                /* 32 blocks, three a page, went home */
 }
 
+/* The bounds of all threads' big-block caches add up to
+ * HEAPKIT_BIG_CACHE_TOTAL MiB at most: with it at 1 MiB, thread A opens
+ * its 20 KiB class to 32 blocks (640 KiB) and keeps them cached while
+ * thread B, doing the same, can open its own only as far as the total
+ * leaves room; B's exit closes its bounds, A's exit A's. The totals are
+ * relative to the main thread's own bounds (earlier tests opened some). */
+enum { TOT_N = 32, TOT_SIZE = 20 << 10 };
+static sem_t tot_a_ready, tot_b_done;
+static int tot_bad;
+static size_t tot_base, tot_a, tot_b, tot_after_b, tot_after_a;
+
+static void tot_churn(void)
+{
+    void *v[TOT_N];
+    for (int i = 0; i < TOT_N; i++) if (!(v[i] = hk_malloc(TOT_SIZE))) tot_bad++;
+    for (int i = 0; i < TOT_N; i++) hk_free(v[i]);
+    tot_bad += hk_check() != 0;
+}
+
+static void *tot_worker_a(void *arg)
+{
+    (void)arg;
+    tot_churn();
+    tot_a = hk__xbig_total();
+    sem_post(&tot_a_ready);
+    while (sem_wait(&tot_b_done) != 0) {}
+    tot_after_b = hk__xbig_total();
+    return NULL;
+}
+
+static void *tot_worker_b(void *arg)
+{
+    (void)arg;
+    tot_churn();
+    tot_b = hk__xbig_total();
+    return NULL;
+}
+
+static void test_big_total(void)
+{
+    long was = hk_option_get(HK_OPTION_BIG_CACHE_TOTAL);
+    REQUIRE(hk_option_set(HK_OPTION_BIG_CACHE_TOTAL, 1) == 0);
+    CHECK_EQ(hk_option_set(HK_OPTION_BIG_CACHE_TOTAL, 65537), EINVAL);
+    REQUIRE(sem_init(&tot_a_ready, 0, 0) == 0 && sem_init(&tot_b_done, 0, 0) == 0);
+    tot_base = hk__xbig_total();
+    pthread_t a;
+    REQUIRE(pthread_create(&a, NULL, tot_worker_a, NULL) == 0);
+    while (sem_wait(&tot_a_ready) != 0) {}
+    CHECK(t_in_thread(tot_worker_b, NULL));
+    sem_post(&tot_b_done);
+    pthread_join(a, NULL);
+    tot_after_a = hk__xbig_total();
+    fprintf(stderr, "  big-block caches' bound bytes with a total of 1 MiB: %zu of the main thread's, %zu with A's, "
+            "%zu with B's too, %zu after B exited, %zu after A exited\n", tot_base, tot_a, tot_b, tot_after_b, tot_after_a);
+    CHECK_EQ(tot_bad, 0);
+    size_t one = TOT_SIZE;                                 /* the class of 20 KiB blocks is exactly that */
+    CHECK(tot_a >= tot_base + TOT_N * one);                /* A opened its class fully */
+    CHECK(tot_b <= (size_t)1 << 20);                       /* never over the total */
+    CHECK(tot_b < tot_a + TOT_N * one);                    /* B could not */
+    CHECK(tot_b > tot_a);                                  /* but some */
+    CHECK_EQ(tot_after_b, tot_a);
+    CHECK_EQ(tot_after_a, tot_base);
+    CHECK_EQ(hk_option_set(HK_OPTION_BIG_CACHE_TOTAL, was), 0);
+}
+
 /* Threads in generations swap blocks of 10-64 KiB through a shared table
  * (each block carries its size and a pattern, checked before it is freed),
  * so the big-block caches hold other threads' blocks, also of threads that
@@ -881,6 +949,7 @@ int main(void)
     RUN(test_big_flush_meets_purge);
     RUN(test_big_idle_close);
     RUN(test_big_budget);
+    RUN(test_big_total);
     RUN(test_small_foreign_blocks);
     RUN(test_ring);
     RUN(test_reuse);
