@@ -482,6 +482,7 @@ bool hk__heap_park(hk_theap_t *heap) HK_HIDDEN;
 void hk__parked_expire(uint64_t now, bool force) HK_HIDDEN;
 bool hk__parked_expire_heap(hk_theap_t *heap, uint64_t now) HK_HIDDEN;
 void hk__segment_park(hk_segment_t *seg) HK_HIDDEN;
+void hk__segment_cool(hk_segment_t *seg) HK_HIDDEN;
 void hk__segment_set_thread(hk_segment_t *seg, uintptr_t tid) HK_HIDDEN;
 hk_segment_t *hk__abandoned_pop(void) HK_HIDDEN;
 /* Take seg off the abandoned list; false if it is not on it (any more). */

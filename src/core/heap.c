@@ -365,9 +365,18 @@ bool hk__heap_park(hk_theap_t *heap)
     hk__page_stats_flush(heap);
     HK_ATOMIC_SUB(&hk__gstats.heaps, 1);
     hk__lock(&g_parked_lock);
+    hk_theap_t *cool = g_parked;
     heap->parked_next = g_parked;
     __atomic_store_n(&g_parked, heap, __ATOMIC_RELAXED);
     __atomic_store_n(&heap->parked_at, hk__now_ms() | 1, __ATOMIC_RELAXED);
+    /* The heap parked before this one is no longer the next a starting
+     * thread takes: its free pages go back now (under the lock, which
+     * keeps it parked; nobody else touches a parked heap's free pages).
+     * This heap's stay resident for that thread, which then reuses them
+     * instead of faulting them in again, or go when it too cools or is
+     * abandoned: one parked heap's free pages at most are held. */
+    if (cool)
+        for (hk_segment_t *seg = cool->segments; seg; seg = seg->next) hk__segment_cool(seg);
     hk__unlock(&g_parked_lock);
     return true;
 }

@@ -861,14 +861,21 @@ bool hk__segment_adopt(hk_theap_t *heap, hk_segment_t *seg)
     return true;
 }
 
-/* A parked heap's segment (hk__heap_park): its free pages go back as at
- * abandonment, and it loses its owner thread (every free into it then
- * takes the atomic path) but keeps its heap, so a free does not adopt it:
- * the heap waits whole for the next thread. */
+/* A parked heap's segment (hk__heap_park): it loses its owner thread
+ * (every free into it then takes the atomic path) but keeps its heap, so
+ * a free does not adopt it: the heap waits whole for the next thread. Its
+ * free pages stay resident while the heap is the next one taken (see
+ * hk__segment_cool). */
 void hk__segment_park(hk_segment_t *seg)
 {
-    if (HK_OPT(HK_OPTION_PURGE_DELAY) >= 0) purge_mask(seg, seg->free_mask);
     hk__segment_set_thread(seg, 0);
+}
+
+/* A parked heap's segment that is no longer the next one a starting
+ * thread takes (hk__heap_park): its free pages go back as at abandonment. */
+void hk__segment_cool(hk_segment_t *seg)
+{
+    if (HK_OPT(HK_OPTION_PURGE_DELAY) >= 0) purge_mask(seg, seg->free_mask);
 }
 
 /* Thread exit: every page is collected; empty ones go back; segments with

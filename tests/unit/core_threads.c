@@ -7,6 +7,7 @@
 #include "gate.h"
 #include "heapkit.h"
 #include <pthread.h>
+#include <semaphore.h>
 #include <time.h>
 
 enum { NTHREADS = 4, PER = 20000 };
@@ -460,6 +461,61 @@ static void test_page_counts_between_flushes(void)
     CHECK(after.pages <= before.pages);
 }
 
+/* The most recently parked heap keeps its free pages resident for the
+ * next thread that starts; parking another heap gives them back. Threads
+ * A and B each free 64 blocks of 16 KiB (four 64 KiB pages' worth a few
+ * times over) and keep one small block, so their segments stay; A exits,
+ * then B. A's exit purges nothing; B's purges A's free pages. The purge
+ * delay is long so that nothing else purges in between. */
+enum { WARM_N = 64, WARM_SIZE = 16 << 10 };
+static sem_t warm_ready, warm_go[2];
+static void *warm_kept[2];
+static int warm_bad;
+
+static void *warm_thread(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    void *v[WARM_N];
+    warm_kept[id] = hk_malloc(100);
+    for (int i = 0; i < WARM_N; i++) if (!(v[i] = hk_malloc(WARM_SIZE))) warm_bad++; else memset(v[i], id, WARM_SIZE);
+    for (int i = 0; i < WARM_N; i++) hk_free(v[i]);
+    hk_collect(0);    /* cached big blocks go home: their pages empty at exit */
+    sem_post(&warm_ready);
+    while (sem_wait(&warm_go[id]) != 0) {}
+    return NULL;
+}
+
+static void test_parked_heap_warm(void)
+{
+    hk_collect(1);    /* nothing parked from earlier tests */
+    long delay = hk_option_get(HK_OPTION_PURGE_DELAY);
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 60000) == 0);
+    REQUIRE(sem_init(&warm_ready, 0, 0) == 0 && sem_init(&warm_go[0], 0, 0) == 0 && sem_init(&warm_go[1], 0, 0) == 0);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) REQUIRE(pthread_create(&th[i], NULL, warm_thread, (void *)(intptr_t)i) == 0);
+    for (int i = 0; i < 2; i++) while (sem_wait(&warm_ready) != 0) {}
+    hk_stats_t s0, s1, s2;
+    hk_stats_get(&s0);
+    sem_post(&warm_go[0]);
+    pthread_join(th[0], NULL);
+    hk_stats_get(&s1);
+    sem_post(&warm_go[1]);
+    pthread_join(th[1], NULL);
+    hk_stats_get(&s2);
+    fprintf(stderr, "  parked heaps: %llu, then %llu; purged bytes +%llu at the first exit, +%llu at the second\n",
+            (unsigned long long)s1.heaps_parked, (unsigned long long)s2.heaps_parked,
+            (unsigned long long)(s1.purged_bytes - s0.purged_bytes), (unsigned long long)(s2.purged_bytes - s1.purged_bytes));
+    CHECK_EQ(warm_bad, 0);
+    CHECK_EQ(s1.heaps_parked, s0.heaps_parked + 1);
+    CHECK_EQ(s2.heaps_parked, s0.heaps_parked + 2);
+    CHECK_EQ(s1.purged_bytes, s0.purged_bytes);                                      /* A's free pages stay */
+    CHECK(s2.purged_bytes >= s1.purged_bytes + (uint64_t)WARM_N * WARM_SIZE / 2);    /* until B parks */
+    for (int i = 0; i < 2; i++) hk_free(warm_kept[i]);
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, delay) == 0);
+    hk_collect(1);
+    CHECK_EQ(hk_check(), 0);
+}
+
 int main(void)
 {
     RUN(test_cross_thread_free);
@@ -474,6 +530,7 @@ int main(void)
     RUN(test_parked_heap_goes_to_next_thread);
     RUN(test_parked_heap_expires);
     RUN(test_free_into_parked_heap);
+    RUN(test_parked_heap_warm);
     RUN(test_page_counts_between_flushes);
     return t_finish();
 }
