@@ -331,6 +331,32 @@ static void test_options(void)
     CHECK_EQ(hk_option_get(HK_OPTION_VERBOSE), 0);
 }
 
+/* Options from the environment, read at the first call into heapkit: this
+ * test program run again with variables set (`--options` prints what it
+ * then reads); a value out of range is ignored (the default stays). */
+static int print_options(void)
+{
+    printf("%ld %ld %ld %ld\n", hk_option_get(HK_OPTION_BIG_CACHE), hk_option_get(HK_OPTION_BIG_CACHE_TOTAL),
+           hk_option_get(HK_OPTION_PARKED_HEAPS), hk_option_get(HK_OPTION_PURGE_DELAY));
+    return 0;
+}
+
+static void test_options_from_environment(void)
+{
+    char self[4096], cmd[4400], out[128] = "";
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    REQUIRE(n > 0);
+    self[n] = 0;
+    snprintf(cmd, sizeof cmd, "HEAPKIT_BIG_CACHE=3 HEAPKIT_BIG_CACHE_TOTAL=7 HEAPKIT_PARKED_HEAPS=2 "
+             "HEAPKIT_PURGE_DELAY=4000000 '%s' --options", self);
+    FILE *f = popen(cmd, "r");
+    REQUIRE(f != NULL);
+    if (!fgets(out, sizeof out, f)) out[0] = 0;
+    CHECK_EQ(pclose(f), 0);
+    fprintf(stderr, "  child read: %s", out);
+    CHECK(strcmp(out, "3 7 2 10\n") == 0);   /* the delay's 4,000,000 ms is over the 3,600,000 bound */
+}
+
 /* A small JSON check: one flat object of "key":unsigned pairs. */
 static int json_flat_ok(const char *s, int *pairs)
 {
@@ -380,8 +406,10 @@ static void test_stats_json(void)
     hk_free(keep);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "--options") == 0) return print_options();
+    RUN(test_options_from_environment);
     RUN(test_every_size_class);
     RUN(test_usable_is_the_class_size);
     RUN(test_zero_size);
