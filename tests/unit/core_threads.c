@@ -463,8 +463,8 @@ static void test_page_counts_between_flushes(void)
 
 /* The most recently parked heap keeps its free pages resident for the
  * next thread that starts; parking another heap gives them back. Threads
- * A and B each free 64 blocks of 16 KiB (four 64 KiB pages' worth a few
- * times over) and keep one small block, so their segments stay; A exits,
+ * A and B each free 64 blocks of 16 KiB (1 MiB, sixteen 64 KiB pages)
+ * and keep one small block, so their segments stay; A exits,
  * then B. A's exit purges nothing; B's purges A's free pages. The purge
  * delay is long so that nothing else purges in between. */
 enum { WARM_N = 64, WARM_SIZE = 16 << 10 };
