@@ -941,6 +941,69 @@ static void test_big_cache_churn(void)
     CHECK(after.pages <= before.pages + 1);
 }
 
+/* Big blocks (and some small) through a shared table while threads change
+ * the cache's options under each other (per-thread budget 0-16 MiB, total
+ * 0-39 MiB, purge delay 0/5/10 ms) and collect: every block's size and
+ * last byte intact, every heap's hk_check clean at each change and at
+ * exit. Generations of 4 threads, fixed seeds. */
+enum { OPT_SLOTS = 512, OPT_GENS = 4, OPT_THREADS = 4, OPT_OPS = 20000 };
+static unsigned char *_Atomic opt_slot[OPT_SLOTS];
+static atomic_int opt_bad;
+
+static void opt_put(unsigned char *p)
+{
+    if (!p) return;
+    size_t n;
+    memcpy(&n, p, sizeof n);
+    if (n < 16 || n > 70000 || p[n - 1] != (unsigned char)n) atomic_fetch_add(&opt_bad, 1);
+    hk_free(p);
+}
+
+static void *opt_worker(void *arg)
+{
+    uint64_t s = (uint64_t)(uintptr_t)arg * 2654435761u + 1;
+    for (int i = 0; i < OPT_OPS; i++) {
+        uint64_t r = t_rand(&s);
+        size_t n = (r & 7) ? 6000 + (size_t)(r >> 8) % 60000 : 16 + (size_t)(r >> 8) % 4000;
+        unsigned char *p = hk_malloc(n);
+        if (!p) { atomic_fetch_add(&opt_bad, 1); continue; }
+        memcpy(p, &n, sizeof n);
+        p[n - 1] = (unsigned char)n;
+        if (r % 3 == 0) opt_put(p);
+        else opt_put(atomic_exchange(&opt_slot[(r >> 20) % OPT_SLOTS], p));
+        if (i % 2500 == 2499) {
+            switch ((r >> 40) % 4) {
+            case 0: hk_option_set(HK_OPTION_BIG_CACHE, (long)((r >> 44) % 17)); break;
+            case 1: hk_option_set(HK_OPTION_BIG_CACHE_TOTAL, (long)((r >> 44) % 40)); break;
+            case 2: hk_option_set(HK_OPTION_PURGE_DELAY, (long)((r >> 44) % 3) * 5); break;
+            default: hk_collect((int)((r >> 44) & 1)); break;
+            }
+            if (hk_check() != 0) atomic_fetch_add(&opt_bad, 1);
+        }
+    }
+    if (hk_check() != 0) atomic_fetch_add(&opt_bad, 1);
+    return NULL;
+}
+
+static void test_big_options_stress(void)
+{
+    long big = hk_option_get(HK_OPTION_BIG_CACHE), total = hk_option_get(HK_OPTION_BIG_CACHE_TOTAL);
+    long delay = hk_option_get(HK_OPTION_PURGE_DELAY);
+    for (int g = 0; g < OPT_GENS; g++) {
+        pthread_t t[OPT_THREADS];
+        for (int i = 0; i < OPT_THREADS; i++)
+            REQUIRE(pthread_create(&t[i], NULL, opt_worker, (void *)(uintptr_t)(g * OPT_THREADS + i + 1)) == 0);
+        for (int i = 0; i < OPT_THREADS; i++) pthread_join(t[i], NULL);
+    }
+    for (int k = 0; k < OPT_SLOTS; k++) opt_put(atomic_exchange(&opt_slot[k], NULL));
+    CHECK_EQ(hk_option_set(HK_OPTION_BIG_CACHE, big), 0);
+    CHECK_EQ(hk_option_set(HK_OPTION_BIG_CACHE_TOTAL, total), 0);
+    CHECK_EQ(hk_option_set(HK_OPTION_PURGE_DELAY, delay), 0);
+    hk_collect(1);
+    CHECK_EQ(hk_check(), 0);
+    CHECK_EQ(atomic_load(&opt_bad), 0);
+}
+
 int main(void)
 {
     RUN(test_own_full_page);   /* first: later threads may reuse a parked heap that turned mixed */
@@ -950,6 +1013,7 @@ int main(void)
     RUN(test_big_idle_close);
     RUN(test_big_budget);
     RUN(test_big_total);
+    RUN(test_big_options_stress);
     RUN(test_small_foreign_blocks);
     RUN(test_ring);
     RUN(test_reuse);
