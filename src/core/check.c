@@ -1,9 +1,13 @@
-/* hk_check: the calling thread's heap against the allocator's invariants.
- * It walks what only the owner writes (its segments, page queues, free
- * lists and block caches), so it takes no lock; other threads may go on
- * freeing into its pages meanwhile (such frees touch only the atomic
- * thread_free lists, which it does not walk). For tests and debugging:
- * O(pages + listed blocks). */
+/* hk_check: the calling thread's heap, and the parked heaps of exited
+ * threads, against the allocator's invariants. It walks what only the
+ * owner writes (segments, page queues, free lists and block caches): the
+ * calling thread's heap with no lock, the parked ones under the parked
+ * list's lock (no thread owns them, and the lock keeps a starting thread
+ * from taking one meanwhile); other threads may go on freeing into their
+ * pages (such frees touch only the atomic thread_free lists, which it
+ * does not walk). Other live threads' heaps are not checked: their owners
+ * change them without a lock. For tests and debugging: O(pages + listed
+ * blocks). */
 #include "core.h"
 
 #define HK_CHECK_REPORTS 16
@@ -103,21 +107,20 @@ static void check_segment_lists(hk_checker_t *ck, const hk_theap_t *heap, size_t
     }
 }
 
-size_t hk_check(void)
+/* One heap: the calling thread's, or a parked one (under the parked
+ * list's lock, which keeps it parked). */
+static void check_heap(hk_checker_t *ck, const hk_theap_t *heap)
 {
-    hk_theap_t *heap = hk__tls_heap;
-    if (heap == &hk__heap_empty) return 0;      /* this thread never allocated */
-    hk_checker_t ck = { 0 };
     size_t heads = 0, pages = 0, nseg = 0;
     for (hk_segment_t *seg = heap->segments; seg; seg = seg->next) {
-        if (++nseg > ((size_t)1 << (HK_ADDR_BITS - HK_SEG_SHIFT))) { hk__check_bad(&ck, "segment list does not end", heap); return ck.bad; }
-        check_segment(&ck, heap, seg, &heads);
+        if (++nseg > ((size_t)1 << (HK_ADDR_BITS - HK_SEG_SHIFT))) { hk__check_bad(ck, "segment list does not end", heap); return; }
+        check_segment(ck, heap, seg, &heads);
     }
-    check_segment_lists(&ck, heap, nseg);
+    check_segment_lists(ck, heap, nseg);
     size_t limit = nseg * HK_SEG_PAGES;
-    for (size_t c = 0; c < HK_NCLASS; c++) check_queue(&ck, heap, &heap->queues[c], c, limit, &pages);
-    check_queue(&ck, heap, &heap->full, HK_NCLASS, limit, &pages);
-    if (pages != heads) hk__check_bad(&ck, "spans in use and pages in the queues differ in number", heap);
+    for (size_t c = 0; c < HK_NCLASS; c++) check_queue(ck, heap, &heap->queues[c], c, limit, &pages);
+    check_queue(ck, heap, &heap->full, HK_NCLASS, limit, &pages);
+    if (pages != heads) hk__check_bad(ck, "spans in use and pages in the queues differ in number", heap);
     /* The block caches: within their bounds, each block a free block of
      * its class; a big class's two bounds equal and their byte count
      * exact (within the budget but for a lower one set since by another
@@ -128,15 +131,32 @@ size_t hk_check(void)
         bool big = hk__class_big(c);
         unsigned most = big ? x->cap[0] : HK_XCACHE_MAX;
         if (c >= HK_XCLASSES && !big) {
-            if (x->n || x->cap[0] || x->cap[1]) hk__check_bad(&ck, "block cache bound in a class that has no cache", x);
+            if (x->n || x->cap[0] || x->cap[1]) hk__check_bad(ck, "block cache bound in a class that has no cache", x);
             continue;
         }
-        if (big && (x->cap[0] != x->cap[1] || x->cap[0] > HK_XBIG_MAX)) { hk__check_bad(&ck, "big-block cache bounds disagree", x); continue; }
-        if (x->n > most) { hk__check_bad(&ck, big ? "big-block cache class over its bound" : "foreign-block cache class over its size", x); continue; }
-        for (unsigned k = 0; k < x->n; k++) hk__cached_check(&ck, heap->xcache[c][k], c);
+        if (big && (x->cap[0] != x->cap[1] || x->cap[0] > HK_XBIG_MAX)) { hk__check_bad(ck, "big-block cache bounds disagree", x); continue; }
+        if (x->n > most) { hk__check_bad(ck, big ? "big-block cache class over its bound" : "foreign-block cache class over its size", x); continue; }
+        for (unsigned k = 0; k < x->n; k++) hk__cached_check(ck, heap->xcache[c][k], c);
         if (big) bytes += (size_t)x->cap[0] * hk__class_size[c];
     }
-    if (bytes != heap->xb_capbytes) hk__check_bad(&ck, "big-block cache's bound bytes are off", heap);
-    else if (bytes > hk__xbig_total()) hk__check_bad(&ck, "big-block caches' total is below one heap's bounds", heap);
+    if (bytes != heap->xb_capbytes) hk__check_bad(ck, "big-block cache's bound bytes are off", heap);
+    else if (bytes > hk__xbig_total()) hk__check_bad(ck, "big-block caches' total is below one heap's bounds", heap);
+}
+
+static void check_parked(hk_theap_t *heap, void *arg)
+{
+    hk_checker_t *ck = arg;
+    if (heap->thread_id != 0) hk__check_bad(ck, "parked heap has an owner thread", heap);
+    check_heap(ck, heap);
+}
+
+/* The calling thread's heap (if it ever allocated), then the heaps of
+ * exited threads that wait parked (since session 20). */
+size_t hk_check(void)
+{
+    hk_checker_t ck = { 0 };
+    hk_theap_t *heap = hk__tls_heap;
+    if (heap != &hk__heap_empty) check_heap(&ck, heap);
+    hk__parked_foreach(check_parked, &ck);
     return ck.bad;
 }

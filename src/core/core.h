@@ -480,6 +480,7 @@ void hk__process_init(void) HK_HIDDEN;
 void hk__heap_abandon(hk_theap_t *heap) HK_HIDDEN;
 bool hk__heap_park(hk_theap_t *heap) HK_HIDDEN;
 void hk__parked_expire(uint64_t now, bool force) HK_HIDDEN;
+void hk__parked_foreach(void (*fn)(hk_theap_t *, void *), void *arg) HK_HIDDEN;
 bool hk__parked_expire_heap(hk_theap_t *heap, uint64_t now) HK_HIDDEN;
 void hk__segment_park(hk_segment_t *seg) HK_HIDDEN;
 void hk__segment_cool(hk_segment_t *seg) HK_HIDDEN;

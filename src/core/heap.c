@@ -382,6 +382,15 @@ bool hk__heap_park(hk_theap_t *heap)
     return true;
 }
 
+/* fn on every parked heap, under the parked list's lock (hk_check). */
+void hk__parked_foreach(void (*fn)(hk_theap_t *, void *), void *arg)
+{
+    if (__atomic_load_n(&g_parked, __ATOMIC_RELAXED) == NULL) return;
+    hk__lock(&g_parked_lock);
+    for (hk_theap_t *h = g_parked; h; h = h->parked_next) fn(h, arg);
+    hk__unlock(&g_parked_lock);
+}
+
 /* Take h off the parked list if it is still on it; the caller then owns it. */
 static bool parked_unlink(hk_theap_t *h)
 {

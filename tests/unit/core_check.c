@@ -241,10 +241,51 @@ static void test_clean_under_load(void)
     CHECK_EQ(hk_check(), 0);
 }
 
+/* hk_check looks at the parked heaps of exited threads too: a thread
+ * frees half of its 100-byte blocks and exits (its heap parked, the other
+ * half still live); damage to one of the freed blocks in its pages is
+ * found from the main thread, and the repaired heap checks clean. */
+enum { PK_N = 64 };
+static void *pk_blocks[PK_N];
+
+static void *pk_leaver(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < PK_N; i++) pk_blocks[i] = hk_malloc(100);
+    for (int i = 0; i < PK_N; i += 2) hk_free(pk_blocks[i]);
+    return NULL;
+}
+
+static void test_parked_heap_checked(void)
+{
+    hk_collect(1);                  /* nothing parked before */
+    long parked = hk_option_get(HK_OPTION_PARKED_HEAPS), delay = hk_option_get(HK_OPTION_PURGE_DELAY);
+    REQUIRE(hk_option_set(HK_OPTION_PARKED_HEAPS, 4) == 0);
+    REQUIRE(hk_option_set(HK_OPTION_PURGE_DELAY, 60000) == 0);   /* parked for the test's length */
+    REQUIRE(t_in_thread(pk_leaver, NULL));
+    for (int i = 1; i < PK_N; i += 2) REQUIRE(pk_blocks[i] != NULL);
+    hk_stats_t st;
+    hk_stats_get(&st);
+    CHECK_EQ(st.heaps_parked, 1);
+    CHECK_EQ(check_quiet(), 0);
+    uintptr_t *x = pk_blocks[0];     /* freed by the leaver: on its page's list, tagged */
+    uintptr_t saved = x[1];
+    x[1] = 0x5a5a;
+    CHECK(check_reported("free block lost its tag") >= 1);
+    x[1] = saved;
+    CHECK_EQ(check_quiet(), 0);
+    for (int i = 1; i < PK_N; i += 2) hk_free(pk_blocks[i]);
+    CHECK_EQ(hk_option_set(HK_OPTION_PURGE_DELAY, delay), 0);
+    CHECK_EQ(hk_option_set(HK_OPTION_PARKED_HEAPS, parked), 0);
+    hk_collect(1);
+    CHECK_EQ(check_quiet(), 0);
+}
+
 int main(void)
 {
     RUN(test_finds_damage);
     RUN(test_clean_under_load);
     RUN(test_segment_lists);
+    RUN(test_parked_heap_checked);
     return t_finish();
 }
