@@ -882,6 +882,22 @@ static void test_big_total(void)
  * have exited (their heaps parked or abandoned). Fixed seeds. Afterwards
  * every block is back: the pages in use return to what they were. */
 enum { CHURN_SLOTS = 256, CHURN_GENS = 4, CHURN_THREADS = 3, CHURN_OPS = 4000 };
+
+/* gens generations of n threads (n <= 8) running fn, one after another,
+ * thread i of generation g given the seed g * n + i + 1; false if one
+ * did not start. */
+static bool run_generations(int gens, int n, void *(*fn)(void *))
+{
+    for (int g = 0; g < gens; g++) {
+        pthread_t t[8];
+        int started = 0;
+        for (int i = 0; i < n && i < 8; i++, started++)
+            if (pthread_create(&t[i], NULL, fn, (void *)(uintptr_t)(g * n + i + 1)) != 0) break;
+        for (int i = 0; i < started; i++) pthread_join(t[i], NULL);
+        if (started != n) return false;
+    }
+    return true;
+}
 static unsigned char *_Atomic churn_slot[CHURN_SLOTS];
 static int _Atomic churn_bad;
 
@@ -922,12 +938,7 @@ static void test_big_cache_churn(void)
     hk_collect(1);
     hk_stats_t before, after;
     hk_stats_get(&before);
-    for (int g = 0; g < CHURN_GENS; g++) {
-        pthread_t t[CHURN_THREADS];
-        for (int i = 0; i < CHURN_THREADS; i++)
-            REQUIRE(pthread_create(&t[i], NULL, churn_worker, (void *)(uintptr_t)(g * CHURN_THREADS + i + 1)) == 0);
-        for (int i = 0; i < CHURN_THREADS; i++) pthread_join(t[i], NULL);
-    }
+    REQUIRE(run_generations(CHURN_GENS, CHURN_THREADS, churn_worker));
     for (int k = 0; k < CHURN_SLOTS; k++) churn_check_free(atomic_exchange(&churn_slot[k], NULL));
     /* Heaps of exited threads wait parked for at most the purge delay. */
     t_sleep_ms(50);
@@ -989,12 +1000,7 @@ static void test_big_options_stress(void)
 {
     long big = hk_option_get(HK_OPTION_BIG_CACHE), total = hk_option_get(HK_OPTION_BIG_CACHE_TOTAL);
     long delay = hk_option_get(HK_OPTION_PURGE_DELAY);
-    for (int g = 0; g < OPT_GENS; g++) {
-        pthread_t t[OPT_THREADS];
-        for (int i = 0; i < OPT_THREADS; i++)
-            REQUIRE(pthread_create(&t[i], NULL, opt_worker, (void *)(uintptr_t)(g * OPT_THREADS + i + 1)) == 0);
-        for (int i = 0; i < OPT_THREADS; i++) pthread_join(t[i], NULL);
-    }
+    REQUIRE(run_generations(OPT_GENS, OPT_THREADS, opt_worker));
     for (int k = 0; k < OPT_SLOTS; k++) opt_put(atomic_exchange(&opt_slot[k], NULL));
     CHECK_EQ(hk_option_set(HK_OPTION_BIG_CACHE, big), 0);
     CHECK_EQ(hk_option_set(HK_OPTION_BIG_CACHE_TOTAL, total), 0);
