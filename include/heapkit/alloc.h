@@ -46,8 +46,9 @@ HK_API void   hk_free_aligned_sized(void *p, size_t align, size_t size);
 /* Give free memory back to the OS now: pages of this thread's heap and the
  * segment cache that passed the purge delay, or all of them with force. */
 HK_API void   hk_collect(int force);
-/* Check the calling thread's heap against the allocator's invariants (its
- * segments, page lists, free lists and block caches: a free block written
+/* Check the calling thread's heap, and the heaps of exited threads that
+ * wait parked for the next thread, against the allocator's invariants
+ * (segments, page lists, free lists and block caches: a free block written
  * after its free, a wild list link, counts that do not add up). Returns
  * the number of broken invariants found, 0 when consistent; the first 16
  * are described on stderr. Takes time in proportion to the heap's pages

@@ -200,8 +200,9 @@ typedef struct hk_page_queue { hk_page_t *first, *last; } hk_page_queue_t;
  * xbig_over); the bounds of all classes together, in bytes, stay within
  * HEAPKIT_BIG_CACHE MiB (HK_OPTION_BIG_CACHE, 16 by default; 0 turns the
  * cache off), so the blocks held do too, and the bounds of all thread
- * heaps together within HEAPKIT_BIG_CACHE_TOTAL MiB (64 by default). A purge empties a class that did
- * not change since the purge before and closes its bound. */
+ * heaps together within HEAPKIT_BIG_CACHE_TOTAL MiB (64 by default). A
+ * purge empties a class that did not change since the purge before and
+ * closes its bound. */
 #define HK_XBIG_FIRST  30          /* 6 KiB (the comments said 10 KiB until session 17) */
 #define HK_XBIG_LAST   44          /* 64 KiB */
 #define HK_XBIG_N      (HK_XBIG_LAST - HK_XBIG_FIRST + 1)

@@ -328,9 +328,10 @@ void hk__heap_abandon(hk_theap_t *heap)
  * its free pages once another heap is parked after it (the last one
  * parked keeps them for the next thread); its segments have no owner
  * thread, so frees into them take the atomic path, and they stay with the
- * heap (a free does not adopt them). A heap parked for longer than the purge delay is abandoned after
- * all, by the next purge of any live heap, by a free into it, or by
- * hk_collect(1); with a purge delay of 0 nothing is parked. */
+ * heap (a free does not adopt them). A heap parked for longer than the
+ * purge delay is abandoned after all, by the next purge of any live heap,
+ * by a free into it, or by hk_collect(1); with a purge delay of 0 nothing
+ * is parked. */
 
 /* After heap_drain: the pages that still hold blocks back in their class
  * queues. */

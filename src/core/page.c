@@ -656,22 +656,14 @@ static inline hk_block_t *block_start(const hk_page_t *pg, void *p)
     return (hk_block_t *)(pg->start + (size_t)block_index(pg, p) * pg->block_size);
 }
 
-/* The stack that caches blocks of class c in heap h, and its count. */
-static inline hk_block_t **cache_stack(hk_theap_t *h, unsigned c, uint16_t **n)
-{
-    *n = &h->xc[c].n;
-    return h->xcache[c];
-}
-
 struct xfind { const hk_block_t *b; unsigned c; bool found; };
 static void xcache_find(hk_theap_t *h, void *arg)
 {
     struct xfind *f = arg;
     if (f->found) return;
-    uint16_t *np;
-    hk_block_t **v = cache_stack(h, f->c, &np);
-    unsigned n = __atomic_load_n(np, __ATOMIC_RELAXED);   /* another thread's count: read once */
-    if (n > HK_XCACHE_MAX) n = HK_XCACHE_MAX;             /* (HK_XBIG_MAX too) */
+    hk_block_t **v = h->xcache[f->c];
+    unsigned n = __atomic_load_n(&h->xc[f->c].n, __ATOMIC_RELAXED);   /* another thread's count: read once */
+    if (n > HK_XCACHE_MAX) n = HK_XCACHE_MAX;                         /* (HK_XBIG_MAX too) */
     for (unsigned i = 0; i < n; i++)
         if (__atomic_load_n(&v[i], __ATOMIC_RELAXED) == f->b) { f->found = true; return; }
 }
@@ -953,15 +945,14 @@ static inline void xcache_count_foreign(hk_theap_t *me, unsigned c)
 }
 
 /* A free that passed the fast path's checks (a live block's start, flags
- * at most FULL and MIXED) and found its class of the block cache full (or
- * closed): a block of a big class goes to the big-block cache if it has
- * room; an own block of a mixed heap's page goes on the page's list;
+ * at most FULL and MIXED) and that no block cache took (its class full or
+ * closed): an own block of a mixed heap's page goes on the page's list;
  * anything else takes the slow way, which sends the class's older half
- * home first (classes up to 1 KiB). free_uncached: such a free that no
- * cache takes, except that the owner's block of a full page (classes up
- * to 1 KiB) goes to the block cache while the class has room under the
- * whole bound (hk__xcache_cap, in a heap that is mixed or not): the page
- * stays on the full list and the block is the class's next malloc. Put
+ * home first (classes up to 1 KiB), except that the owner's block of a
+ * full page (classes up to 1 KiB) goes to the block cache while the class
+ * has room under the whole bound (hk__xcache_cap, in a heap that is mixed
+ * or not): the page stays on the full list and the block is the class's
+ * next malloc. Put
  * back on its page, the block moved the page from the full list to its
  * class's queue and the next malloc of the class moved it back, each move
  * writing two neighbours' descriptors, cold in a big heap (a churn over
